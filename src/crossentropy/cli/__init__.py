@@ -1,0 +1,39 @@
+"""The ``crossentropy`` command line.
+
+Each subcommand lives in its own module ``crossentropy.cli.<name>`` that
+defines ``register(subparsers)``: it adds its parser and sets ``func`` (called
+with the parsed arguments, returns the exit status). Modules import their
+heavy dependencies (matplotlib, torch, ...) inside ``func``, so that
+``crossentropy --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+SUBCOMMANDS = ("explain", "examples", "plot", "exercises", "demo", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crossentropy",
+        description="Learn, check and benchmark the cross-entropy loss family.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in SUBCOMMANDS:
+        module_name = f"{__name__}.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # a subcommand not written yet
+            if exc.name == module_name:
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)

@@ -1,0 +1,5 @@
+import sys
+
+from crossentropy.cli import main
+
+sys.exit(main())
