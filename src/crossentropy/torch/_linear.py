@@ -25,13 +25,15 @@ and then ``d hidden = g @ W``, ``d W = g.T @ hidden``, ``d b = sum_rows g``.
 
 from __future__ import annotations
 
-import math
-import numbers
+import operator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+from crossentropy import _validate
+from crossentropy._backend import namespace
 
 __all__ = ["LinearCrossEntropy", "linear_cross_entropy"]
 
@@ -179,15 +181,11 @@ def _check_linear_inputs(hidden, weight, target, bias) -> bool:
     return soft
 
 
-def _check_index_range(target: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+def _check_index_range(target: torch.Tensor, hidden: torch.Tensor, num_classes: int,
+                       ignore_index: int) -> None:
     """IndexError naming the first row whose class index is neither valid nor ignored."""
-    bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
-    if bool(bad.any()):
-        row = int(bad.nonzero()[0, 0])
-        raise IndexError(
-            f"target: expected class indices in [0, {num_classes}) or ignore_index="
-            f"{ignore_index}, got {int(target[row])} (at row {row})"
-        )
+    ns, _ = namespace(hidden, "hidden")
+    _validate.target(ns, target, (target.shape[0], num_classes), 1, ignore_index)
 
 
 def _check_soft_target(target: torch.Tensor, chunk_size: int) -> None:
@@ -198,46 +196,78 @@ def _check_soft_target(target: torch.Tensor, chunk_size: int) -> None:
             row = start + int(rows.nonzero()[0, 0])
             raise ValueError(
                 f"target: expected non-negative probabilities, got "
-                f"{float(target[row].min())} (at row {row})"
+                f"{float(target[row].min())} at row {row}"
             )
 
 
 def _check_options(ignore_index, label_smoothing, reduction, divisor, z_loss, softcap,
-                   chunk_size) -> None:
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise _fail_type("ignore_index", "an int", repr(ignore_index))
-    if not isinstance(label_smoothing, numbers.Real) or not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing: expected a number in [0, 1], got {label_smoothing!r}")
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction: expected one of {_REDUCTIONS}, got {reduction!r}")
-    if divisor is not None and (
-        not isinstance(divisor, numbers.Real) or not math.isfinite(divisor) or divisor <= 0
-    ):
-        raise ValueError(f"divisor: expected a positive number or None, got {divisor!r}")
-    if not isinstance(z_loss, numbers.Real) or not math.isfinite(z_loss) or z_loss < 0:
-        raise ValueError(f"z_loss: expected a non-negative number, got {z_loss!r}")
-    if softcap is not None and (
-        not isinstance(softcap, numbers.Real) or not math.isfinite(softcap) or softcap <= 0
-    ):
-        raise ValueError(f"softcap: expected a positive number or None, got {softcap!r}")
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral)
-        or chunk_size < 1
-    ):
-        raise ValueError(f"chunk_size: expected a positive int or None, got {chunk_size!r}")
+                   chunk_size) -> dict:
+    """The scalar options, checked (shared checks and messages from ``_validate``)."""
+    if softcap is not None:
+        softcap = _validate.real_number(softcap, "softcap")
+        if softcap <= 0:
+            raise ValueError(f"softcap: expected a positive number or None, got {softcap!r}")
+    if chunk_size is not None:
+        try:
+            chunk_size = operator.index(chunk_size)
+        except TypeError:
+            raise TypeError(f"chunk_size: expected a positive integer or None, "
+                            f"got {chunk_size!r}") from None
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size: expected a positive integer or None, "
+                             f"got {chunk_size!r}")
+    return {
+        "ignore_index": _validate.ignore_index(ignore_index),
+        "label_smoothing": _validate.label_smoothing(label_smoothing),
+        "reduction": _validate.reduction(reduction),
+        "divisor": _validate.divisor(divisor),
+        "z_loss": _validate.non_negative_number(z_loss, "z_loss"),
+        "softcap": softcap,
+        "chunk_size": chunk_size,
+    }
 
 
 # ----------------------------------------------------------------------------- math
 
 
-def _chunk_logits(h_c, weight, bias, cdt):
-    """Raw logits ``a = h_c @ W.T + b`` of one chunk, as a fresh ``cdt`` buffer."""
-    a = torch.mm(h_c, weight.t()) if bias is None else torch.addmm(bias, h_c, weight.t())
-    return a.to(cdt) if a.dtype != cdt else a
+class _Workspace:
+    """The ``chunk_size x V`` buffers of one pass, allocated once and reused by every chunk.
+
+    Reusing them (rather than allocating per chunk) keeps the allocator from
+    fragmenting: with fresh 30-60 MiB blocks per chunk, glibc's heap can end up
+    holding two of them.
+    """
+
+    def __init__(self, rows: int, hidden: torch.Tensor, target: torch.Tensor, o: _Options):
+        cdt = _compute_dtype(hidden.dtype)
+        shape, device = (rows, o.num_classes), hidden.device
+        self.z = torch.empty(shape, dtype=cdt, device=device)  # logits, then g
+        self.t = torch.empty(shape, dtype=cdt, device=device) if o.softcap is not None else None
+        self.low = (torch.empty(shape, dtype=hidden.dtype, device=device)
+                    if hidden.dtype != cdt else None)  # matmul output, then g cast down
+        self.y = (torch.empty(shape, dtype=cdt, device=device)
+                  if o.soft and target.dtype != cdt else None)  # soft target converted
+
+    def logits(self, h_c, weight, bias):
+        """Raw logits ``a = h_c @ W.T + b`` of one chunk, in the compute dtype."""
+        n = h_c.shape[0]
+        out = self.z[:n] if self.low is None else self.low[:n]
+        if bias is None:
+            torch.mm(h_c, weight.t(), out=out)
+        else:
+            torch.addmm(bias, h_c, weight.t(), out=out)
+        return out if self.low is None else self.z[:n].copy_(out)
+
+    def target(self, y_c):
+        return y_c if self.y is None else self.y[: y_c.shape[0]].copy_(y_c)
+
+    def input_dtype(self, g):
+        """``g`` in the inputs' dtype (for ``g @ W``)."""
+        return g if self.low is None else self.low[: g.shape[0]].copy_(g)
 
 
-def _chunk(h_c, weight, bias, y_c, keep_c, scale_c, o: _Options, *, lse_c=None,
-           want_loss=True, want_grad=True):
+def _chunk(ws: _Workspace, h_c, weight, bias, y_c, keep_c, scale_c, o: _Options, *,
+           lse_c=None, want_loss=True, want_grad=True):
     """Loss rows, LSE and (in place of the logits) the scaled gradient of one chunk.
 
     ``y_c`` is the index target (ignored rows already set to class 0) or the
@@ -246,16 +276,15 @@ def _chunk(h_c, weight, bias, y_c, keep_c, scale_c, o: _Options, *, lse_c=None,
     ``(loss_c, lse_c, g)``; ``loss_c`` is 0 on ignored rows. One ``C x V``
     buffer is used (two with softcap): every step after the matmul is in place.
     """
-    cdt = _compute_dtype(h_c.dtype)
     e, n_cls = o.label_smoothing, o.num_classes
-    a = _chunk_logits(h_c, weight, bias, cdt)
+    a = ws.logits(h_c, weight, bias)
     if o.softcap is not None:
-        t = a.div_(o.softcap).tanh_()
-        z = t * o.softcap
+        t = torch.div(a, o.softcap, out=ws.t[: a.shape[0]]).tanh_()
+        z = torch.mul(t, o.softcap, out=a)
     else:
         t, z = None, a
     if o.soft:
-        y_c = y_c.to(cdt)
+        y_c = ws.target(y_c)
         mass = y_c.sum(dim=1)  # S = sum_c y'_c
         if e:
             mass = (1.0 - e) * mass + e
@@ -300,11 +329,11 @@ def _chunk(h_c, weight, bias, y_c, keep_c, scale_c, o: _Options, *, lse_c=None,
     return loss_c, lse_c, g
 
 
-def _accumulate_grads(g, h_c, weight, rows, grads):
+def _accumulate_grads(ws: _Workspace, g, h_c, weight, rows, grads):
     """Add one chunk's contribution to d hidden (its rows), d weight and d bias."""
     grad_h, grad_w, grad_b = grads
     if grad_h is not None:
-        torch.mm(g.to(weight.dtype), weight, out=grad_h[rows])
+        torch.mm(ws.input_dtype(g), weight, out=grad_h[rows])
     if grad_w is not None:
         grad_w.addmm_(g.t(), h_c.to(grad_w.dtype))
     if grad_b is not None:
@@ -353,15 +382,16 @@ class _LinearCrossEntropyFunction(torch.autograd.Function):
         grads = _new_grads(hidden, weight, o.needs) if eager else (None, None, None)
         loss_rows = torch.empty(n_rows, dtype=cdt, device=hidden.device)
         lse = torch.empty(n_rows, dtype=cdt, device=hidden.device)
+        ws = _Workspace(min(o.chunk_size, n_rows), hidden, target, o)
         for start in range(0, n_rows, o.chunk_size):
             rows = slice(start, start + o.chunk_size)
             h_c = hidden[rows]
-            loss_c, lse_c, g = _chunk(h_c, weight, bias, y[rows], keep[rows], scale[rows], o,
+            loss_c, lse_c, g = _chunk(ws, h_c, weight, bias, y[rows], keep[rows], scale[rows], o,
                                       want_grad=eager)
             loss_rows[rows] = loss_c
             lse[rows] = lse_c
             if eager:
-                _accumulate_grads(g, h_c, weight, rows, grads)
+                _accumulate_grads(ws, g, h_c, weight, rows, grads)
             del g, loss_c, lse_c
         ctx.options = o
         ctx.eager_grads = grads if eager else None
@@ -388,7 +418,7 @@ class _LinearCrossEntropyFunction(torch.autograd.Function):
                 elif g_x.dtype == x.dtype:
                     out.append(g_x.mul_(go))
                 else:
-                    out.append((g_x * go).to(x.dtype))
+                    out.append(g_x.mul_(go).to(x.dtype))
             return out[0], out[1], out[2], None, None
         # Recompute: a second pass over the chunks, logits rebuilt from hidden and weight.
         n_rows, cdt = hidden.shape[0], _compute_dtype(hidden.dtype)
@@ -397,12 +427,13 @@ class _LinearCrossEntropyFunction(torch.autograd.Function):
         scale = keep.to(cdt) * (go / denom if o.reduction != "none" else go)
         needs = (want[0], want[1], bias is not None and want[2])
         grads = _new_grads(hidden, weight, needs)
+        ws = _Workspace(min(o.chunk_size, n_rows), hidden, target, o)
         for start in range(0, n_rows, o.chunk_size):
             rows = slice(start, start + o.chunk_size)
             h_c = hidden[rows]
-            _, _, g = _chunk(h_c, weight, bias, y[rows], keep[rows], scale[rows], o,
+            _, _, g = _chunk(ws, h_c, weight, bias, y[rows], keep[rows], scale[rows], o,
                              lse_c=lse[rows], want_loss=False)
-            _accumulate_grads(g, h_c, weight, rows, grads)
+            _accumulate_grads(ws, g, h_c, weight, rows, grads)
             del g
         grad_h, grad_w, grad_b = grads
         grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
@@ -529,8 +560,11 @@ def _linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-10
                           softcap=None, chunk_size=None, mode="auto"):
     """``linear_cross_entropy`` with the gradient strategy selectable (tests, benchmark)."""
     soft = _check_linear_inputs(hidden, weight, target, bias)
-    _check_options(ignore_index, label_smoothing, reduction, divisor, z_loss, softcap,
-                   chunk_size)
+    opts = _check_options(ignore_index, label_smoothing, reduction, divisor, z_loss, softcap,
+                          chunk_size)
+    ignore_index, label_smoothing, divisor = (
+        opts["ignore_index"], opts["label_smoothing"], opts["divisor"])
+    z_loss, softcap, chunk_size = opts["z_loss"], opts["softcap"], opts["chunk_size"]
     if mode not in _MODES:
         raise ValueError(f"mode: expected one of {_MODES}, got {mode!r}")
     lead = tuple(hidden.shape[:-1])
@@ -544,7 +578,7 @@ def _linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-10
     if soft:
         _check_soft_target(target2, chunk_size)
     else:
-        _check_index_range(target2, num_classes, ignore_index)
+        _check_index_range(target2, hidden2, num_classes, ignore_index)
     grad_on = torch.is_grad_enabled()
     needs = (
         grad_on and hidden.requires_grad,
@@ -556,10 +590,9 @@ def _linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-10
     elif mode == _EAGER and reduction == "none":
         raise ValueError("mode: 'eager' needs reduction 'mean' or 'sum', got 'none'")
     options = _Options(
-        num_classes=num_classes, soft=soft, ignore_index=int(ignore_index),
-        label_smoothing=float(label_smoothing), reduction=reduction,
-        divisor=None if divisor is None else float(divisor), z_loss=float(z_loss),
-        softcap=None if softcap is None else float(softcap), chunk_size=int(chunk_size),
+        num_classes=num_classes, soft=soft, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, reduction=reduction, divisor=divisor, z_loss=z_loss,
+        softcap=softcap, chunk_size=chunk_size,
         mode=mode, needs=needs,
     )
     loss = _LinearCrossEntropyFunction.apply(hidden2, weight, bias, target2, options)
