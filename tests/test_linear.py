@@ -378,6 +378,49 @@ def test_linear_cross_entropy_never_allocates_n_by_v(kw, mode):
     assert naive.largest >= n * v  # the probe does see the naive version's logits
 
 
+class _BigOps(TorchDispatchMode):
+    """Records the aten ops that return a tensor of at least ``size`` elements."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.size, self.ops = size, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and out.numel() >= self.size:
+            self.ops.append(func.__name__)
+        return out
+
+
+def test_linear_cross_entropy_eager_backward_hands_gradients_over_without_copy():
+    """The eager backward scales the gradients in place; autograd need not clone them."""
+    hidden, weight, target, bias = make(n=32, d=8, v=200, dtype=torch.float32)
+    loss = linear_cross_entropy(hidden, weight, target, bias)
+    with _BigOps(200 * 8) as seen:
+        loss.backward(torch.tensor(0.5))
+    # d weight scaled in place, then stored as .grad through a detached view: no copy
+    assert "mul_.Tensor" in seen.ops
+    assert set(seen.ops) <= {"mul_.Tensor", "detach.default"}
+    w2 = weight.detach().requires_grad_()
+    (ref,) = torch.autograd.grad(0.5 * reference(hidden.detach(), w2, target, bias.detach()), w2)
+    torch.testing.assert_close(weight.grad, ref)
+
+
+def test_linear_cross_entropy_non_contiguous_hidden():
+    hidden, weight, target, bias = make(n=12, ignored=())
+    base = hidden.detach().reshape(3, 4, 5).transpose(0, 1).contiguous().requires_grad_()
+    h = base.transpose(0, 1)  # (3, 4, 5), not contiguous
+    assert not h.is_contiguous()
+    t = target.reshape(3, 4)
+    loss = linear_cross_entropy(h, weight, t, bias, chunk_size=5)
+    (g,) = torch.autograd.grad(loss, base)
+    h_ref = hidden.detach().reshape(3, 4, 5).requires_grad_()
+    ref = reference(h_ref, weight, t, bias)
+    (g_ref,) = torch.autograd.grad(ref, h_ref)
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(g.transpose(0, 1), g_ref)
+
+
 def test_auto_chunk_size_rule():
     assert auto_chunk_size(4096, 32000) == 256
     assert auto_chunk_size(2048, 128256) == 128
