@@ -154,3 +154,42 @@ def test_explain_bad_argument_is_one_line_error_with_status_2(capsys, argv, opti
     error_lines = [line for line in err.splitlines() if "error:" in line]
     assert len(error_lines) == 1
     assert option in error_lines[0]
+
+
+def test_explain_infinite_loss_is_reported_not_nan(capsys):
+    s = run_json(capsys, "--binary", "--probs", "0", "--target", "1")
+    assert s["loss"] == "inf" and s["kl"] == "inf"
+    assert s["identity_error"] == 0.0
+    assert s["gradient"] is None
+    assert main(["explain", "--probs", "1,0,0", "--target", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "both are inf" in out
+    assert "nan" not in out
+
+
+def test_explain_underflowed_probability_does_not_claim_the_identity(capsys):
+    assert main(["explain", "--logits", "1000,-1000", "--target", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "CE = 2000" in out
+    assert "not checkable" in out
+
+
+def test_explain_console_error_has_no_traceback():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import crossentropy
+
+    env = dict(os.environ, PYTHONPATH=str(Path(crossentropy.__file__).parents[1]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "crossentropy.cli", "explain", "--logits", "2,1", "--target", "9"],
+        capture_output=True, text=True, env=env, check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "error: argument --target: expected a class index in [0, 1], got 9"
+    )
