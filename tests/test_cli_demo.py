@@ -146,3 +146,14 @@ def test_demo_out_that_is_a_file_is_an_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["demo", "--epochs", "1", "--out", str(target)])
     assert exc.value.code == 2
+
+
+def test_demo_defaults_parse_to_the_documented_values():
+    from pathlib import Path
+
+    from crossentropy.cli import build_parser
+
+    args = build_parser().parse_args(["demo"])
+    assert args.hidden == (128,)
+    assert args.out == Path("out")
+    assert (args.epochs, args.seed, args.label_smoothing) == (30, 0, 0.0)

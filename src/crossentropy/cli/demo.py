@@ -308,7 +308,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--seed", type=non_negative_int, default=0, help="initial weights and batch order"
     )
     parser.add_argument(
-        "--hidden", type=hidden_sizes, default=(128,), metavar="N[,N...]",
+        "--hidden", type=hidden_sizes, default="128", metavar="N[,N...]",
         help="hidden layer widths",
     )
     parser.add_argument(
@@ -318,7 +318,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=positive_number, default=3e-3, help="Adam step size")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per step")
     parser.add_argument(
-        "--out", type=Path, default=Path("out"), metavar="DIR",
+        "--out", type=Path, default="out", metavar="DIR",
         help="where to save digits_training.png",
     )
     parser.set_defaults(func=run, _parser=parser)
