@@ -184,6 +184,23 @@ def test_linear_cross_entropy_soft_targets(kw):
         (small, weight, bias), nondet_tol=1e-12)
 
 
+@pytest.mark.parametrize("kw", [{}, {"label_smoothing": 0.3, "z_loss": 0.1, "softcap": 2.0},
+                                {"reduction": "none"}], ids=_ids)
+def test_linear_cross_entropy_soft_target_gradient(kw):
+    """Probability targets are differentiable, as in F.cross_entropy."""
+    hidden, weight, _, bias = make(n=6, d=3, v=5)
+    target = torch.rand(6, 5, dtype=torch.float64, requires_grad=True)
+    loss = linear_cross_entropy(hidden, weight, target, bias, chunk_size=4, **kw)
+    want = reference(hidden, weight, target, bias, **kw)
+    grad_out = torch.randn_like(want)
+    (got,) = torch.autograd.grad(loss, target, grad_out)
+    (exp,) = torch.autograd.grad(want, target, grad_out)
+    torch.testing.assert_close(got, exp, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda y, h: linear_cross_entropy(h, weight, y, bias, chunk_size=4, **kw),
+        (target, hidden))
+
+
 def test_linear_cross_entropy_index_equals_one_hot():
     hidden, weight, target, bias = make(ignored=())
     one_hot = F.one_hot(target, weight.shape[0]).double()

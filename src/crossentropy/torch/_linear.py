@@ -267,12 +267,13 @@ class _Workspace:
 
 
 def _chunk(ws: _Workspace, h_c, weight, bias, y_c, keep_c, scale_c, o: _Options, *,
-           lse_c=None, want_loss=True, want_grad=True):
+           lse_c=None, want_loss=True, want_grad=True, grad_y_c=None):
     """Loss rows, LSE and (in place of the logits) the scaled gradient of one chunk.
 
     ``y_c`` is the index target (ignored rows already set to class 0) or the
     soft target chunk; ``scale_c`` multiplies each row of ``g`` (0 on ignored
-    rows); ``lse_c``, when known (backward), saves recomputing it. Returns
+    rows); ``lse_c``, when known (backward), saves recomputing it; ``grad_y_c``
+    (backward, soft targets that require grad) receives ``d loss / d y``.  Returns
     ``(loss_c, lse_c, g)``; ``loss_c`` is 0 on ignored rows. One ``C x V``
     buffer is used (two with softcap): every step after the matmul is in place.
     """
@@ -296,6 +297,8 @@ def _chunk(ws: _Workspace, h_c, weight, bias, y_c, keep_c, scale_c, o: _Options,
         yz = (1.0 - e) * yz
         if e:
             yz = yz + (e / n_cls) * z.sum(dim=1)
+    if grad_y_c is not None:  # d loss / d y_c = (1 - e) (lse - z_c), scaled per row
+        torch.sub(lse_c[:, None], z, out=grad_y_c).mul_(((1.0 - e) * scale_c)[:, None])
     if lse_c is None:
         m = z.amax(dim=1)
         p = z.sub_(m[:, None]).exp_()  # unnormalised softmax, in z's buffer
@@ -427,18 +430,22 @@ class _LinearCrossEntropyFunction(torch.autograd.Function):
         scale = keep.to(cdt) * (go / denom if o.reduction != "none" else go)
         needs = (want[0], want[1], bias is not None and want[2])
         grads = _new_grads(hidden, weight, needs)
+        grad_y = (torch.empty(target.shape, dtype=cdt, device=target.device)
+                  if o.soft and ctx.needs_input_grad[3] else None)
         ws = _Workspace(min(o.chunk_size, n_rows), hidden, target, o)
         for start in range(0, n_rows, o.chunk_size):
             rows = slice(start, start + o.chunk_size)
             h_c = hidden[rows]
             _, _, g = _chunk(ws, h_c, weight, bias, y[rows], keep[rows], scale[rows], o,
-                             lse_c=lse[rows], want_loss=False)
+                             lse_c=lse[rows], want_loss=False,
+                             grad_y_c=None if grad_y is None else grad_y[rows])
             _accumulate_grads(ws, g, h_c, weight, rows, grads)
             del g
         grad_h, grad_w, grad_b = grads
         grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
         grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
-        return grad_h, grad_w, grad_b, None, None
+        grad_y = grad_y.to(target.dtype) if grad_y is not None else None
+        return grad_h, grad_w, grad_b, grad_y, None
 
 
 # ----------------------------------------------------------------------------- public
@@ -475,7 +482,7 @@ def linear_cross_entropy(
       weight: ``(V, D)``, the classifier (or tied embedding) matrix, same dtype.
       target: class indices of shape ``hidden.shape[:-1]`` (any integer dtype),
         or probabilities of shape ``hidden.shape[:-1] + (V,)`` (floating dtype;
-        rows need not sum to 1, as in PyTorch; not differentiated).
+        rows need not sum to 1, as in PyTorch; differentiable, as in PyTorch).
       bias: optional ``(V,)``.
       ignore_index: index targets equal to it count for nothing: zero loss,
         zero gradient, not in the mean's denominator.
@@ -511,7 +518,8 @@ def linear_cross_entropy(
     by ``grad_output``: three matmuls in all, the same as the naive version.
     The price is that ``d hidden``, ``d weight`` and ``d bias`` are held from
     forward to backward. With ``reduction="none"`` (the per-row upstream
-    gradient is unknown in forward), or when the backward runs a second time
+    gradient is unknown in forward), with probability targets that require
+    grad, or when the backward runs a second time
     (``retain_graph=True``), the backward recomputes each chunk's logits from
     the saved per-row log-sum-exp (as Apple's Cut Cross-Entropy does): four
     matmuls. No ``N x V`` tensor is ever allocated in either case.
@@ -585,10 +593,13 @@ def _linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-10
         grad_on and weight.requires_grad,
         grad_on and bias is not None and bias.requires_grad,
     )
+    target_grad = soft and torch.is_grad_enabled() and target.requires_grad
     if mode == "auto":
-        mode = _RECOMPUTE if reduction == "none" else _EAGER
+        mode = _RECOMPUTE if reduction == "none" or target_grad else _EAGER
     elif mode == _EAGER and reduction == "none":
         raise ValueError("mode: 'eager' needs reduction 'mean' or 'sum', got 'none'")
+    if target_grad:
+        mode = _RECOMPUTE
     options = _Options(
         num_classes=num_classes, soft=soft, ignore_index=ignore_index,
         label_smoothing=label_smoothing, reduction=reduction, divisor=divisor, z_loss=z_loss,
