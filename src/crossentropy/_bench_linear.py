@@ -15,7 +15,9 @@ every pass, so every pass pays the same page faults).
 
 Variants run interleaved (naive, linear, naive, linear, ...) ``repeats`` times,
 so the time ratio of each round is measured side by side under the same load;
-the table shows medians over the rounds.
+the table shows medians over the rounds. Besides wall time, the process's CPU
+time is reported: on a shared machine it is the steadier measure of the work
+done (with two threads it also counts OpenMP's spin-waiting).
 
 Standalone: ``python -m crossentropy._bench_linear --shapes 4096x1024x32000``.
 From the CLI: ``crossentropy bench --linear`` calls ``run(args)``.
@@ -98,22 +100,24 @@ def _worker(variant: str, n: int, d: int, v: int, dtype_name: str, bias: bool,
     b = torch.zeros(v, dtype=dtype, requires_grad=True) if bias else None
     base_kib = _status_kib("VmRSS")
     exact = _reset_peak()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     step(hidden, weight, target, b)
-    first = time.perf_counter() - t0
+    first, first_cpu = time.perf_counter() - t0, time.process_time() - c0
     peak_kib = _status_kib("VmHWM")
     grad_bytes = sum(x.grad.numel() * x.grad.element_size()
                      for x in (hidden, weight, b) if x is not None)
-    times = []
+    times, cpu = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step(hidden, weight, target, b)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     return {
         "variant": variant, "N": n, "D": d, "V": v, "dtype": dtype_name, "bias": bias,
         "peak_extra_mib": (peak_kib - base_kib) / 1024, "grads_mib": grad_bytes / MiB,
         "exact_peak": exact, "first_s": first,
         "time_s": statistics.median([first, *times]),
+        "cpu_s": statistics.median([first_cpu, *cpu]),
     }
 
 
@@ -170,6 +174,7 @@ def linear_benchmark(shapes=DEFAULT_SHAPES, *, variants=DEFAULT_VARIANTS, repeat
                 "working_mib": statistics.median(x["peak_extra_mib"] - x["grads_mib"]
                                                  for x in res),
                 "time_s": statistics.median(x["time_s"] for x in res),
+                "cpu_s": statistics.median(x["cpu_s"] for x in res),
                 "times_s": [round(x["time_s"], 3) for x in res],
             }
             if base is not None:
@@ -180,7 +185,8 @@ def linear_benchmark(shapes=DEFAULT_SHAPES, *, variants=DEFAULT_VARIANTS, repeat
                     (x["peak_extra_mib"] - x["grads_mib"]) / (y["peak_extra_mib"] - y["grads_mib"])
                     for x, y in pairs)
                 row["time_ratio"] = statistics.median(
-                    x["time_s"] / y["time_s"] for x, y in zip(res, base, strict=True))
+                    x["time_s"] / y["time_s"] for x, y in pairs)
+                row["cpu_ratio"] = statistics.median(x["cpu_s"] / y["cpu_s"] for x, y in pairs)
             rows.append(row)
     return rows
 
@@ -189,12 +195,12 @@ def print_table(rows, file=None) -> None:
     """A Markdown table of ``linear_benchmark`` rows."""
     file = file or sys.stdout
     head = ("| N | D | V | variant | peak extra MiB | grads MiB | working MiB | time s "
-            "| mem ratio | working ratio | time ratio |")
+            "| mem ratio | working ratio | time ratio | CPU-time ratio |")
     print(head, file=file)
     print("|---" * (head.count("|") - 1) + "|", file=file)
     for r in rows:
-        ratio = (f"{r['mem_ratio']:.3f} | {r['working_ratio']:.3f} | {r['time_ratio']:.3f}"
-                 if "time_ratio" in r else "- | - | -")
+        ratio = (f"{r['mem_ratio']:.3f} | {r['working_ratio']:.3f} | {r['time_ratio']:.3f} "
+                 f"| {r['cpu_ratio']:.3f}" if "time_ratio" in r else "- | - | - | -")
         print(f"| {r['N']} | {r['D']} | {r['V']} | {r['variant']} | {r['peak_extra_mib']:.0f} "
               f"| {r['grads_mib']:.0f} | {r['working_mib']:.0f} | {r['time_s']:.2f} | {ratio} |",
               file=file)
