@@ -18,6 +18,7 @@ from crossentropy.torch import LinearCrossEntropy, linear_cross_entropy  # noqa:
 from crossentropy.torch._linear import (  # noqa: E402
     MEMORY_BUDGET,
     _linear_cross_entropy,
+    _softmax_,
     auto_chunk_size,
 )
 
@@ -199,6 +200,21 @@ def test_linear_cross_entropy_soft_target_gradient(kw):
     assert torch.autograd.gradcheck(
         lambda y, h: linear_cross_entropy(h, weight, y, bias, chunk_size=4, **kw),
         (target, hidden))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_softmax_inplace_both_paths(fused, dtype):
+    """The fused CPU kernel path and the generic path give softmax and LSE to rounding."""
+    g = torch.Generator().manual_seed(6)
+    z = torch.randn(7, 40000, generator=g, dtype=torch.float64) * 8
+    z[2, :] -= 1000.0  # far from 0: the shift by the max matters
+    z[3, 5] = 80.0  # one dominant logit
+    p, lse = _softmax_(z.to(dtype, copy=True), fused=fused)  # overwrites its argument
+    assert p.dtype == dtype and lse.shape == (7,)
+    tol = 1e-13 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(lse.double(), torch.logsumexp(z, 1), rtol=tol, atol=tol)
+    torch.testing.assert_close(p.double(), torch.softmax(z, 1), rtol=tol, atol=tol)
 
 
 def test_linear_cross_entropy_index_equals_one_hot():
@@ -439,8 +455,8 @@ def test_linear_cross_entropy_non_contiguous_hidden():
 
 
 def test_auto_chunk_size_rule():
-    assert auto_chunk_size(4096, 32000) == 256
-    assert auto_chunk_size(2048, 128256) == 128
+    assert auto_chunk_size(4096, 32000) == 342  # ceil(N / 12)
+    assert auto_chunk_size(2048, 128256) == 130  # the 64 MiB budget
     for n, v in [(1, 10), (7, 3), (10**6, 32000), (4096, 256000), (50, 2**22), (0, 100)]:
         c = auto_chunk_size(n, v)
         assert 1 <= c <= max(n, 1)
