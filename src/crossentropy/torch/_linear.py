@@ -44,6 +44,9 @@ MIN_CHUNK_BYTES = 8 * 2**20
 #: Target number of chunks: a chunk is about 1/CHUNKS_PER_PASS of the full logits.
 CHUNKS_PER_PASS = 12
 
+#: Chunks of fewer logits take the generic softmax path (see ``_softmax_``).
+_FUSED_SOFTMAX_MIN = 2**16
+
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _REDUCTIONS = ("mean", "sum", "none")
@@ -272,17 +275,19 @@ def _softmax_(z, fused: bool | None = None):
     """``z`` replaced by its row softmax ``p``; returns ``(p, lse)``.
 
     On CPU, one fused ATen kernel (max, exp, sum and scale per row, while the
-    row sits in cache) overwrites ``z``; ``lse = m - log p[argmax]``, since
-    ``p`` at the row's maximum is exactly the rounded ``1 / sum exp(z - m)``.
-    Elsewhere (or with ``fused=False``) the same in four in-place steps.
+    row sits in cache) overwrites ``z``; then ``lse = m - log max_c p_c``,
+    since ``p`` at the row's maximum is exactly the rounded
+    ``1 / sum exp(z - m)``. Elsewhere, for small chunks (where the kernel's
+    thread start-up costs more than the passes it saves) or with
+    ``fused=False``: the same in four in-place steps. (``amax`` rather than
+    ``max(dim)``: the latter, with its indices, is several times slower on CPU.)
     """
     if fused is None:
-        fused = z.device.type == "cpu"
-    if fused:
-        m, at_max = z.max(dim=1)
-        torch.ops.aten._softmax.out(z, 1, False, out=z)
-        return z, m - z.gather(1, at_max[:, None]).squeeze(1).log()
+        fused = z.device.type == "cpu" and z.numel() >= _FUSED_SOFTMAX_MIN
     m = z.amax(dim=1)
+    if fused:
+        torch.ops.aten._softmax.out(z, 1, False, out=z)
+        return z, m - z.amax(dim=1).log()
     p = z.sub_(m[:, None]).exp_()
     sum_exp = p.sum(dim=1)
     p.div_(sum_exp[:, None])
@@ -509,6 +514,9 @@ def linear_cross_entropy(
 
         loss = lse - (1 - e) z_target - (e / V) sum_c z_c  +  z_loss * lse^2
 
+    and for a probability target ``y`` (with ``y' = (1 - e) y + e / V``)
+    ``loss = sum_c y'_c (lse - z_c) + z_loss * lse^2``.
+
     Args:
       hidden: ``(..., D)`` floating tensor (float16, bfloat16, float32, float64),
         e.g. a language model's last hidden states.
@@ -557,6 +565,11 @@ def linear_cross_entropy(
     the saved per-row log-sum-exp (as Apple's Cut Cross-Entropy does): four
     matmuls. No ``N x V`` tensor is ever allocated in either case.
 
+    Only the tokens are chunked, not the vocabulary: a row's gradient needs
+    its log-sum-exp over all ``V`` classes first, so splitting the vocabulary
+    would cost a fourth matmul, and 64 MiB still hold a whole float32 row
+    of up to 16 million classes.
+
     Double backward (gradients of gradients) is not supported and raises.
 
     Raises:
@@ -573,12 +586,17 @@ def linear_cross_entropy(
       >>> import torch.nn.functional as F
       >>> from crossentropy.torch import linear_cross_entropy
       >>> g = torch.Generator().manual_seed(0)
-      >>> h = torch.randn(6, 4, generator=g, dtype=torch.float64)
-      >>> w = torch.randn(10, 4, generator=g, dtype=torch.float64)
+      >>> h = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+      >>> w = torch.randn(10, 4, generator=g, dtype=torch.float64, requires_grad=True)
       >>> y = torch.tensor([1, 0, 9, -100, 3, 3])
       >>> loss = linear_cross_entropy(h, w, y, chunk_size=4)
+      >>> round(loss.item(), 4)
+      3.1451
       >>> bool(torch.isclose(loss, F.cross_entropy(h @ w.T, y)))
       True
+      >>> loss.backward()
+      >>> h.grad[3]  # the ignored row
+      tensor([0., 0., 0., 0.], dtype=torch.float64)
 
     PyTorch equivalent (holding the logits):
     ``F.cross_entropy(F.linear(hidden, weight, bias).flatten(0, -2), target.flatten())``.
