@@ -152,7 +152,9 @@ def _check_floating(name: str, t: Any) -> None:
         raise TypeError(f"{name}: expected a floating dtype, got {t.dtype}")
 
 
-def _check_target(target: Any, shape: tuple[int, ...], rows_shape: tuple[int, ...]) -> bool:
+def _check_target(
+    target: Any, shape: tuple[int, ...], rows_shape: tuple[int, ...], axis: int
+) -> bool:
     """Check ``target`` against the logits ``shape``; returns True for probability targets."""
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target: expected a torch.Tensor, got {type(target).__name__}")
@@ -165,7 +167,7 @@ def _check_target(target: Any, shape: tuple[int, ...], rows_shape: tuple[int, ..
         if bool(negative.any()):
             raise ValueError(
                 "target: expected probabilities >= 0, got "
-                f"{float(target[negative].reshape(-1)[0])} (at {_first_index(negative.any(-1))})"
+                f"{float(target[negative].reshape(-1)[0])} (at {_first_index(negative.any(axis))})"
             )
         return True
     if target.dtype == torch.bool or target.is_complex():
@@ -323,13 +325,20 @@ def _grad_block(z, y, w, lse, coef, g_rows, spec: _Spec) -> torch.Tensor:
     e = spec.label_smoothing
     g = torch.exp(z - lse.unsqueeze(1))
     g.mul_(coef.unsqueeze(1))
-    if spec.soft:
-        g.sub_(_soft_mass(y, w, spec))
+    uniform = e / spec.classes
+    if spec.soft:  # g -= w ((1 - e) y + e / V), without an N x V temporary
+        if w is None:
+            g.sub_(y, alpha=1.0 - e).sub_(uniform)
+        else:
+            g.addcmul_(y, w, value=e - 1.0).sub_(w, alpha=uniform)
     else:
         counted, col, w_t = _index_parts(y, w, spec, z.dtype)
         if e:
-            uniform = e / spec.classes * counted.to(z.dtype).unsqueeze(1)
-            g.sub_(uniform if w is None else uniform * w)
+            rows = counted.to(z.dtype).unsqueeze(1)
+            if w is None:
+                g.sub_(rows, alpha=uniform)
+            else:
+                g.addcmul_(rows, w, value=-uniform)
         if spec.local:
             g.scatter_add_(1, col.unsqueeze(1), (w_t * (e - 1.0)).unsqueeze(1))
     return g.mul_(g_rows.unsqueeze(1))
@@ -571,7 +580,7 @@ def vocab_parallel_cross_entropy(
         rows_shape = shape[:axis] + shape[axis + 1 :]
         local = shape[axis]
         rows = math.prod(rows_shape)
-        soft = _check_target(target, shape, rows_shape)
+        soft = _check_target(target, shape, rows_shape, axis)
         _check_class_weight(weight, local)
     except (TypeError, ValueError, IndexError) as exc:
         error = exc
@@ -670,7 +679,7 @@ def vocab_parallel_linear_cross_entropy(
                 raise ValueError(f"bias_shard: expected shape ({local},), got {_shape(bias_shard)}")
         rows_shape = _shape(hidden)[:-1]
         rows = math.prod(rows_shape)
-        soft = _check_target(target, rows_shape + (local,), rows_shape)
+        soft = _check_target(target, rows_shape + (local,), rows_shape, -1)
         if softcap is not None and not (
             isinstance(softcap, numbers.Real) and 0.0 < softcap < math.inf
         ):
