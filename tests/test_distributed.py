@@ -514,14 +514,14 @@ def test_vocab_parallel_matches_single_process_on_gloo(world):
         got = by_name[name]
         assert {r["error"] for r in got} == kinds, (name, got)
     assert (
-        "weight: expected weights >= 0"
+        "weight: expected non-negative weights"
         in by_name["negative weight on the last rank"][-1]["message"]
     )
     assert (
         f"rank(s) [{world - 1}] rejected"
         in by_name["negative weight on the last rank"][0]["message"]
     )
-    assert "got 7 (at row 1)" in by_name["class id out of range"][0]["message"]
+    assert "got 7 at row 1" in by_name["class id out of range"][0]["message"]
     assert "at row 0" in by_name["counted row of -inf"][0]["message"]
 
 
@@ -598,13 +598,13 @@ def test_vocab_parallel_linear_cross_entropy_keeps_no_logits_for_backward():
     ("kwargs", "error", "match"),
     [
         ({"reduction": "avg"}, ValueError, "reduction: expected one of"),
-        ({"label_smoothing": -0.1}, ValueError, "label_smoothing: expected a number in"),
+        ({"label_smoothing": -0.1}, ValueError, r"label_smoothing: expected a value in \[0, 1\]"),
         ({"divisor": 0.0}, ValueError, "divisor: expected a positive"),
-        ({"z_loss": -1.0}, ValueError, "z_loss: expected a finite number >= 0"),
-        ({"weight": torch.ones(4)}, ValueError, r"weight: expected .* shape \(3,\)"),
-        ({"weight": -torch.ones(3)}, ValueError, "weight: expected weights >= 0"),
-        ({"axis": 2}, ValueError, "axis: expected an int in"),
-        ({"ignore_index": 1.5}, TypeError, "ignore_index: expected an int"),
+        ({"z_loss": -1.0}, ValueError, "z_loss: expected a non-negative number"),
+        ({"weight": torch.ones(4)}, ValueError, r"weight: expected shape \(3,\)"),
+        ({"weight": -torch.ones(3)}, ValueError, "weight: expected non-negative weights"),
+        ({"axis": 2}, ValueError, "axis: expected a value in"),
+        ({"ignore_index": 1.5}, TypeError, "ignore_index: expected an integer"),
     ],
 )
 def test_vocab_parallel_cross_entropy_rejects_bad_options(kwargs, error, match):
@@ -616,25 +616,32 @@ def test_vocab_parallel_cross_entropy_rejects_bad_targets():
     z = torch.zeros(3, 4)
     with pytest.raises(
         IndexError,
-        match=r"target: expected class indices in \[0, 4\).*got -1 "
-        r"\(at row 2\)",
+        match=r"target: expected class indices in \[0, 4\), got -1 at row 2",
     ):
         vocab_parallel_cross_entropy(z, torch.tensor([0, 1, -1]))
     with pytest.raises(ValueError, match=r"target: expected class indices of shape \(3,\)"):
         vocab_parallel_cross_entropy(z, torch.tensor([[0], [1], [2]]))
-    with pytest.raises(ValueError, match="target: expected probabilities >= 0"):
+    with pytest.raises(
+        ValueError, match=r"target: expected non-negative probabilities, got -0.5 at index \(0, 1\)"
+    ):
         vocab_parallel_cross_entropy(z, torch.tensor([[1.5, -0.5, 0, 0]] * 3))
     soft = torch.full((2, 4, 3), 0.25)
     soft[1, 2, 1] = -0.25
     with pytest.raises(
-        ValueError, match=r"expected probabilities >= 0, got -0.25 \(at index \(1, 1\)"
+        ValueError,
+        match=r"target: expected non-negative probabilities, got -0.25 at index \(1, 2, 1\)",
     ):
         vocab_parallel_cross_entropy(torch.zeros(2, 4, 3), soft, axis=1)
-    with pytest.raises(TypeError, match="target: expected an integer or floating dtype"):
+    with pytest.raises(
+        TypeError, match="target: expected integer class indices or floating probabilities"
+    ):
         vocab_parallel_cross_entropy(z, torch.tensor([True, False, True]))
-    with pytest.raises(TypeError, match="logits_shard: expected a floating dtype"):
+    with pytest.raises(TypeError, match="logits_shard: expected a real floating dtype"):
         vocab_parallel_cross_entropy(torch.zeros(3, 4, dtype=torch.int64), torch.tensor([0, 1, 2]))
-    with pytest.raises(ValueError, match=r"logits: expected a finite logit .* \(at row 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"logits: expected at least one logit above -inf per row, got all -inf at row 1",
+    ):
         vocab_parallel_cross_entropy(
             torch.tensor([[0.0, 1.0], [-torch.inf, -torch.inf]]), torch.tensor([0, 1])
         )

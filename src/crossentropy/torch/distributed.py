@@ -44,9 +44,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from crossentropy import _validate as V
+from crossentropy._backend import Namespace, namespace
+
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
-_REDUCTIONS = ("mean", "sum", "none")
 _HALF = (torch.float16, torch.bfloat16)
 # Default number of logits (rows x local classes) per chunk of the linear form.
 _CHUNK_ELEMENTS = 1 << 22
@@ -101,6 +103,7 @@ class _Spec:
     """Options of one call, fixed before the autograd Function runs."""
 
     group: _Group
+    ns: Namespace
     soft: bool  # probability targets (else class indices)
     start: int  # this rank's first global class
     local: int  # this rank's number of classes
@@ -112,97 +115,35 @@ class _Spec:
     chunk_size: int = 0
 
 
-def _shape(t: torch.Tensor) -> tuple[int, ...]:
-    return tuple(t.shape)
-
-
-def _first_index(mask: torch.Tensor) -> str:
-    """'row i' or 'index (i, j, ...)' of the first True of ``mask`` (host sync)."""
-    flat = int(torch.nonzero(mask.reshape(-1))[0, 0])
-    if mask.ndim <= 1:
-        return f"row {flat}"
-    where = []
-    for size in reversed(mask.shape):
-        where.append(flat % size)
-        flat //= size
-    return f"index {tuple(reversed(where))}"
-
-
-def _check_options(label_smoothing, reduction, divisor, z_loss, ignore_index) -> None:
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"ignore_index: expected an int, got {ignore_index!r}")
-    if not isinstance(label_smoothing, numbers.Real) or not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing: expected a number in [0, 1], got {label_smoothing!r}")
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction: expected one of {_REDUCTIONS}, got {reduction!r}")
-    if divisor is not None and (
-        isinstance(divisor, bool)
-        or not isinstance(divisor, numbers.Real)
-        or not 0.0 < divisor < math.inf
-    ):
-        raise ValueError(f"divisor: expected a positive finite number or None, got {divisor!r}")
-    if not isinstance(z_loss, numbers.Real) or not 0.0 <= z_loss < math.inf:
-        raise ValueError(f"z_loss: expected a finite number >= 0, got {z_loss!r}")
-
-
-def _check_floating(name: str, t: Any) -> None:
+def _tensor(name: str, t: Any) -> Namespace:
+    """A floating torch tensor; returns its namespace (dtype policy) from the core."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name}: expected a floating dtype, got {t.dtype}")
+    return namespace(t, name)[0]
 
 
-def _check_target(
-    target: Any, shape: tuple[int, ...], rows_shape: tuple[int, ...], axis: int
-) -> bool:
-    """Check ``target`` against the logits ``shape``; returns True for probability targets."""
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"target: expected a torch.Tensor, got {type(target).__name__}")
-    if target.is_floating_point():
-        if _shape(target) != shape:
-            raise ValueError(
-                f"target: expected probabilities of the logits' shape {shape}, got {_shape(target)}"
-            )
-        negative = target < 0
-        if bool(negative.any()):
-            raise ValueError(
-                "target: expected probabilities >= 0, got "
-                f"{float(target[negative].reshape(-1)[0])} (at {_first_index(negative.any(axis))})"
-            )
-        return True
-    if target.dtype == torch.bool or target.is_complex():
-        raise TypeError(f"target: expected an integer or floating dtype, got {target.dtype}")
-    if _shape(target) != rows_shape:
-        raise ValueError(
-            f"target: expected class indices of shape {rows_shape} (the logits' shape "
-            f"without the class axis), got {_shape(target)}"
-        )
-    return False
+def _options(label_smoothing, reduction, divisor, z_loss, ignore_index) -> None:
+    V.ignore_index(ignore_index)
+    V.label_smoothing(label_smoothing)
+    V.reduction(reduction)
+    V.divisor(divisor)
+    V.non_negative_number(z_loss, "z_loss")
 
 
-def _check_class_weight(weight: Any, local: int) -> None:
-    if weight is None:
-        return
-    _check_floating("weight", weight)
-    if _shape(weight) != (local,):
-        raise ValueError(
-            f"weight: expected this rank's slice of the class weights, shape ({local},), "
-            f"got {_shape(weight)}"
-        )
-    negative = weight < 0
-    if bool(negative.any()):
-        at = int(torch.nonzero(negative)[0, 0])
-        raise ValueError(f"weight: expected weights >= 0, got {float(weight[at])} (at class {at})")
+def _exchange(name: str, group: _Group, device, checks) -> tuple[Any, int, int]:
+    """Run this rank's ``checks()``, then swap (classes, rows, error flag) with every rank.
 
-
-def _handshake(
-    name: str, local: int, rows: int, error: Exception | None, group: _Group, device
-) -> tuple[int, int]:
-    """Exchange (shard size, rows, error flag) with every rank; return (start, V).
-
-    Every rank runs this even when its own checks failed, so that all ranks
-    raise together instead of leaving the others blocked in a collective.
+    ``checks`` returns ``(local classes, rows, anything)``. Every rank joins the
+    all-gather even when its own checks failed, so all ranks raise together
+    instead of leaving the others blocked in a later collective. Returns
+    ``(anything, start, V)``: this rank's first global class and the global
+    class count.
     """
+    try:
+        local, rows, checked = checks()
+        error = None
+    except (TypeError, ValueError, IndexError) as exc:
+        local, rows, checked, error = -1, -1, None, exc
     mine = torch.tensor([local, rows, error is not None], dtype=torch.int64, device=device)
     table = _all_gather(mine, group).tolist()
     if error is not None:
@@ -213,23 +154,13 @@ def _handshake(
             f"{name}: rank(s) {failed} rejected their input (the error is raised there too); "
             f"this is rank {group.rank}"
         )
-    counts = sorted({n for _, n, _ in table})
-    if len(counts) > 1:
+    if len({n for _, n, _ in table}) > 1:
         raise ValueError(
             f"{name}: expected the same number of rows on every rank, got "
-            f"{[n for _, n, _ in table]} (rank order)"
+            f"{[n for _, n, _ in table]} (in rank order)"
         )
     sizes = [v for v, _, _ in table]
-    return sum(sizes[: group.rank]), sum(sizes)
-
-
-def _check_class_ids(target: torch.Tensor, classes: int, ignore_index: int) -> None:
-    bad = (target != ignore_index) & ((target < 0) | (target >= classes))
-    if bool(bad.any()):
-        raise IndexError(
-            f"target: expected class indices in [0, {classes}) or ignore_index={ignore_index}, "
-            f"got {int(target[bad].reshape(-1)[0])} (at {_first_index(bad)})"
-        )
+    return checked, sum(sizes[: group.rank]), sum(sizes)
 
 
 # --------------------------------------------------------------------------
@@ -304,12 +235,7 @@ def _combine(lse_r, big_a, big_b, w_t, counted, spec: _Spec):
     _all_reduce(buf, dist.ReduceOp.SUM, spec.group)
     lse = m + torch.log(buf[:n])
     big_a, big_b, denom = buf[n : 2 * n], buf[2 * n : 3 * n], buf[3 * n]
-    empty = torch.isneginf(lse) & counted
-    if bool(empty.any()):  # the same on every rank: lse is global
-        raise ValueError(
-            "logits: expected a finite logit in every counted row (over all ranks), got a "
-            f"row of -inf (at {_first_index(empty)}); ignore that row or unmask a class"
-        )
+    V.some_finite_logit(spec.ns, lse, counted)  # the same on every rank: lse is global
     zero = torch.zeros((), dtype=lse.dtype, device=lse.device)
     zl = spec.z_loss
     rows = torch.where(counted, big_a * lse - big_b + zl * lse * lse, zero)
@@ -560,46 +486,36 @@ def vocab_parallel_cross_entropy(
     Reference: Shoeybi et al., "Megatron-LM: Training Multi-Billion Parameter
     Language Models Using Model Parallelism", 2019, section 3.
     """
-    name = "vocab_parallel_cross_entropy"
     group_ = _resolve_group(group)
-    error, local, rows, soft, device = None, -1, -1, False, torch.device("cpu")
-    try:
-        _check_options(label_smoothing, reduction, divisor, z_loss, ignore_index)
-        _check_floating("logits_shard", logits_shard)
-        device = logits_shard.device
-        if logits_shard.ndim == 0:
-            raise ValueError(
-                "logits_shard: expected at least 1 dimension (classes), got a 0-d tensor"
-            )
-        if not -logits_shard.ndim <= axis < logits_shard.ndim:
-            raise ValueError(
-                f"axis: expected an int in [{-logits_shard.ndim}, {logits_shard.ndim}), got {axis}"
-            )
-        axis %= logits_shard.ndim
-        shape = _shape(logits_shard)
-        rows_shape = shape[:axis] + shape[axis + 1 :]
-        local = shape[axis]
-        rows = math.prod(rows_shape)
-        soft = _check_target(target, shape, rows_shape, axis)
-        _check_class_weight(weight, local)
-    except (TypeError, ValueError, IndexError) as exc:
-        error = exc
-    start, classes = _handshake(name, local, rows, error, group_, device)
-    if not soft:
-        _check_class_ids(target, classes, ignore_index)
-    spec = _Spec(
-        group_,
-        soft,
-        start,
-        local,
-        classes,
-        int(ignore_index),
-        float(label_smoothing),
-        float(z_loss),
+
+    def checks():
+        _options(label_smoothing, reduction, divisor, z_loss, ignore_index)
+        ns = _tensor("logits_shard", logits_shard)
+        ax = V.axis(axis, logits_shard.ndim, "logits_shard")
+        shape = tuple(logits_shard.shape)
+        t = ns.asarray(target)
+        y = None  # class ids are checked after the exchange, against the global V
+        if not ns.xp.isdtype(t.dtype, "integral"):  # probabilities: this rank's slice
+            y, _ = V.target(ns, t, shape, ax, V.ignore_index(ignore_index))
+        w = V.weight(ns, weight, shape[ax])
+        return shape[ax], math.prod(shape) // max(1, shape[ax]), (ns, ax, shape, t, y, w)
+
+    device = getattr(logits_shard, "device", torch.device("cpu"))
+    (ns, ax, shape, t, y, w), start, classes = _exchange(
+        "vocab_parallel_cross_entropy", group_, device, checks
     )
-    z = torch.movedim(logits_shard, axis, -1).reshape(rows, local)
-    y = torch.movedim(target, axis, -1).reshape(rows, local) if soft else target.reshape(rows)
-    row_losses, denom = _VocabParallelCrossEntropy.apply(z, y, weight, spec)
+    local, soft, ignore = shape[ax], y is not None, V.ignore_index(ignore_index)
+    rows_shape = shape[:ax] + shape[ax + 1 :]
+    rows = math.prod(rows_shape)
+    if not soft:  # global class ids: checked against the global shape
+        global_shape = shape[:ax] + (classes,) + shape[ax + 1 :]
+        y, _ = V.target(ns, t, global_shape, ax, ignore)
+    spec = _Spec(
+        group_, ns, soft, start, local, classes, ignore, float(label_smoothing), float(z_loss)
+    )
+    z = torch.movedim(logits_shard, ax, -1).reshape(rows, local)
+    y = torch.movedim(y, ax, -1).reshape(rows, local) if soft else y.reshape(rows)
+    row_losses, denom = _VocabParallelCrossEntropy.apply(z, y, w, spec)
     return _reduce(row_losses, denom, reduction, divisor, rows_shape, logits_shard.dtype)
 
 
@@ -657,60 +573,63 @@ def vocab_parallel_linear_cross_entropy(
         >>> round(vocab_parallel_linear_cross_entropy(h, w, torch.tensor([0])).item(), 4)
         0.1818
     """
-    name = "vocab_parallel_linear_cross_entropy"
     group_ = _resolve_group(group)
-    error, local, rows, soft, device = None, -1, -1, False, torch.device("cpu")
-    try:
-        _check_options(label_smoothing, reduction, divisor, z_loss, ignore_index)
-        _check_floating("hidden", hidden)
-        _check_floating("weight_shard", weight_shard)
-        device = hidden.device
-        if hidden.ndim == 0:
-            raise ValueError("hidden: expected at least 1 dimension (features), got a 0-d tensor")
+
+    def checks():
+        _options(label_smoothing, reduction, divisor, z_loss, ignore_index)
+        ns = _tensor("hidden", hidden)
+        _tensor("weight_shard", weight_shard)
+        V.axis(-1, hidden.ndim, "hidden")
         if weight_shard.ndim != 2 or weight_shard.shape[1] != hidden.shape[-1]:
             raise ValueError(
                 f"weight_shard: expected shape (V_local, {hidden.shape[-1]}), "
-                f"got {_shape(weight_shard)}"
+                f"got {tuple(weight_shard.shape)}"
             )
         local = weight_shard.shape[0]
         if bias_shard is not None:
-            _check_floating("bias_shard", bias_shard)
-            if _shape(bias_shard) != (local,):
-                raise ValueError(f"bias_shard: expected shape ({local},), got {_shape(bias_shard)}")
-        rows_shape = _shape(hidden)[:-1]
-        rows = math.prod(rows_shape)
-        soft = _check_target(target, rows_shape + (local,), rows_shape, -1)
-        if softcap is not None and not (
-            isinstance(softcap, numbers.Real) and 0.0 < softcap < math.inf
-        ):
-            raise ValueError(f"softcap: expected a positive finite number or None, got {softcap!r}")
+            _tensor("bias_shard", bias_shard)
+            V.same_shape(bias_shard, (local,), "bias_shard", "one entry per row of weight_shard")
+        if softcap is not None and V.real_number(softcap, "softcap") <= 0:
+            raise ValueError(f"softcap: expected a positive number or None, got {softcap!r}")
         if chunk_size is not None and (
             isinstance(chunk_size, bool)
             or not isinstance(chunk_size, numbers.Integral)
             or chunk_size < 1
         ):
             raise ValueError(f"chunk_size: expected a positive int or None, got {chunk_size!r}")
-    except (TypeError, ValueError, IndexError) as exc:
-        error = exc
-    start, classes = _handshake(name, local, rows, error, group_, device)
+        shape = tuple(hidden.shape[:-1]) + (local,)
+        t = ns.asarray(target)
+        y = None
+        if not ns.xp.isdtype(t.dtype, "integral"):  # probabilities: this rank's slice
+            y, _ = V.target(ns, t, shape, len(shape) - 1, V.ignore_index(ignore_index))
+        return local, math.prod(shape[:-1]), (ns, shape, t, y)
+
+    device = getattr(hidden, "device", torch.device("cpu"))
+    (ns, shape, t, y), start, classes = _exchange(
+        "vocab_parallel_linear_cross_entropy", group_, device, checks
+    )
+    local, soft, ignore = shape[-1], y is not None, V.ignore_index(ignore_index)
+    rows_shape = shape[:-1]
+    rows = math.prod(rows_shape)
     if not soft:
-        _check_class_ids(target, classes, ignore_index)
+        y, _ = V.target(ns, t, rows_shape + (classes,), len(rows_shape), ignore)
     if chunk_size is None:
         chunk_size = max(1, _CHUNK_ELEMENTS // max(1, local))
     spec = _Spec(
         group_,
+        ns,
         soft,
         start,
         local,
         classes,
-        int(ignore_index),
+        ignore,
         float(label_smoothing),
         float(z_loss),
         None if softcap is None else float(softcap),
         int(chunk_size),
     )
     h = hidden.reshape(rows, hidden.shape[-1])
-    y = target.reshape(rows, local) if soft else target.reshape(rows)
+    y = y.reshape(rows, local) if soft else y.reshape(rows)
     row_losses, denom = _VocabParallelLinearCrossEntropy.apply(h, weight_shard, bias_shard, y, spec)
     return _reduce(row_losses, denom, reduction, divisor, rows_shape, hidden.dtype)
 
