@@ -46,6 +46,7 @@ import torch.distributed as dist
 
 from crossentropy import _validate as V
 from crossentropy._backend import Namespace, namespace
+from crossentropy._docs import PARAMS
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
@@ -404,25 +405,30 @@ def _reduce(rows, denom, reduction, divisor, out_shape, dtype):
 # --------------------------------------------------------------------------
 # Public functions.
 
-_OPTIONS_DOC = """
-        group: the ``torch.distributed`` process group over which the classes
-            are sharded (default: the world). With no process group
-            initialized and ``group=None``, runs as a world of one.
-        ignore_index: index targets equal to this count for nothing: zero
-            loss, zero gradient, not in the mean's divisor.
-        label_smoothing: ``e`` in ``[0, 1]``; the target becomes
-            ``(1 - e) y + e / V`` with ``V`` the *global* class count.
-        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (per row).
-            ``"mean"`` divides by the summed class weight of the counted rows
-            for index targets (PyTorch), by the number of rows for
-            probability targets; a mean over nothing is 0 with a zero gradient.
-        divisor: with ``reduction="mean"``, divide by this positive number
-            instead (gradient accumulation); ignored by the other reductions.
-        z_loss: adds ``z_loss * lse**2`` to the loss of every counted row
-            (PaLM's auxiliary loss); the reduction treats it like the rest of
-            the row's loss."""
+# Parameter texts shared by both functions (the core's ``_docs.fill`` substitutes them).
+_PARAMS = {
+    **PARAMS,
+    "group": """group : torch.distributed.ProcessGroup, optional
+        The group over which the classes are sharded (default: the world).
+        With no process group initialized and ``group=None``, runs as a world
+        of one.""",
+    "label_smoothing": """label_smoothing : float in [0, 1], default 0.0
+        The target becomes ``(1 - e) y + e / V`` with ``V`` the *global* class
+        count; with ``weight`` and ``ignore_index`` exactly as
+        ``torch.nn.functional.cross_entropy`` on the gathered logits.""",
+    "z_loss": """z_loss : float, default 0.0
+        Adds ``z_loss * lse**2`` to the loss of every counted row (PaLM's
+        auxiliary loss); the reduction divides it like the rest of the row's
+        loss.""",
+}
 
 
+def _fill(func):
+    func.__doc__ = func.__doc__ % _PARAMS
+    return func
+
+
+@_fill
 def vocab_parallel_cross_entropy(
     logits_shard: torch.Tensor,
     target: torch.Tensor,
@@ -439,52 +445,70 @@ def vocab_parallel_cross_entropy(
     """Softmax cross-entropy of logits whose classes are sharded across ranks.
 
     Rank ``r`` of ``group`` holds the contiguous slice of classes
-    ``[start_r, start_r + V_r)`` (slices in rank order, sizes free); the result
-    and the gradient equal ``crossentropy.cross_entropy`` (and
-    ``torch.nn.functional.cross_entropy``) on the logits gathered along the
-    class axis, while each rank sends only ``O(N)`` numbers: the row's
-    log-sum-exp (all-reduce MAX), then its sum of exp, target mass ``A`` and
-    target-weighted logit ``B`` (one all-reduce SUM of ``3 N + 1`` numbers), plus an
-    all-gather of 3 integers per rank for the shard sizes. The backward is the
-    analytic ``(A + 2 z_loss lse) softmax(z) - a`` on the rank's own slice and
+    ``[start_r, start_r + V_r)``, slices in rank order, sizes free (``V`` need
+    not divide by the world size). The result and the gradient equal
+    ``crossentropy.cross_entropy`` (and ``torch.nn.functional.cross_entropy``)
+    on the logits gathered along ``axis``, while each rank sends only ``O(N)``
+    numbers: an all-reduce MAX of the ``N`` local log-sum-exps, one all-reduce
+    SUM of ``3 N + 1`` numbers (sum of exp, target mass ``A``, target-weighted
+    logit ``B``, the mean's denominator), and an all-gather of 3 integers (the
+    slice sizes). The backward is the analytic
+    ``(A + 2 z_loss lse) softmax(z) - a`` on the rank's own slice and
     communicates nothing.
 
-    Every rank must call this with the same options and the same number of
-    rows; a bad input on one rank makes every rank raise, none hangs.
+    Every rank calls this with the same options and the same number of rows;
+    a bad input on one rank makes every rank raise, none is left waiting.
 
-    Args:
-        logits_shard: ``(..., V_r)`` floating tensor, this rank's slice of the
-            class axis ``axis`` (float16/bfloat16 are computed in float32).
-        target: class indices (integer dtype, shape of the logits without
-            ``axis``; global class ids, the same on every rank) or
-            probabilities (floating dtype, shape of ``logits_shard``: this
-            rank's slice of each row's distribution).
-        axis: the class axis of ``logits_shard`` (``1`` for PyTorch's
-            ``(N, C, d1, ...)`` layout).
-        weight: this rank's slice ``(V_r,)`` of the per-class weights,
-            treated as a constant.{options}
+    Parameters
+    ----------
+    logits_shard : torch.Tensor of shape (..., V_r, ...)
+        This rank's slice of the class axis ``axis``; float16 and bfloat16
+        are computed in float32.
+    target : torch.Tensor
+        Integer dtype: global class ids, the same on every rank, of the
+        logits' shape without ``axis``. Floating dtype: this rank's slice of
+        each row's probabilities, of ``logits_shard``'s shape.
+    %(group)s
+    %(axis)s
+    weight : torch.Tensor of shape (V_r,), optional
+        This rank's slice of the non-negative per-class weights (a constant,
+        no gradient). With index targets, ``"mean"`` divides by the summed
+        weight of the counted rows' target classes, as PyTorch.
+    %(ignore_index)s
+    %(label_smoothing)s
+    %(reduction)s
+    %(divisor)s
+    %(z_loss)s
 
-    Returns:
-        A 0-d tensor (``"mean"``, ``"sum"``) or the per-row losses (shape of
-        the logits without ``axis``), in the logits' dtype, the same on every
-        rank.
+    Returns
+    -------
+    torch.Tensor
+        0-d for ``"mean"`` and ``"sum"``, else the logits' shape without
+        ``axis``; in the logits' dtype, the same on every rank.
 
-    Example (a world of one, no process group needed)::
+    Examples
+    --------
+    A world of one (no process group) needs no launcher:
 
-        >>> import torch
-        >>> from crossentropy.torch.distributed import vocab_parallel_cross_entropy
-        >>> z = torch.tensor([[2.0, 1.0, 0.1]], requires_grad=True)
-        >>> loss = vocab_parallel_cross_entropy(z, torch.tensor([0]))
-        >>> round(loss.item(), 4)
-        0.417
-        >>> loss.backward(); z.grad
-        tensor([[-0.3410,  0.2424,  0.0986]])
+    >>> import torch
+    >>> from crossentropy.torch.distributed import vocab_parallel_cross_entropy
+    >>> z = torch.tensor([[2.0, 1.0, 0.1]], requires_grad=True)
+    >>> loss = vocab_parallel_cross_entropy(z, torch.tensor([0]))
+    >>> round(loss.item(), 4)
+    0.417
+    >>> loss.backward(); z.grad
+    tensor([[-0.3410,  0.2424,  0.0986]])
 
-    PyTorch equivalent (unsharded):
-    ``torch.nn.functional.cross_entropy(torch.cat(shards, dim=axis), target, ...)``.
+    On two ranks started by ``torchrun --nproc-per-node 2``, each passes its
+    half: ``vocab_parallel_cross_entropy(z[:, lo:hi], target)``.
 
-    Reference: Shoeybi et al., "Megatron-LM: Training Multi-Billion Parameter
-    Language Models Using Model Parallelism", 2019, section 3.
+    PyTorch (unsharded):
+    ``torch.nn.functional.cross_entropy(torch.cat(shards, dim=axis), target)``.
+
+    References
+    ----------
+    Shoeybi et al., "Megatron-LM: Training Multi-Billion Parameter Language
+    Models Using Model Parallelism", 2019 (the vocab-parallel head).
     """
     group_ = _resolve_group(group)
 
@@ -519,6 +543,7 @@ def vocab_parallel_cross_entropy(
     return _reduce(row_losses, denom, reduction, divisor, rows_shape, logits_shard.dtype)
 
 
+@_fill
 def vocab_parallel_linear_cross_entropy(
     hidden: torch.Tensor,
     weight_shard: torch.Tensor,
@@ -534,44 +559,57 @@ def vocab_parallel_linear_cross_entropy(
     softcap: float | None = None,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """Cross-entropy of ``hidden @ weight.T + bias`` with the output rows sharded across ranks.
+    """Cross-entropy of ``hidden @ weight.T + bias``, the output rows sharded across ranks.
 
     Rank ``r`` holds rows ``[start_r, start_r + V_r)`` of the output weight
-    (and of the bias); ``hidden`` and index targets are the same on every rank.
-    The result and the gradients equal the single-process
-    ``cross_entropy(hidden @ weight.T + bias, target)`` on the gathered
+    (and of the bias); ``hidden`` and index targets are the same on every
+    rank. The result and the gradients equal the single-process
+    ``cross_entropy(hidden @ weight.T + bias, target)`` with the gathered
     weight. The local logits are computed ``chunk_size`` rows at a time in the
-    forward and recomputed in the backward, so no ``N x V_r`` tensor is kept.
+    forward and recomputed in the backward: no ``N x V_r`` tensor is kept.
 
-    What crosses the wire: the ``O(N)`` numbers of
-    ``vocab_parallel_cross_entropy`` in the forward; in the backward, the
-    gradient of ``hidden`` is all-reduced (SUM), ``N x D`` numbers -- inherent
-    to sharding the classes, as every rank's classes feed every row. The
-    logits never leave their rank. All ranks must agree on whether ``hidden``
-    requires grad.
+    On the wire: the ``O(N)`` numbers of :func:`vocab_parallel_cross_entropy`
+    in the forward; in the backward, the gradient of ``hidden`` is
+    all-reduced (SUM), ``N x D`` numbers. That is inherent to sharding the
+    classes (every rank's classes feed every row), and leaves ``hidden.grad``
+    complete on every rank. The logits never leave their rank. All ranks
+    must agree on whether ``hidden`` requires grad.
 
-    Args:
-        hidden: ``(..., D)`` floating tensor, the same on every rank.
-        weight_shard: ``(V_r, D)``, this rank's rows of the output weight.
-        target: class indices of shape ``hidden.shape[:-1]`` (global ids, the
-            same on every rank), or this rank's slice ``(..., V_r)`` of
-            probability targets.
-        bias_shard: ``(V_r,)`` or None.{options}
-        softcap: if given, the logits become ``softcap * tanh(logits / softcap)``
-            (Gemma 2) before the loss.
-        chunk_size: rows per chunk (default: about 4M logits per chunk).
+    Parameters
+    ----------
+    hidden : torch.Tensor of shape (..., D)
+        The same on every rank.
+    weight_shard : torch.Tensor of shape (V_r, D)
+        This rank's rows of the output weight.
+    target : torch.Tensor
+        Class ids of shape ``hidden.shape[:-1]`` (global, the same on every
+        rank), or this rank's slice ``(..., V_r)`` of probability targets.
+    bias_shard : torch.Tensor of shape (V_r,), optional
+    %(group)s
+    %(ignore_index)s
+    %(label_smoothing)s
+    %(reduction)s
+    %(divisor)s
+    %(z_loss)s
+    softcap : float, optional
+        The logits become ``softcap * tanh(logits / softcap)`` (Gemma 2).
+    chunk_size : int, optional
+        Rows per chunk (default: about 4M logits per chunk).
 
-    Returns:
-        A 0-d tensor, or per-row losses of shape ``hidden.shape[:-1]`` for
-        ``reduction="none"``, in ``hidden``'s dtype.
+    Returns
+    -------
+    torch.Tensor
+        0-d, or per-row losses of shape ``hidden.shape[:-1]`` for
+        ``reduction="none"``; in ``hidden``'s dtype.
 
-    Example (a world of one)::
-
-        >>> import torch
-        >>> from crossentropy.torch.distributed import vocab_parallel_linear_cross_entropy
-        >>> h = torch.tensor([[1.0, -1.0]]); w = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.1, 0.0]])
-        >>> round(vocab_parallel_linear_cross_entropy(h, w, torch.tensor([0])).item(), 4)
-        0.1818
+    Examples
+    --------
+    >>> import torch
+    >>> from crossentropy.torch.distributed import vocab_parallel_linear_cross_entropy
+    >>> h = torch.tensor([[1.0, -1.0]])
+    >>> w = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.1, 0.0]])
+    >>> round(vocab_parallel_linear_cross_entropy(h, w, torch.tensor([0])).item(), 4)
+    0.1818
     """
     group_ = _resolve_group(group)
 
@@ -632,11 +670,3 @@ def vocab_parallel_linear_cross_entropy(
     y = y.reshape(rows, local) if soft else y.reshape(rows)
     row_losses, denom = _VocabParallelLinearCrossEntropy.apply(h, weight_shard, bias_shard, y, spec)
     return _reduce(row_losses, denom, reduction, divisor, rows_shape, hidden.dtype)
-
-
-vocab_parallel_cross_entropy.__doc__ = vocab_parallel_cross_entropy.__doc__.format(
-    options=_OPTIONS_DOC
-)
-vocab_parallel_linear_cross_entropy.__doc__ = vocab_parallel_linear_cross_entropy.__doc__.format(
-    options=_OPTIONS_DOC
-)
