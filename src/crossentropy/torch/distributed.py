@@ -52,7 +52,7 @@ __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"
 
 _HALF = (torch.float16, torch.bfloat16)
 # Default number of logits (rows x local classes) per chunk of the linear form.
-_CHUNK_ELEMENTS = 1 << 22
+_CHUNK_ELEMENTS = 1 << 24
 
 
 # --------------------------------------------------------------------------
@@ -199,29 +199,43 @@ def _index_parts(y: torch.Tensor, w: torch.Tensor | None, spec: _Spec, dtype: to
     return counted, col, w_t
 
 
-def _row_sums(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, spec: _Spec):
+def _local_lse(z: torch.Tensor, scratch: bool) -> torch.Tensor:
+    """Row log-sum-exp over this rank's classes (``-inf`` for a row of ``-inf``).
+
+    With ``scratch`` the block ``z`` is overwritten (one pass less, no temporary).
+    """
+    if z.shape[1] == 0:
+        return torch.full(z.shape[:1], -math.inf, dtype=z.dtype, device=z.device)
+    m = z.amax(dim=1)
+    m = torch.where(torch.isneginf(m), 0.0, m)
+    shifted = z.sub_(m.unsqueeze(1)) if scratch else torch.sub(z, m.unsqueeze(1))
+    return m + shifted.exp_().sum(dim=1).log_()
+
+
+def _row_sums(z, y, w, spec: _Spec, scratch: bool = False):
     """This rank's partial sums for a block of rows: (lse_r, A_r, B_r, w_t).
 
-    ``z`` (rows, local) in the compute dtype; ``w_t`` is the target class
-    weight for index targets whose class lives here (its sum over ranks is the
-    mean's denominator), zeros for probability targets.
+    ``z`` (rows, local) in the compute dtype, overwritten if ``scratch``;
+    ``w_t`` is the target class weight for index targets whose class lives
+    here (its sum over ranks is the mean's denominator), zeros for
+    probability targets.
     """
     e = spec.label_smoothing
-    lse = torch.logsumexp(z, dim=1)
     if spec.soft:
         a = _soft_mass(y, w, spec)
-        return lse, a.sum(1), _safe_mul(a, z).sum(1), torch.zeros_like(lse)
+        big_a, big_b = a.sum(1), _safe_mul(a, z).sum(1)
+        return _local_lse(z, scratch), big_a, big_b, torch.zeros_like(big_a)
     counted, col, w_t = _index_parts(y, w, spec, z.dtype)
-    z_t = z.gather(1, col.unsqueeze(1)).squeeze(1) if spec.local else torch.zeros_like(lse)
+    z_t = z.gather(1, col.unsqueeze(1)).squeeze(1) if spec.local else torch.zeros_like(w_t)
     mass = w_t * (1.0 - e)
     big_a, big_b = mass, _safe_mul(mass, z_t)
     if e:
         w_sum = float(spec.local) if w is None else w.sum()
         w_z = z.sum(1) if w is None else _safe_mul(w, z).sum(1)
-        zero = torch.zeros((), dtype=z.dtype, device=z.device)
-        big_a = big_a + torch.where(counted, e / spec.classes * w_sum, zero)
-        big_b = big_b + torch.where(counted, e / spec.classes * w_z, zero)
-    return lse, big_a, big_b, w_t
+        on = counted.to(z.dtype) * (e / spec.classes)
+        big_a = big_a + on * w_sum
+        big_b = big_b + torch.where(counted, on * w_z, 0.0)  # w_z may be -inf on ignored rows
+    return _local_lse(z, scratch), big_a, big_b, w_t
 
 
 def _combine(lse_r, big_a, big_b, w_t, counted, spec: _Spec):
@@ -247,28 +261,34 @@ def _combine(lse_r, big_a, big_b, w_t, counted, spec: _Spec):
     return rows, lse_keep, coef, denom
 
 
-def _grad_block(z, y, w, lse, coef, g_rows, spec: _Spec) -> torch.Tensor:
-    """``g_rows * ((A + 2 z_loss lse) softmax(z) - a)`` for a block of local logits."""
+def _grad_block(z, y, w, lse, coef, g_rows, spec: _Spec, out=None) -> torch.Tensor:
+    """``g_rows * ((A + 2 z_loss lse) softmax(z) - a)`` for a block of local logits.
+
+    ``out`` (may be ``z`` itself) receives the result; three passes over the
+    block, no ``N x V`` temporary except for weighted probability targets.
+    """
     e = spec.label_smoothing
-    g = torch.exp(z - lse.unsqueeze(1))
-    g.mul_(coef.unsqueeze(1))
     uniform = e / spec.classes
-    if spec.soft:  # g -= w ((1 - e) y + e / V), without an N x V temporary
-        if w is None:
-            g.sub_(y, alpha=1.0 - e).sub_(uniform)
-        else:
-            g.addcmul_(y, w, value=e - 1.0).sub_(w, alpha=uniform)
-    else:
-        counted, col, w_t = _index_parts(y, w, spec, z.dtype)
+    g = torch.sub(z, lse.unsqueeze(1), out=out).exp_().mul_((coef * g_rows).unsqueeze(1))
+    g_col = g_rows.unsqueeze(1)
+    if spec.soft:  # g -= g_rows w ((1 - e) y + e / V)
+        g.addcmul_(y if w is None else y * w, g_col, value=e - 1.0)
         if e:
-            rows = counted.to(z.dtype).unsqueeze(1)
             if w is None:
-                g.sub_(rows, alpha=uniform)
+                g.sub_(g_col, alpha=uniform)
             else:
-                g.addcmul_(rows, w, value=-uniform)
-        if spec.local:
-            g.scatter_add_(1, col.unsqueeze(1), (w_t * (e - 1.0)).unsqueeze(1))
-    return g.mul_(g_rows.unsqueeze(1))
+                g.addcmul_(g_col, w, value=-uniform)
+        return g
+    counted, col, w_t = _index_parts(y, w, spec, z.dtype)
+    if e:  # the uniform part, on counted rows only
+        rows = torch.where(counted, g_rows, 0.0).unsqueeze(1)
+        if w is None:
+            g.sub_(rows, alpha=uniform)
+        else:
+            g.addcmul_(rows, w, value=-uniform)
+    if spec.local:  # the target's own part, on the rank that holds it
+        g.scatter_add_(1, col.unsqueeze(1), (w_t * g_rows * (e - 1.0)).unsqueeze(1))
+    return g
 
 
 def _target_grad_block(z, w, lse, g_rows, spec: _Spec) -> torch.Tensor:
@@ -292,7 +312,8 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
             if spec.soft
             else y != spec.ignore_index
         )
-        rows, lse, coef, denom = _combine(*_row_sums(zc, yc, wc, spec), counted, spec)
+        sums = _row_sums(zc, yc, wc, spec, scratch=zc is not z)  # scratch: a private copy
+        rows, lse, coef, denom = _combine(*sums, counted, spec)
         ctx.save_for_backward(z, y, w, lse, coef)
         ctx.spec = spec
         ctx.mark_non_differentiable(denom)
@@ -306,10 +327,11 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         yc = y.to(zc.dtype) if spec.soft else y
         wc = None if w is None else w.to(zc.dtype)
         g_rows = g_rows.to(zc.dtype)
-        gz = _grad_block(zc, yc, wc, lse, coef, g_rows, spec).to(z.dtype)
         gy = None
         if spec.soft and ctx.needs_input_grad[1]:
             gy = _target_grad_block(zc, wc, lse, g_rows, spec).to(y.dtype)
+        own = zc if zc is not z else None  # a private upcast copy can take the gradient
+        gz = _grad_block(zc, yc, wc, lse, coef, g_rows, spec, out=own).to(z.dtype)
         return gz, gy, None, None
 
 
@@ -329,7 +351,7 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
             hi = min(n, lo + spec.chunk_size)
             z = _linear_logits(h[lo:hi], weight, bias, spec)
             yc = y[lo:hi].to(dtype) if spec.soft else y[lo:hi]
-            for out, part in zip(parts, _row_sums(z, yc, None, spec), strict=True):
+            for out, part in zip(parts, _row_sums(z, yc, None, spec, scratch=True), strict=True):
                 out[lo:hi] = part
         counted = (
             torch.ones(n, dtype=torch.bool, device=h.device)
@@ -360,9 +382,12 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
             yc = y[lo:hi].to(dtype) if spec.soft else y[lo:hi]
             if gy is not None:
                 gy[lo:hi] = _target_grad_block(z, None, lse[lo:hi], g_rows[lo:hi], spec)
-            g = _grad_block(z, yc, None, lse[lo:hi], coef[lo:hi], g_rows[lo:hi], spec)
+            cap = None
             if spec.softcap is not None:  # z = c tanh(x / c): dz/dx = 1 - (z / c)^2
-                g.mul_(1.0 - (z / spec.softcap) ** 2)
+                cap = 1.0 - (z / spec.softcap) ** 2
+            g = _grad_block(z, yc, None, lse[lo:hi], coef[lo:hi], g_rows[lo:hi], spec, out=z)
+            if cap is not None:
+                g.mul_(cap)
             if gh is not None:
                 gh[lo:hi] = g @ w_c
             if gw is not None:
@@ -594,7 +619,8 @@ def vocab_parallel_linear_cross_entropy(
     softcap : float, optional
         The logits become ``softcap * tanh(logits / softcap)`` (Gemma 2).
     chunk_size : int, optional
-        Rows per chunk (default: about 4M logits per chunk).
+        Rows per chunk (default: about 16M logits, 64 MB in float32,
+        per chunk; small chunks are slow on CPU).
 
     Returns
     -------
