@@ -3,35 +3,38 @@
 When the output layer is too large for one device, each rank of a process
 group keeps a contiguous slice of the classes (Megatron-LM's vocab-parallel
 head): rank ``r`` holds the logits ``z[:, start_r : start_r + V_r]``, slices in
-rank order, sizes free (``V`` need not divide by the world size). The loss of a
-row only needs a few per-row numbers from every rank, because
+rank order, sizes free (``V`` need not divide by the world size). A row's loss
+needs only a few per-row numbers from every rank. With ``a_c`` the row's
+(weighted, smoothed) target mass on class ``c``:
 
-    lse        = log sum_r exp(lse_r)              (lse_r: the rank's local log-sum-exp)
-    loss_i     = A_i * lse_i - B_i + z_loss * lse_i**2
-    A_i        = sum_c a_ic,   B_i = sum_c a_ic z_ic
+- index target ``t``, class weights ``w``, smoothing ``e`` (PyTorch's rule):
+  ``a_c = (1 - e) w_t [c == t] + (e / V) w_c``, ``V`` the *global* class count;
+- probability target ``y``: ``a_c = w_c ((1 - e) y_c + e / V)``;
 
-where ``a_ic`` is the row's (weighted, smoothed) target mass on class ``c``:
+and ``m_r`` the rank's max logit, ``M = max_r m_r``, ``s_r = sum exp(z - m_r)``
+over the rank's classes:
 
-- index target ``t`` with class weights ``w`` and smoothing ``e`` (PyTorch):
-  ``a_ic = (1 - e) w_t [c == t] + (e / V) w_c`` -- ``V`` is the *global* class
-  count;
-- probability target ``y``: ``a_ic = w_c ((1 - e) y_ic + e / V)``.
+    lse  = M + log s,        s = sum_r s_r exp(m_r - M)
+    loss = A log s + sum_r [A_r (M - m_r) + D_r] + z_loss lse**2
+    A_r  = sum_c a_c,        D_r = sum_c a_c (m_r - z_c)      (sums over rank r's classes)
 
-The sums over ``c`` split into per-rank partial sums, so a call sends, per
-rank, one all-gather of 3 integers (the shard sizes, row counts and an error
-flag: O(world) numbers), one all-reduce MAX of ``N`` numbers (the local
-log-sum-exp) and one all-reduce SUM of ``3 N + 1`` numbers (sum of exp, ``A``,
-``B`` and the mean's denominator). The logits never leave their rank.
+Every term is non-negative, so nothing cancels: float32 is as accurate as
+``torch.nn.functional.cross_entropy`` whatever the logits' offset (``A lse -
+sum a z`` would lose three digits at an offset of 1000). A call sends, per
+rank, one all-gather of 3 integers (shard size, row count, error flag:
+O(world) numbers), one all-reduce MAX of the ``N`` local maxima and one
+all-reduce SUM of ``3 N + 1`` numbers (``s_r exp(m_r - M)``, ``A_r``, the
+bracket, the mean's denominator). The logits never leave their rank.
 
 The gradient is local and needs no communication:
 
-    dloss_i / dz_ic = (A_i + 2 z_loss lse_i) softmax(z_i)_c - a_ic
+    dloss / dz_c = (A + 2 z_loss lse) softmax(z)_c - a_c,   softmax(z)_c = exp(z_c - M - log s)
 
-so the backward saves only ``lse`` and the coefficient ``A + 2 z_loss lse``
-(two numbers per row) next to the inputs it already references.
+so the backward saves three numbers per row (``M``, ``log s`` and
+``A + 2 z_loss lse``) next to the inputs it already references.
 
-Vocabulary in this module follows ``_numerics``: ``z`` logits as rows, ``y``
-target, ``lse`` row log-sum-exp, ``g`` gradient, ``denom`` the mean's divisor.
+Vocabulary follows ``_numerics``: ``z`` logits as rows, ``y`` target, ``m``
+row max, ``lse`` row log-sum-exp, ``g`` gradient, ``denom`` the mean's divisor.
 """
 
 from __future__ import annotations
@@ -199,77 +202,81 @@ def _index_parts(y: torch.Tensor, w: torch.Tensor | None, spec: _Spec, dtype: to
     return counted, col, w_t
 
 
-def _local_lse(z: torch.Tensor, scratch: bool) -> torch.Tensor:
-    """Row log-sum-exp over this rank's classes (``-inf`` for a row of ``-inf``).
-
-    With ``scratch`` the block ``z`` is overwritten (one pass less, no temporary).
-    """
-    if z.shape[1] == 0:
-        return torch.full(z.shape[:1], -math.inf, dtype=z.dtype, device=z.device)
-    m = z.amax(dim=1)
-    m = torch.where(torch.isneginf(m), 0.0, m)
-    shifted = z.sub_(m.unsqueeze(1)) if scratch else torch.sub(z, m.unsqueeze(1))
-    return m + shifted.exp_().sum(dim=1).log_()
-
-
 def _row_sums(z, y, w, spec: _Spec, scratch: bool = False):
-    """This rank's partial sums for a block of rows: (lse_r, A_r, B_r, w_t).
+    """This rank's per-row numbers for a block of rows: (m, s, A, D, w_t).
 
-    ``z`` (rows, local) in the compute dtype, overwritten if ``scratch``;
-    ``w_t`` is the target class weight for index targets whose class lives
-    here (its sum over ranks is the mean's denominator), zeros for
+    ``m`` the local max logit (``-inf`` for a row of ``-inf``), ``s = sum exp(z - m)``,
+    ``A = sum a``, ``D = sum a (m - z)`` (non-negative terms: no cancellation),
+    ``w_t`` the target class weight for index targets whose class lives here
+    (its sum over ranks is the mean's denominator), zeros for probability
+    targets. ``z`` (rows, local) is in the compute dtype, overwritten if
+    ``scratch``.
+    """
+    e = spec.label_smoothing
+    if spec.local:
+        m = z.amax(dim=1)
+    else:
+        m = torch.full(z.shape[:1], -math.inf, dtype=z.dtype, device=z.device)
+    m0 = torch.where(torch.isneginf(m), 0.0, m)
+    d = z.sub_(m0.unsqueeze(1)) if scratch else torch.sub(z, m0.unsqueeze(1))  # z - m <= 0
+    if spec.soft:
+        a = _soft_mass(y, w, spec)
+        big_a, big_d = a.sum(1), -_safe_mul(a, d).sum(1)
+        w_t = torch.zeros_like(big_a)
+    else:
+        counted, col, w_t = _index_parts(y, w, spec, z.dtype)
+        d_t = d.gather(1, col.unsqueeze(1)).squeeze(1) if spec.local else torch.zeros_like(w_t)
+        big_a = w_t * (1.0 - e)
+        big_d = -_safe_mul(big_a, d_t)
+        if e:
+            on = counted.to(z.dtype) * (e / spec.classes)
+            big_a = big_a + on * (float(spec.local) if w is None else w.sum())
+            d_sum = d.sum(1) if w is None else _safe_mul(w, d).sum(1)
+            big_d = big_d - torch.where(counted, on * d_sum, 0.0)  # -inf on ignored rows
+    return m, d.exp_().sum(dim=1), big_a, big_d, w_t
+
+
+def _combine(m, s, big_a, big_d, w_t, counted, spec: _Spec):
+    """Combine the ranks' row numbers: (row losses, shift, log-sum, coef, denominator).
+
+    Wire: all-reduce MAX of the ``N`` local maxima, then SUM of ``3 N + 1``
+    numbers. With ``M`` the global max, ``lse = M + log sum_r s_r exp(m_r - M)``
+    and the row loss ``A (lse - M) + sum_r [A_r (M - m_r) + D_r] + z_loss lse**2``
+    is a sum of non-negative terms, accurate in float32 whatever the logits'
+    offset. ``shift`` and ``log-sum`` (``M`` and ``lse - M``) are what the
+    gradient needs.
+    """
+    n = m.shape[0]
+    big_m = _all_reduce(m.clone(), dist.ReduceOp.MAX, spec.group)
+    big_m = torch.where(torch.isneginf(big_m), 0.0, big_m)
+    m0 = torch.where(torch.isneginf(m), 0.0, m)
+    big_c = _safe_mul(big_a, big_m - m0) + big_d
+    buf = torch.cat([s * torch.exp(m - big_m), big_a, big_c, w_t.sum().reshape(1)])
+    _all_reduce(buf, dist.ReduceOp.SUM, spec.group)
+    log_s = torch.log(buf[:n])
+    big_a, big_c, denom = buf[n : 2 * n], buf[2 * n : 3 * n], buf[3 * n]
+    lse = big_m + log_s
+    V.some_finite_logit(spec.ns, lse, counted)  # the same on every rank: lse is global
+    zl = spec.z_loss
+    rows = torch.where(counted, _safe_mul(big_a, log_s) + big_c + zl * lse * lse, 0.0)
+    coef = torch.where(counted, big_a + 2.0 * zl * lse, 0.0)
+    log_s = torch.where(torch.isneginf(log_s), 0.0, log_s)  # ignored rows of -inf
+    if spec.soft:
+        denom = torch.full((), float(n), dtype=lse.dtype, device=lse.device)
+    return rows, big_m, log_s, coef, denom
+
+
+def _grad_block(z, y, w, shift, log_s, coef, g_rows, spec: _Spec, out=None) -> torch.Tensor:
+    """``g_rows * ((A + 2 z_loss lse) softmax(z) - a)`` for a block of local logits.
+
+    ``softmax(z) = exp((z - shift) - log_s)``. ``out`` (may be ``z`` itself)
+    receives the result; no ``N x V`` temporary except for weighted
     probability targets.
     """
     e = spec.label_smoothing
-    if spec.soft:
-        a = _soft_mass(y, w, spec)
-        big_a, big_b = a.sum(1), _safe_mul(a, z).sum(1)
-        return _local_lse(z, scratch), big_a, big_b, torch.zeros_like(big_a)
-    counted, col, w_t = _index_parts(y, w, spec, z.dtype)
-    z_t = z.gather(1, col.unsqueeze(1)).squeeze(1) if spec.local else torch.zeros_like(w_t)
-    mass = w_t * (1.0 - e)
-    big_a, big_b = mass, _safe_mul(mass, z_t)
-    if e:
-        w_sum = float(spec.local) if w is None else w.sum()
-        w_z = z.sum(1) if w is None else _safe_mul(w, z).sum(1)
-        on = counted.to(z.dtype) * (e / spec.classes)
-        big_a = big_a + on * w_sum
-        big_b = big_b + torch.where(counted, on * w_z, 0.0)  # w_z may be -inf on ignored rows
-    return _local_lse(z, scratch), big_a, big_b, w_t
-
-
-def _combine(lse_r, big_a, big_b, w_t, counted, spec: _Spec):
-    """All-reduce the partial sums: returns (row losses, lse to save, coef, denominator).
-
-    Wire: all-reduce MAX of ``N`` numbers, then SUM of ``3 N + 1``.
-    """
-    n = lse_r.shape[0]
-    m = _all_reduce(lse_r.clone(), dist.ReduceOp.MAX, spec.group)
-    m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
-    buf = torch.cat([torch.exp(lse_r - m), big_a, big_b, w_t.sum().reshape(1)])
-    _all_reduce(buf, dist.ReduceOp.SUM, spec.group)
-    lse = m + torch.log(buf[:n])
-    big_a, big_b, denom = buf[n : 2 * n], buf[2 * n : 3 * n], buf[3 * n]
-    V.some_finite_logit(spec.ns, lse, counted)  # the same on every rank: lse is global
-    zero = torch.zeros((), dtype=lse.dtype, device=lse.device)
-    zl = spec.z_loss
-    rows = torch.where(counted, big_a * lse - big_b + zl * lse * lse, zero)
-    coef = torch.where(counted, big_a + 2.0 * zl * lse, zero)
-    lse_keep = torch.where(torch.isneginf(lse), zero, lse)  # ignored all--inf rows
-    if spec.soft:
-        denom = torch.full((), float(n), dtype=lse.dtype, device=lse.device)
-    return rows, lse_keep, coef, denom
-
-
-def _grad_block(z, y, w, lse, coef, g_rows, spec: _Spec, out=None) -> torch.Tensor:
-    """``g_rows * ((A + 2 z_loss lse) softmax(z) - a)`` for a block of local logits.
-
-    ``out`` (may be ``z`` itself) receives the result; three passes over the
-    block, no ``N x V`` temporary except for weighted probability targets.
-    """
-    e = spec.label_smoothing
     uniform = e / spec.classes
-    g = torch.sub(z, lse.unsqueeze(1), out=out).exp_().mul_((coef * g_rows).unsqueeze(1))
+    g = torch.sub(z, shift.unsqueeze(1), out=out).sub_(log_s.unsqueeze(1)).exp_()
+    g.mul_((coef * g_rows).unsqueeze(1))
     g_col = g_rows.unsqueeze(1)
     if spec.soft:  # g -= g_rows w ((1 - e) y + e / V)
         g.addcmul_(y if w is None else y * w, g_col, value=e - 1.0)
@@ -291,9 +298,9 @@ def _grad_block(z, y, w, lse, coef, g_rows, spec: _Spec, out=None) -> torch.Tens
     return g
 
 
-def _target_grad_block(z, w, lse, g_rows, spec: _Spec) -> torch.Tensor:
+def _target_grad_block(z, w, shift, log_s, g_rows, spec: _Spec) -> torch.Tensor:
     """``d loss / d y = (1 - e) w (lse - z)`` for probability targets."""
-    d = lse.unsqueeze(1) - z
+    d = torch.sub(shift.unsqueeze(1), z).add_(log_s.unsqueeze(1))
     if w is not None:
         d = _safe_mul(w, d)
     return d.mul_((g_rows * (1.0 - spec.label_smoothing)).unsqueeze(1))
@@ -313,15 +320,15 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
             else y != spec.ignore_index
         )
         sums = _row_sums(zc, yc, wc, spec, scratch=zc is not z)  # scratch: a private copy
-        rows, lse, coef, denom = _combine(*sums, counted, spec)
-        ctx.save_for_backward(z, y, w, lse, coef)
+        rows, shift, log_s, coef, denom = _combine(*sums, counted, spec)
+        ctx.save_for_backward(z, y, w, shift, log_s, coef)
         ctx.spec = spec
         ctx.mark_non_differentiable(denom)
         return rows, denom
 
     @staticmethod
     def backward(ctx, g_rows, _g_denom):
-        z, y, w, lse, coef = ctx.saved_tensors
+        z, y, w, shift, log_s, coef = ctx.saved_tensors
         spec = ctx.spec
         zc = z.to(_compute_dtype(z.dtype))
         yc = y.to(zc.dtype) if spec.soft else y
@@ -329,9 +336,9 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         g_rows = g_rows.to(zc.dtype)
         gy = None
         if spec.soft and ctx.needs_input_grad[1]:
-            gy = _target_grad_block(zc, wc, lse, g_rows, spec).to(y.dtype)
+            gy = _target_grad_block(zc, wc, shift, log_s, g_rows, spec).to(y.dtype)
         own = zc if zc is not z else None  # a private upcast copy can take the gradient
-        gz = _grad_block(zc, yc, wc, lse, coef, g_rows, spec, out=own).to(z.dtype)
+        gz = _grad_block(zc, yc, wc, shift, log_s, coef, g_rows, spec, out=own).to(z.dtype)
         return gz, gy, None, None
 
 
@@ -346,7 +353,7 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, h, weight, bias, y, spec: _Spec):
         n = h.shape[0]
         dtype = _compute_dtype(h.dtype)
-        parts = [torch.empty(n, dtype=dtype, device=h.device) for _ in range(4)]
+        parts = [torch.empty(n, dtype=dtype, device=h.device) for _ in range(5)]
         for lo in range(0, n, spec.chunk_size):
             hi = min(n, lo + spec.chunk_size)
             z = _linear_logits(h[lo:hi], weight, bias, spec)
@@ -358,15 +365,15 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
             if spec.soft
             else (y != spec.ignore_index)
         )
-        rows, lse, coef, denom = _combine(*parts, counted, spec)
-        ctx.save_for_backward(h, weight, bias, y, lse, coef)
+        rows, shift, log_s, coef, denom = _combine(*parts, counted, spec)
+        ctx.save_for_backward(h, weight, bias, y, shift, log_s, coef)
         ctx.spec = spec
         ctx.mark_non_differentiable(denom)
         return rows, denom
 
     @staticmethod
     def backward(ctx, g_rows, _g_denom):
-        h, weight, bias, y, lse, coef = ctx.saved_tensors
+        h, weight, bias, y, shift, log_s, coef = ctx.saved_tensors
         spec = ctx.spec
         need_h, need_w, need_b, need_y = ctx.needs_input_grad[:4]
         dtype = _compute_dtype(h.dtype)
@@ -381,11 +388,15 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
             z = _linear_logits(h[lo:hi], weight, bias, spec)
             yc = y[lo:hi].to(dtype) if spec.soft else y[lo:hi]
             if gy is not None:
-                gy[lo:hi] = _target_grad_block(z, None, lse[lo:hi], g_rows[lo:hi], spec)
+                gy[lo:hi] = _target_grad_block(
+                    z, None, shift[lo:hi], log_s[lo:hi], g_rows[lo:hi], spec
+                )
             cap = None
             if spec.softcap is not None:  # z = c tanh(x / c): dz/dx = 1 - (z / c)^2
                 cap = 1.0 - (z / spec.softcap) ** 2
-            g = _grad_block(z, yc, None, lse[lo:hi], coef[lo:hi], g_rows[lo:hi], spec, out=z)
+            g = _grad_block(
+                z, yc, None, shift[lo:hi], log_s[lo:hi], coef[lo:hi], g_rows[lo:hi], spec, out=z
+            )
             if cap is not None:
                 g.mul_(cap)
             if gh is not None:
@@ -474,10 +485,11 @@ def vocab_parallel_cross_entropy(
     not divide by the world size). The result and the gradient equal
     ``crossentropy.cross_entropy`` (and ``torch.nn.functional.cross_entropy``)
     on the logits gathered along ``axis``, while each rank sends only ``O(N)``
-    numbers: an all-reduce MAX of the ``N`` local log-sum-exps, one all-reduce
-    SUM of ``3 N + 1`` numbers (sum of exp, target mass ``A``, target-weighted
-    logit ``B``, the mean's denominator), and an all-gather of 3 integers (the
-    slice sizes). The backward is the analytic
+    numbers: an all-reduce MAX of the ``N`` local max logits, one all-reduce
+    SUM of ``3 N + 1`` numbers (sum of exp, target mass, the rank's part of
+    the loss, the mean's denominator), and an all-gather of 3 integers (the
+    slice sizes); see the module docstring for the formulas. The backward is
+    the analytic
     ``(A + 2 z_loss lse) softmax(z) - a`` on the rank's own slice and
     communicates nothing.
 
