@@ -47,7 +47,8 @@ def _compute(ns: Namespace, z):
 
 def _rows(ns: Namespace, z, ax: int, counted, name: str = "logits") -> N.RowStats:
     stats = N.row_stats(ns, z, ax)
-    V.some_finite_logit(ns, ns.xp.squeeze(stats.m, axis=ax), ns.xp.squeeze(counted, axis=ax), name)
+    V.some_finite_logit(ns, ns.xp.squeeze(stats.m, axis=ax),
+                        ns.xp.squeeze(counted, axis=ax), name)
     return stats
 
 
@@ -63,22 +64,12 @@ class _Call:
     n_rows: int
 
     def denominator(self):
-        return N.denominator(self.ns, self.tg, self.spec.reduction, self.spec.divisor, self.n_rows)
+        return N.denominator(self.ns, self.tg, self.spec.reduction, self.spec.divisor,
+                             self.n_rows)
 
 
-def _prepare(
-    logits,
-    target,
-    *,
-    axis,
-    weight,
-    ignore_index,
-    label_smoothing,
-    reduction,
-    divisor,
-    name="logits",
-    probs=False,
-) -> _Call:
+def _prepare(logits, target, *, axis, weight, ignore_index, label_smoothing, reduction,
+             divisor, name="logits", probs=False) -> _Call:
     ns, z, ax = _logits(logits, axis, name)
     shape = tuple(z.shape)
     ignore = V.ignore_index(ignore_index)
@@ -87,16 +78,8 @@ def _prepare(
     w = V.weight(ns, weight, spec.num_classes)
     build = N.index_targets if kind == "index" else N.prob_targets
     extra = {"ignore_index": ignore} if kind == "index" else {}
-    tg = build(
-        ns,
-        y,
-        ax,
-        len(shape),
-        spec.num_classes,
-        weight=w,
-        label_smoothing=spec.label_smoothing,
-        **extra,
-    )
+    tg = build(ns, y, ax, len(shape), spec.num_classes, weight=w,
+               label_smoothing=spec.label_smoothing, **extra)
     n_rows = math.prod(shape) // spec.num_classes
     return _Call(ns=ns, logits=logits, z=_compute(ns, z), tg=tg, spec=spec, n_rows=n_rows)
 
@@ -111,9 +94,8 @@ def _write_out(ns: Namespace, g, out, logits):
     if out is None:
         return g
     if tuple(out.shape) != tuple(logits.shape):
-        raise ValueError(
-            f"out: expected shape {tuple(logits.shape)} (the logits' shape), got {tuple(out.shape)}"
-        )
+        raise ValueError(f"out: expected shape {tuple(logits.shape)} (the logits' shape), "
+                         f"got {tuple(out.shape)}")
     if out.dtype != ns.dtype:
         raise TypeError(f"out: expected dtype {ns.dtype} (the logits' dtype), got {out.dtype}")
     try:
@@ -246,17 +228,8 @@ def softmax(logits, axis=-1):
 
 @quiet
 @fill
-def cross_entropy(
-    logits,
-    target,
-    *,
-    axis=-1,
-    weight=None,
-    ignore_index=-100,
-    label_smoothing=0.0,
-    reduction="mean",
-    divisor=None,
-):
+def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
+                  label_smoothing=0.0, reduction="mean", divisor=None):
     """Softmax cross-entropy from logits: ``-sum_c y_c log softmax(z)_c`` per row.
 
     Computed as ``sum_c a_c ((m - z_c) + log sum exp(z - m))`` with ``m`` the
@@ -301,42 +274,17 @@ def cross_entropy(
     torch_route = _autograd(logits)
     if torch_route is not None:
         return torch_route.cross_entropy(
-            logits,
-            target,
-            axis=axis,
-            weight=weight,
-            ignore_index=ignore_index,
-            label_smoothing=label_smoothing,
-            reduction=reduction,
-            divisor=divisor,
-        )
-    call = _prepare(
-        logits,
-        target,
-        axis=axis,
-        weight=weight,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        reduction=reduction,
-        divisor=divisor,
-    )
+            logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, reduction=reduction, divisor=divisor)
+    call = _prepare(logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
+                    label_smoothing=label_smoothing, reduction=reduction, divisor=divisor)
     return _ce_forward(call)[0]
 
 
 @quiet
 @fill
-def cross_entropy_grad(
-    logits,
-    target,
-    *,
-    axis=-1,
-    weight=None,
-    ignore_index=-100,
-    label_smoothing=0.0,
-    reduction="mean",
-    divisor=None,
-    out=None,
-):
+def cross_entropy_grad(logits, target, *, axis=-1, weight=None, ignore_index=-100,
+                       label_smoothing=0.0, reduction="mean", divisor=None, out=None):
     """The exact gradient of :func:`cross_entropy` with respect to the logits.
 
     Per row, ``(softmax(z) - y) * w_t / denom`` for index targets; in general
@@ -371,34 +319,16 @@ def cross_entropy_grad(
     >>> print(float(g.sum()) == 0.0 or abs(float(g.sum())) < 1e-12)
     True
     """
-    call = _prepare(
-        logits,
-        target,
-        axis=axis,
-        weight=weight,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        reduction=reduction,
-        divisor=divisor,
-    )
+    call = _prepare(logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
+                    label_smoothing=label_smoothing, reduction=reduction, divisor=divisor)
     stats = _rows(call.ns, call.z, call.spec.axis, call.tg.counted)
     return _ce_backward(call, stats, call.denominator(), out=out)
 
 
 @quiet
 @fill
-def cross_entropy_with_grad(
-    logits,
-    target,
-    *,
-    axis=-1,
-    weight=None,
-    ignore_index=-100,
-    label_smoothing=0.0,
-    reduction="mean",
-    divisor=None,
-    out=None,
-):
+def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, ignore_index=-100,
+                            label_smoothing=0.0, reduction="mean", divisor=None, out=None):
     """``(cross_entropy(...), cross_entropy_grad(...))`` in one pass.
 
     The loss and the gradient share the row max and log-sum-exp, which are
@@ -431,16 +361,8 @@ def cross_entropy_with_grad(
     >>> print(f"{float(loss):.4f}", grad)
     0.6931 [[ 0.5 -0.5]]
     """
-    call = _prepare(
-        logits,
-        target,
-        axis=axis,
-        weight=weight,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        reduction=reduction,
-        divisor=divisor,
-    )
+    call = _prepare(logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
+                    label_smoothing=label_smoothing, reduction=reduction, divisor=divisor)
     loss, stats, denom = _ce_forward(call)
     return loss, _ce_backward(call, stats, denom, out=out)
 
@@ -450,17 +372,8 @@ def cross_entropy_with_grad(
 
 @quiet
 @fill
-def focal_loss(
-    logits,
-    target,
-    *,
-    gamma=2.0,
-    alpha=None,
-    axis=-1,
-    weight=None,
-    ignore_index=-100,
-    reduction="mean",
-):
+def focal_loss(logits, target, *, gamma=2.0, alpha=None, axis=-1, weight=None,
+               ignore_index=-100, reduction="mean"):
     """Softmax focal loss ``-alpha_t (1 - p_t)^gamma log p_t`` (Lin et al. 2017).
 
     ``1 - p_t`` is computed as ``-expm1(log p_t)``, exact for confident rows.
@@ -494,16 +407,8 @@ def focal_loss(
     Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection", ICCV 2017.
     """
     gamma = V.non_negative_number(gamma, "gamma")
-    call = _prepare(
-        logits,
-        target,
-        axis=axis,
-        weight=weight,
-        ignore_index=ignore_index,
-        label_smoothing=0.0,
-        reduction=reduction,
-        divisor=None,
-    )
+    call = _prepare(logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
+                    label_smoothing=0.0, reduction=reduction, divisor=None)
     alpha_ = _class_factor(call, alpha, "alpha")
     stats = _rows(call.ns, call.z, call.spec.axis, call.tg.counted)
     rows = N.focal_rows(call.ns, call.z, call.tg, call.spec.axis, stats, gamma, alpha_)
@@ -516,22 +421,14 @@ def _class_factor(call: _Call, value, name):
         return None
     if isinstance(value, (int, float)):
         return V.non_negative_number(value, name)
-    return call.ns.xp.astype(V.weight(call.ns, value, call.spec.num_classes, name), call.ns.accum)
+    return call.ns.xp.astype(V.weight(call.ns, value, call.spec.num_classes, name),
+                             call.ns.accum)
 
 
 @quiet
 @fill
-def poly1_cross_entropy(
-    logits,
-    target,
-    *,
-    epsilon=1.0,
-    axis=-1,
-    weight=None,
-    ignore_index=-100,
-    label_smoothing=0.0,
-    reduction="mean",
-):
+def poly1_cross_entropy(logits, target, *, epsilon=1.0, axis=-1, weight=None,
+                        ignore_index=-100, label_smoothing=0.0, reduction="mean"):
     """Poly-1 loss: ``CE + epsilon * (1 - p_t)`` per row (Leng et al. 2022).
 
     For probability (and smoothed) targets ``1 - p_t`` is ``sum_c y_c (1 - p_c)``,
@@ -563,16 +460,8 @@ def poly1_cross_entropy(
     Loss Functions", ICLR 2022.
     """
     eps = V.real_number(epsilon, "epsilon")
-    call = _prepare(
-        logits,
-        target,
-        axis=axis,
-        weight=weight,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        reduction=reduction,
-        divisor=None,
-    )
+    call = _prepare(logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
+                    label_smoothing=label_smoothing, reduction=reduction, divisor=None)
     stats = _rows(call.ns, call.z, call.spec.axis, call.tg.counted)
     rows = N.ce_rows(call.ns, call.z, call.tg, call.spec.axis, stats)
     if eps:
@@ -591,9 +480,8 @@ def _probs(probs, axis, name="probs"):
 
 @quiet
 @fill
-def cross_entropy_from_probs(
-    probs, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean", eps=None
-):
+def cross_entropy_from_probs(probs, target, *, axis=-1, weight=None, ignore_index=-100,
+                             reduction="mean", eps=None):
     """Cross-entropy ``-sum_c y_c log p_c`` from probabilities (the textbook form).
 
     ``probs`` must hold a distribution per row: values in [0, 1] and rows
@@ -638,12 +526,12 @@ def cross_entropy_from_probs(
             raise ValueError(f"eps: expected a value in [0, 0.5), got {eps!r}")
         p = ns.xp.clip(p, e, 1 - e)
     if kind == "index":
-        tg = N.index_targets(ns, y, ax, len(shape), spec.num_classes, ignore_index=ignore, weight=w)
+        tg = N.index_targets(ns, y, ax, len(shape), spec.num_classes, ignore_index=ignore,
+                             weight=w)
     else:
         tg = N.prob_targets(ns, y, ax, len(shape), spec.num_classes, weight=w)
-    call = _Call(
-        ns=ns, logits=probs, z=p, tg=tg, spec=spec, n_rows=math.prod(shape) // spec.num_classes
-    )
+    call = _Call(ns=ns, logits=probs, z=p, tg=tg, spec=spec,
+                 n_rows=math.prod(shape) // spec.num_classes)
     return _finish(call, N.nll_from_probs_rows(ns, p, tg, ax), call.denominator())
 
 
@@ -762,7 +650,8 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", eps=No
     0.1643
     """
     ns, p, y, w, reduction = _binary(probs, target, weight, reduction, "probs")
-    V.in_unit_interval(ns, p, "probs", "; pass logits to binary_cross_entropy_with_logits instead")
+    V.in_unit_interval(ns, p, "probs", "; pass logits to binary_cross_entropy_with_logits "
+                       "instead")
     if eps is not None:
         e = V.real_number(eps, "eps")
         if not 0 <= e < 0.5:
@@ -779,9 +668,8 @@ def _pos_weight(ns: Namespace, value, shape):
 
 
 @quiet
-def binary_cross_entropy_with_logits(
-    logits, target, *, weight=None, pos_weight=None, reduction="mean"
-):
+def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
+                                     reduction="mean"):
     """Binary cross-entropy from logits, in the stable form.
 
     ``pos_weight * y * softplus(-z) + (1 - y) * softplus(z)``, never
@@ -810,8 +698,7 @@ def binary_cross_entropy_with_logits(
     torch_route = _autograd(logits)
     if torch_route is not None:
         return torch_route.binary_cross_entropy_with_logits(
-            logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction
-        )
+            logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction)
     ns, z, y, w, reduction = _binary(logits, target, weight, reduction, "logits")
     pw = _pos_weight(ns, pos_weight, tuple(z.shape))
     elements = N.bce_logits_elements(ns, z, y, pw)
@@ -821,9 +708,8 @@ def binary_cross_entropy_with_logits(
 
 
 @quiet
-def binary_cross_entropy_with_logits_grad(
-    logits, target, *, weight=None, pos_weight=None, reduction="mean"
-):
+def binary_cross_entropy_with_logits_grad(logits, target, *, weight=None, pos_weight=None,
+                                          reduction="mean"):
     """Gradient of :func:`binary_cross_entropy_with_logits`: ``sigmoid(z) - y``, scaled.
 
     With ``pos_weight``: ``(1 - y) sigmoid(z) - pos_weight y sigmoid(-z)``;

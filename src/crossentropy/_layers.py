@@ -40,9 +40,8 @@ class CrossEntropyLoss(_Layer):
      [ 0.0556 -0.0893  0.0337]]
     """
 
-    def __init__(
-        self, weight=None, ignore_index=-100, label_smoothing=0.0, reduction="mean", axis=-1
-    ):
+    def __init__(self, weight=None, ignore_index=-100, label_smoothing=0.0, reduction="mean",
+                 axis=-1):
         self.weight = weight
         self.ignore_index = V.ignore_index(ignore_index)
         self.label_smoothing = V.label_smoothing(label_smoothing)
@@ -52,16 +51,10 @@ class CrossEntropyLoss(_Layer):
 
     @quiet
     def forward(self, logits, target):
-        call = _api._prepare(
-            logits,
-            target,
-            axis=self.axis,
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing,
-            reduction=self.reduction,
-            divisor=None,
-        )
+        call = _api._prepare(logits, target, axis=self.axis, weight=self.weight,
+                             ignore_index=self.ignore_index,
+                             label_smoothing=self.label_smoothing, reduction=self.reduction,
+                             divisor=None)
         loss, stats, denom = _api._ce_forward(call)
         self._saved = (call, stats, denom)
         return loss
@@ -98,7 +91,8 @@ class BCEWithLogitsLoss(_Layer):
         self._saved = None
 
     def _kwargs(self):
-        return {"weight": self.weight, "pos_weight": self.pos_weight, "reduction": self.reduction}
+        return {"weight": self.weight, "pos_weight": self.pos_weight,
+                "reduction": self.reduction}
 
     @quiet
     def forward(self, logits, target):

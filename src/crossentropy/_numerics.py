@@ -106,17 +106,8 @@ def class_shape(ndim: int, axis: int, size: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def index_targets(
-    ns: Namespace,
-    t,
-    axis: int,
-    ndim: int,
-    num_classes: int,
-    *,
-    ignore_index: int,
-    weight=None,
-    label_smoothing: float = 0.0,
-) -> Targets:
+def index_targets(ns: Namespace, t, axis: int, ndim: int, num_classes: int, *,
+                  ignore_index: int, weight=None, label_smoothing: float = 0.0) -> Targets:
     xp = ns.xp
     t = xp.expand_dims(t, axis=axis)
     counted = t != ignore_index
@@ -130,28 +121,12 @@ def index_targets(
         w = xp.reshape(weight, class_shape(ndim, axis, num_classes))
     e = label_smoothing
     w_sum = float(num_classes) if weight is None else xp.sum(weight)
-    return Targets(
-        kind="index",
-        counted=counted,
-        t=t,
-        w_t=w_t,
-        hard=1.0 - e,
-        soft=e / num_classes,
-        w=w,
-        w_sum=w_sum,
-    )
+    return Targets(kind="index", counted=counted, t=t, w_t=w_t, hard=1.0 - e,
+                   soft=e / num_classes, w=w, w_sum=w_sum)
 
 
-def prob_targets(
-    ns: Namespace,
-    y,
-    axis: int,
-    ndim: int,
-    num_classes: int,
-    *,
-    weight=None,
-    label_smoothing: float = 0.0,
-) -> Targets:
+def prob_targets(ns: Namespace, y, axis: int, ndim: int, num_classes: int, *,
+                 weight=None, label_smoothing: float = 0.0) -> Targets:
     xp = ns.xp
     e = label_smoothing
     a = y if e == 0 else (1.0 - e) * y + e / num_classes
@@ -168,9 +143,8 @@ def prob_targets(
 def dense_coefficients(ns: Namespace, tg: Targets, axis: int, shape):
     """The full ``a`` array of an index target (the gradient needs it once)."""
     xp = ns.xp
-    classes = xp.reshape(
-        xp.arange(shape[axis], device=ns.device), class_shape(len(shape), axis, shape[axis])
-    )
+    classes = xp.reshape(xp.arange(shape[axis], device=ns.device),
+                         class_shape(len(shape), axis, shape[axis]))
     a = xp.where(classes == tg.t, tg.hard * tg.w_t, xp.zeros_like(tg.w_t))
     if tg.soft:
         w = tg.w if tg.w is not None else 1.0
@@ -233,7 +207,8 @@ def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale):
     return xp.where(tg.counted, g, xp.zeros_like(g))
 
 
-def focal_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, gamma: float, alpha=None):
+def focal_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, gamma: float,
+               alpha=None):
     """``sum_c a_c alpha_c (1 - p_c)^gamma (-log p_c)`` per row (keepdims, accum).
 
     ``alpha`` is ``None``, a number, or per-class weights of shape ``(C,)``.
@@ -256,9 +231,8 @@ def focal_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, gamma:
         logp_t = xp.take_along_axis(log_softmax(ns, z, stats), tg.t, axis=axis)
         a = alpha
         if per_class:
-            a = xp.reshape(
-                xp.take(xp.astype(alpha, ns.accum), xp.reshape(tg.t, (-1,)), axis=0), tg.t.shape
-            )
+            a = xp.reshape(xp.take(xp.astype(alpha, ns.accum), xp.reshape(tg.t, (-1,)), axis=0),
+                           tg.t.shape)
         f_t = term(logp_t, a)
     loss = contract(ns, tg, axis, full, f_t)
     return xp.where(tg.counted, loss, xp.zeros_like(loss))
@@ -273,9 +247,8 @@ def one_minus_p_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats):
 
     f_t = None
     if tg.kind == "index":
-        f_t = xp.astype(
-            -xp.expm1(xp.take_along_axis(log_softmax(ns, z, stats), tg.t, axis=axis)), ns.accum
-        )
+        f_t = xp.astype(-xp.expm1(xp.take_along_axis(log_softmax(ns, z, stats), tg.t,
+                                                     axis=axis)), ns.accum)
     loss = contract(ns, tg, axis, full, f_t)
     return xp.where(tg.counted, loss, xp.zeros_like(loss))
 

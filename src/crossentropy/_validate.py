@@ -112,7 +112,9 @@ def non_negative(ns: Namespace, arr, name: str, what: str = "values") -> None:
     bad = arr < 0
     if concrete_bool(xp.any(bad)):
         idx = first_true(xp, bad, tuple(arr.shape))
-        raise ValueError(f"{name}: expected non-negative {what}, got {float(arr[idx])}{_at(idx)}")
+        raise ValueError(
+            f"{name}: expected non-negative {what}, got {float(arr[idx])}{_at(idx)}"
+        )
 
 
 def in_unit_interval(ns: Namespace, arr, name: str, hint: str = "") -> None:
@@ -194,7 +196,8 @@ def target(ns: Namespace, value, shape: tuple[int, ...], ax: int, ignore: int):
         if concrete_bool(xp.any(bad)):
             idx = first_true(xp, bad, row_shape)
             raise IndexError(
-                f"target: expected class indices in [0, {num_classes}), got {int(y[idx])}{_at(idx)}"
+                f"target: expected class indices in [0, {num_classes}), "
+                f"got {int(y[idx])}{_at(idx)}"
             )
         return y, "index"
     if is_floating(xp, y.dtype):
@@ -202,7 +205,7 @@ def target(ns: Namespace, value, shape: tuple[int, ...], ax: int, ignore: int):
             raise ValueError(
                 f"target: expected probabilities of the logits' shape {shape}, "
                 f"got {tuple(y.shape)} (integer class indices have shape "
-                f"{shape[:ax] + shape[ax + 1 :]})"
+                f"{shape[:ax] + shape[ax + 1:]})"
             )
         y = xp.astype(y, ns.compute)
         non_negative(ns, y, "target", "probabilities")
