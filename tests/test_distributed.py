@@ -14,6 +14,7 @@ import os
 import queue
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -86,18 +87,21 @@ def _spawn(world, cases):
     try:
         for p in procs:
             p.start()
-        out, errors = {}, []
-        for _ in range(world):
+        out = {}
+        deadline = time.monotonic() + TIMEOUT
+        while len(out) < world:  # fail fast: on the first error, a dead child, or the deadline
             try:
-                rank, status, payload = results.get(timeout=TIMEOUT)
+                rank, status, payload = results.get(timeout=1.0)
             except queue.Empty:
-                pytest.fail(f"spawned group of {world} timed out after {TIMEOUT}s")
-            if status == "ok":
-                out[rank] = payload
-            else:
-                errors.append(payload)
-        if errors:
-            pytest.fail("a spawned rank failed:\n" + "\n".join(errors))
+                dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    pytest.fail(f"a spawned rank died without a report (exit codes {dead})")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"spawned group of {world} timed out after {TIMEOUT}s")
+                continue
+            if status != "ok":
+                pytest.fail(f"spawned rank {rank} failed:\n{payload}")
+            out[rank] = payload
         return [out[r] for r in range(world)]
     finally:
         for p in procs:
