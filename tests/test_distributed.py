@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
@@ -596,6 +598,51 @@ def test_vocab_parallel_cross_entropy_neg_inf_logits_match_torch():
     assert vocab_parallel_cross_entropy(z, torch.tensor([1, 1])).item() == torch.inf
     smoothed = vocab_parallel_cross_entropy(z, t, label_smoothing=0.1)
     assert smoothed.item() == F.cross_entropy(z, t, label_smoothing=0.1).item() == torch.inf
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 6),
+    v=st.integers(1, 6),
+    soft=st.booleans(),
+    weighted=st.booleans(),
+    smoothing=st.sampled_from([0.0, 0.25, 1.0]),
+    reduction=st.sampled_from(["mean", "sum", "none"]),
+    divisor=st.sampled_from([None, 2.5]),
+    z_loss=st.sampled_from([0.0, 0.1]),
+    masked=st.booleans(),
+)
+def test_vocab_parallel_cross_entropy_world_of_one_property(
+    seed, n, v, soft, weighted, smoothing, reduction, divisor, z_loss, masked
+):
+    """Any mix of options, in one process, against the same torch reference
+    as the spawned tests (empty batches, all rows ignored, -inf included)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, v)) * 3
+    if soft:
+        target = rng.dirichlet(np.ones(v), size=n) * (rng.random((n, v)) < 0.7)
+        target[:, 0] += 1e-3  # class 0 always has mass and a finite logit
+        target /= target.sum(1, keepdims=True)
+    else:
+        target = rng.integers(0, v, size=n)
+        target[rng.random(n) < 0.3] = -100
+    if masked and smoothing == 0:  # -inf where the target puts no mass
+        hidden = (rng.random((n, v)) < 0.3) & (np.arange(v) != 0)
+        if soft:
+            hidden &= target == 0
+        else:
+            hidden &= np.arange(v) != target[:, None]
+        z[hidden] = -np.inf
+    opts = dict(label_smoothing=smoothing, reduction=reduction, z_loss=z_loss)
+    if divisor is not None:
+        opts["divisor"] = divisor
+    if weighted:
+        opts["weight"] = rng.uniform(0.0, 2.0, size=v)
+    # d loss / d y on a -inf class is +inf (lse - z); the -1e4 reference cannot say so
+    case = _plain("property", z, target, target_grad=soft and not masked, **opts)
+    case["upstream"] = rng.uniform(0.5, 1.5, size=_loss_shape(case))
+    _check_case(case, [_run_case(case, 0, 1, [0])], 1)
 
 
 @pytest.mark.parametrize("offset", [0.0, 1000.0])
