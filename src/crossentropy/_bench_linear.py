@@ -8,16 +8,19 @@ mark (``/proc/self/clear_refs``), runs forward + backward once and reads the new
 high-water mark: ``peak_extra`` is the memory above the inputs. Since both
 versions must also hand back ``d hidden`` and ``d weight`` (at ``V = 128256``,
 ``d weight`` is as large as the logits), ``working`` = ``peak_extra`` minus the
-bytes of those gradients is reported too. The worker then times ``--runs`` more
-forward + backward passes and reports the median time of all its passes (the
-first included: the naive version's big blocks go back to the system after
-every pass, so every pass pays the same page faults).
+bytes of those gradients is reported too. The worker may time ``--runs`` more
+passes; it reports the median time of all its passes (the first included: the
+naive version's big blocks go back to the system after every pass, so every
+pass pays the same page faults). These subprocesses run ``repeats`` rounds,
+variants alternating within a round.
 
-Variants run interleaved (naive, linear, naive, linear, ...) ``repeats`` times,
-so the time ratio of each round is measured side by side under the same load;
-the table shows medians over the rounds. Besides wall time, the process's CPU
-time is reported: on a shared machine it is the steadier measure of the work
-done (with two threads it also counts OpenMP's spin-waiting).
+Time is best compared side by side: one more subprocess builds the inputs
+once and runs ``--alternate`` forward + backward passes of each variant in
+turn (naive, linear, naive, linear, ...); each turn's ratio to the naive pass
+next to it sees nearly the same machine load, and the table reports their
+median. The process's CPU time is compared the same way (on a shared machine
+it is the steadier measure of the work done; with two threads it also counts
+OpenMP's spin-waiting).
 
 Standalone: ``python -m crossentropy._bench_linear --shapes 4096x1024x32000``.
 From the CLI: ``crossentropy bench --linear`` calls ``run(args)``.
@@ -62,8 +65,8 @@ def _reset_peak() -> bool:
         return False
 
 
-def _worker(variant: str, n: int, d: int, v: int, dtype_name: str, bias: bool,
-            chunk_size: int | None, runs: int, threads: int | None) -> dict:
+def _setup(n, d, v, dtype_name, bias, chunk_size, threads):
+    """Inputs (after a tiny warm-up call) and a ``step(variant)`` doing forward + backward."""
     import torch
     import torch.nn.functional as F
 
@@ -74,63 +77,74 @@ def _worker(variant: str, n: int, d: int, v: int, dtype_name: str, bias: bool,
     dtype = getattr(torch, dtype_name)
     gen = torch.Generator().manual_seed(0)
 
-    def loss_fn(h, w, t, b):
-        if variant == "naive":
-            return F.cross_entropy(F.linear(h, w, b), t)
-        mode = "auto" if variant == "linear" else variant
-        return _linear_cross_entropy(h, w, t, b, chunk_size=chunk_size, mode=mode)
-
-    def step(h, w, t, b):
+    def step(variant, h, w, t, b):
         for x in (h, w, b):
             if x is not None:
                 x.grad = None
-        loss_fn(h, w, t, b).backward()
+        if variant == "naive":
+            loss = F.cross_entropy(F.linear(h, w, b), t)
+        else:
+            mode = "auto" if variant == "linear" else variant
+            loss = _linear_cross_entropy(h, w, t, b, chunk_size=chunk_size, mode=mode)
+        loss.backward()
 
     # warm-up on tiny inputs: one-time library initialisation is not the variant's cost
     small = [torch.randn(8, 16, dtype=dtype, requires_grad=True),
              torch.randn(32, 16, dtype=dtype, requires_grad=True),
              torch.randint(0, 32, (8,)),
              torch.zeros(32, dtype=dtype, requires_grad=True) if bias else None]
-    step(*small)
+    for variant in VARIANTS:
+        step(variant, *small)
     del small
-
     hidden = (torch.randn(n, d, generator=gen) * d**-0.5).to(dtype).requires_grad_()
     weight = torch.randn(v, d, generator=gen).to(dtype).requires_grad_()
     target = torch.randint(0, v, (n,), generator=gen)
     b = torch.zeros(v, dtype=dtype, requires_grad=True) if bias else None
+    return (hidden, weight, target, b), step
+
+
+def _timed(step, variant, inputs) -> tuple[float, float]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    step(variant, *inputs)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _worker(variant: str, n: int, d: int, v: int, dtype_name: str, bias: bool,
+            chunk_size: int | None, runs: int, threads: int | None) -> dict:
+    """Memory (and time) of one variant, alone in this process."""
+    inputs, step = _setup(n, d, v, dtype_name, bias, chunk_size, threads)
     base_kib = _status_kib("VmRSS")
     exact = _reset_peak()
-    t0, c0 = time.perf_counter(), time.process_time()
-    step(hidden, weight, target, b)
-    first, first_cpu = time.perf_counter() - t0, time.process_time() - c0
+    first, first_cpu = _timed(step, variant, inputs)
     peak_kib = _status_kib("VmHWM")
     grad_bytes = sum(x.grad.numel() * x.grad.element_size()
-                     for x in (hidden, weight, b) if x is not None)
-    times, cpu = [], []
-    for _ in range(runs):
-        t0, c0 = time.perf_counter(), time.process_time()
-        step(hidden, weight, target, b)
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
+                     for x in (inputs[0], inputs[1], inputs[3]) if x is not None)
+    more = [_timed(step, variant, inputs) for _ in range(runs)]
     return {
         "variant": variant, "N": n, "D": d, "V": v, "dtype": dtype_name, "bias": bias,
         "peak_extra_mib": (peak_kib - base_kib) / 1024, "grads_mib": grad_bytes / MiB,
         "exact_peak": exact, "first_s": first,
-        "time_s": statistics.median([first, *times]),
-        "cpu_s": statistics.median([first_cpu, *cpu]),
+        "time_s": statistics.median([first, *(t for t, _ in more)]),
+        "cpu_s": statistics.median([first_cpu, *(c for _, c in more)]),
     }
 
 
-def _run_worker(variant, shape, dtype, bias, chunk_size, runs, threads) -> dict:
-    n, d, v = shape
-    cmd = [sys.executable, "-m", "crossentropy._bench_linear", "--worker", variant,
-           "--shapes", f"{n}x{d}x{v}", "--dtype", dtype, "--runs", str(runs)]
-    if bias:
-        cmd.append("--bias")
-    if chunk_size:
-        cmd += ["--chunk-size", str(chunk_size)]
-    if threads:
-        cmd += ["--threads", str(threads)]
+def _alternating_worker(variants: list[str], n: int, d: int, v: int, dtype_name: str,
+                        bias: bool, chunk_size: int | None, passes: int,
+                        threads: int | None) -> dict:
+    """Times of the variants' passes alternating in one process (A, B, A, B, ...)."""
+    inputs, step = _setup(n, d, v, dtype_name, bias, chunk_size, threads)
+    out = {name: {"time_s": [], "cpu_s": []} for name in variants}
+    for _ in range(passes):
+        for name in variants:
+            wall, cpu = _timed(step, name, inputs)
+            out[name]["time_s"].append(wall)
+            out[name]["cpu_s"].append(cpu)
+    return out
+
+
+def _subprocess(args: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "crossentropy._bench_linear", *args]
     env = dict(os.environ)
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
@@ -140,43 +154,72 @@ def _run_worker(variant, shape, dtype, bias, chunk_size, runs, threads) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _common_args(shape, dtype, bias, chunk_size, threads) -> list[str]:
+    n, d, v = shape
+    args = ["--shapes", f"{n}x{d}x{v}", "--dtype", dtype]
+    if bias:
+        args.append("--bias")
+    if chunk_size:
+        args += ["--chunk-size", str(chunk_size)]
+    if threads:
+        args += ["--threads", str(threads)]
+    return args
+
+
+def _memory_row(res: list[dict]) -> dict:
+    return {
+        "peak_extra_mib": statistics.median(x["peak_extra_mib"] for x in res),
+        "grads_mib": res[0]["grads_mib"],
+        "working_mib": statistics.median(x["peak_extra_mib"] - x["grads_mib"] for x in res),
+        "time_s": statistics.median(x["time_s"] for x in res),
+        "cpu_s": statistics.median(x["cpu_s"] for x in res),
+        "times_s": [round(x["time_s"], 3) for x in res],
+    }
+
+
 def linear_benchmark(shapes=DEFAULT_SHAPES, *, variants=DEFAULT_VARIANTS, repeats: int = 3,
-                     runs: int = 1, dtype: str = "float32", bias: bool = False,
-                     chunk_size: int | None = None, threads: int | None = None,
-                     baseline: str = "naive", progress=None) -> list[dict]:
+                     runs: int = 0, alternate: int = 3, dtype: str = "float32",
+                     bias: bool = False, chunk_size: int | None = None,
+                     threads: int | None = None, baseline: str = "naive",
+                     progress=None) -> list[dict]:
     """Measure each variant on each ``(N, D, V)`` shape; one row per shape and variant.
 
-    Every (round, variant) is a fresh subprocess; variants alternate within a
-    round. Rows hold medians over the rounds: ``peak_extra_mib`` (RSS high-water
-    mark above the inputs), ``working_mib`` (the same minus the gradient
-    outputs), ``time_s``, and, relative to ``baseline`` run in the same round,
-    ``mem_ratio``, ``working_ratio`` and ``time_ratio`` (median of the per-round
-    ratios).
+    Memory: every (round, variant) is a fresh subprocess (``repeats`` rounds,
+    variants alternating within a round), whose first pass gives
+    ``peak_extra_mib`` (RSS high-water mark above the inputs) and
+    ``working_mib`` (the same minus the gradient outputs); ``time_s`` is the
+    median of its ``1 + runs`` passes. Time, side by side: one more subprocess
+    runs ``alternate`` passes of each variant in turn (A, B, A, B, ...), so
+    that neighbouring passes see the same machine load; ``alt_time_ratio`` and
+    ``alt_cpu_ratio`` are the medians of the per-turn ratios to ``baseline``.
+    ``mem_ratio``, ``working_ratio``, ``time_ratio`` and ``cpu_ratio`` are
+    medians of the per-round ratios of the separate subprocesses.
     """
     rows = []
     for shape in shapes:
+        common = _common_args(tuple(shape), dtype, bias, chunk_size, threads)
         rounds = {name: [] for name in variants}
         for r in range(repeats):
             for name in variants:
-                res = _run_worker(name, tuple(shape), dtype, bias, chunk_size, runs, threads)
+                res = _subprocess(["--worker", name, "--runs", str(runs), *common])
                 rounds[name].append(res)
                 if progress is not None:
-                    progress(f"round {r + 1}/{repeats} {name} N,D,V={shape}: "
+                    progress(f"round {r + 1}/{repeats} {name} N,D,V={tuple(shape)}: "
                              f"{res['time_s']:.2f} s, {res['peak_extra_mib']:.0f} MiB")
-        base = rounds.get(baseline)
+        alt = None
+        if alternate > 0:
+            alt = _subprocess(["--worker", ",".join(variants), "--alternate", str(alternate),
+                               *common])
+            if progress is not None:
+                progress(f"alternating passes N,D,V={tuple(shape)}: " + ", ".join(
+                    f"{k} {[round(t, 2) for t in x['time_s']]}" for k, x in alt.items()))
+        base = rounds.get(baseline) if repeats > 0 else None
         for name in variants:
             res = rounds[name]
-            row = {
-                "N": shape[0], "D": shape[1], "V": shape[2], "dtype": dtype,
-                "variant": name, "rounds": len(res),
-                "peak_extra_mib": statistics.median(x["peak_extra_mib"] for x in res),
-                "grads_mib": res[0]["grads_mib"],
-                "working_mib": statistics.median(x["peak_extra_mib"] - x["grads_mib"]
-                                                 for x in res),
-                "time_s": statistics.median(x["time_s"] for x in res),
-                "cpu_s": statistics.median(x["cpu_s"] for x in res),
-                "times_s": [round(x["time_s"], 3) for x in res],
-            }
+            row = {"N": shape[0], "D": shape[1], "V": shape[2], "dtype": dtype,
+                   "variant": name, "rounds": len(res)}
+            if res:
+                row.update(_memory_row(res))
             if base is not None:
                 pairs = list(zip(res, base, strict=True))
                 row["mem_ratio"] = statistics.median(
@@ -187,6 +230,13 @@ def linear_benchmark(shapes=DEFAULT_SHAPES, *, variants=DEFAULT_VARIANTS, repeat
                 row["time_ratio"] = statistics.median(
                     x["time_s"] / y["time_s"] for x, y in pairs)
                 row["cpu_ratio"] = statistics.median(x["cpu_s"] / y["cpu_s"] for x, y in pairs)
+            if alt is not None:
+                row["alt_times_s"] = [round(t, 3) for t in alt[name]["time_s"]]
+                row["alt_time_s"] = statistics.median(alt[name]["time_s"])
+                if baseline in alt:
+                    for key in ("time_s", "cpu_s"):
+                        turns = zip(alt[name][key], alt[baseline][key], strict=True)
+                        row[f"alt_{key[:-2]}_ratio"] = statistics.median(a / b for a, b in turns)
             rows.append(row)
     return rows
 
@@ -194,16 +244,21 @@ def linear_benchmark(shapes=DEFAULT_SHAPES, *, variants=DEFAULT_VARIANTS, repeat
 def print_table(rows, file=None) -> None:
     """A Markdown table of ``linear_benchmark`` rows."""
     file = file or sys.stdout
-    head = ("| N | D | V | variant | peak extra MiB | grads MiB | working MiB | time s "
-            "| mem ratio | working ratio | time ratio | CPU-time ratio |")
+    head = ("| N | D | V | variant | peak extra MiB | grads MiB | working MiB | mem ratio "
+            "| working ratio | time s | time ratio | alternating time ratio "
+            "| alternating CPU ratio |")
     print(head, file=file)
     print("|---" * (head.count("|") - 1) + "|", file=file)
+
+    def fmt(r, key, spec=".3f"):
+        return format(r[key], spec) if key in r else "-"
+
     for r in rows:
-        ratio = (f"{r['mem_ratio']:.3f} | {r['working_ratio']:.3f} | {r['time_ratio']:.3f} "
-                 f"| {r['cpu_ratio']:.3f}" if "time_ratio" in r else "- | - | - | -")
-        print(f"| {r['N']} | {r['D']} | {r['V']} | {r['variant']} | {r['peak_extra_mib']:.0f} "
-              f"| {r['grads_mib']:.0f} | {r['working_mib']:.0f} | {r['time_s']:.2f} | {ratio} |",
-              file=file)
+        print(f"| {r['N']} | {r['D']} | {r['V']} | {r['variant']} "
+              f"| {fmt(r, 'peak_extra_mib', '.0f')} | {fmt(r, 'grads_mib', '.0f')} "
+              f"| {fmt(r, 'working_mib', '.0f')} | {fmt(r, 'mem_ratio')} "
+              f"| {fmt(r, 'working_ratio')} | {fmt(r, 'time_s', '.2f')} | {fmt(r, 'time_ratio')} "
+              f"| {fmt(r, 'alt_time_ratio')} | {fmt(r, 'alt_cpu_ratio')} |", file=file)
 
 
 def _parse_shape(text: str) -> tuple[int, int, int]:
@@ -221,8 +276,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                         help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument("--repeats", type=int, default=3, help="rounds (subprocesses each)")
-    parser.add_argument("--runs", type=int, default=1,
-                        help="passes per subprocess after the first (all are timed)")
+    parser.add_argument("--runs", type=int, default=0,
+                        help="passes per memory subprocess after the first (all are timed)")
+    parser.add_argument("--alternate", type=int, default=3,
+                        help="passes per variant in the alternating timing subprocess (0: none)")
     parser.add_argument("--dtype", default="float32",
                         choices=["float32", "float64", "bfloat16", "float16"])
     parser.add_argument("--bias", action="store_true")
@@ -240,7 +297,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--variants: expected names from {list(VARIANTS)}, got {unknown}")
     rows = linear_benchmark(
         shapes, variants=variants, repeats=getattr(args, "repeats", 3),
-        runs=getattr(args, "runs", 1), dtype=getattr(args, "dtype", "float32"),
+        runs=getattr(args, "runs", 0), alternate=getattr(args, "alternate", 3),
+        dtype=getattr(args, "dtype", "float32"),
         bias=getattr(args, "bias", False), chunk_size=getattr(args, "chunk_size", None),
         threads=getattr(args, "threads", None),
         progress=lambda msg: print(msg, file=sys.stderr, flush=True),
@@ -260,8 +318,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         (n, d, v), = args.shapes
-        print(json.dumps(_worker(args.worker, n, d, v, args.dtype, args.bias, args.chunk_size,
-                                 args.runs, args.threads)))
+        if "," in args.worker:
+            result = _alternating_worker(args.worker.split(","), n, d, v, args.dtype, args.bias,
+                                         args.chunk_size, args.alternate, args.threads)
+        else:
+            result = _worker(args.worker, n, d, v, args.dtype, args.bias, args.chunk_size,
+                             args.runs, args.threads)
+        print(json.dumps(result))
         return 0
     return run(args)
 

@@ -558,7 +558,8 @@ def linear_cross_entropy(
     the forward pass (as Liger-Kernel does) and the backward only multiplies
     by ``grad_output``: three matmuls in all, the same as the naive version.
     The price is that ``d hidden``, ``d weight`` and ``d bias`` are held from
-    forward to backward. With ``reduction="none"`` (the per-row upstream
+    forward to backward (so evaluate under ``torch.no_grad()``: then only the
+    forward runs, one matmul). With ``reduction="none"`` (the per-row upstream
     gradient is unknown in forward), with probability targets that require
     grad, or when the backward runs a second time
     (``retain_graph=True``), the backward recomputes each chunk's logits from
