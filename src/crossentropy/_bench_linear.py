@@ -81,11 +81,13 @@ def _setup(n, d, v, dtype_name, bias, chunk_size, threads):
         for x in (h, w, b):
             if x is not None:
                 x.grad = None
-        if variant == "naive":
+        name, _, rows = variant.partition(":")  # "linear:512" = chunk_size 512
+        if name == "naive":
             loss = F.cross_entropy(F.linear(h, w, b), t)
         else:
-            mode = "auto" if variant == "linear" else variant
-            loss = _linear_cross_entropy(h, w, t, b, chunk_size=chunk_size, mode=mode)
+            mode = "auto" if name == "linear" else name
+            loss = _linear_cross_entropy(h, w, t, b, chunk_size=int(rows) if rows else chunk_size,
+                                         mode=mode)
         loss.backward()
 
     # warm-up on tiny inputs: one-time library initialisation is not the variant's cost
@@ -274,7 +276,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shapes", nargs="+", type=_parse_shape,
                         default=list(DEFAULT_SHAPES), metavar="NxDxV")
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
-                        help=f"comma-separated, from {', '.join(VARIANTS)}")
+                        help=f"comma-separated, from {', '.join(VARIANTS)}; "
+                        "'linear:512' = linear with chunk_size 512")
     parser.add_argument("--repeats", type=int, default=3, help="rounds (subprocesses each)")
     parser.add_argument("--runs", type=int, default=0,
                         help="passes per memory subprocess after the first (all are timed)")
@@ -292,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point for ``crossentropy bench --linear`` and ``python -m``."""
     shapes = getattr(args, "shapes", None) or list(DEFAULT_SHAPES)
     variants = tuple(getattr(args, "variants", ",".join(DEFAULT_VARIANTS)).split(","))
-    unknown = [v for v in variants if v not in VARIANTS]
+    unknown = [v for v in variants if v.partition(":")[0] not in VARIANTS]
     if unknown:
         raise SystemExit(f"--variants: expected names from {list(VARIANTS)}, got {unknown}")
     rows = linear_benchmark(
