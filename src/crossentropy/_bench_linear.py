@@ -24,6 +24,13 @@ OpenMP's spin-waiting).
 
 Standalone: ``python -m crossentropy._bench_linear --shapes 4096x1024x32000``.
 From the CLI: ``crossentropy bench --linear`` calls ``run(args)``.
+
+The README's table came from (about 40 minutes on 2 shared cores)::
+
+    python -m crossentropy._bench_linear --shapes 4096x1024x32000 \
+        --variants naive,linear,recompute --repeats 3 --runs 1 --alternate 5
+    python -m crossentropy._bench_linear --shapes 2048x2048x128256 \
+        --variants naive,linear,linear:512 --repeats 3 --runs 0 --alternate 3
 """
 
 from __future__ import annotations
