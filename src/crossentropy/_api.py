@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -134,6 +135,37 @@ def _ce_backward(call: _Call, stats, denom, grad_output=1.0, out=None):
     return _write_out(ns, ns.to_output(g), out, call.logits)
 
 
+# ---------------------------------------------------------------- fast path (numba kernels)
+
+
+def _fast_path_ok(z, axis, out=None) -> bool:
+    """NumPy float32/float64 C-contiguous logits with the class axis last, and
+    numba installed: the fused kernels of ``_kernels`` take the call."""
+    kernels = _kernels()
+    return kernels is not None and kernels.applicable(z, axis, out)
+
+
+@functools.cache
+def _kernels():
+    try:
+        from crossentropy import _kernels as kernels
+    except ImportError:  # numba is the optional extra ``crossentropy[fast]``
+        return None
+    return kernels
+
+
+def _ce_fast(call: _Call, target, weight, *, want_loss=True, want_grad=True, out=None):
+    """``(loss, grad)`` from the fused kernel; raises for a counted row of -inf."""
+    spec = call.spec
+    loss, grad, bad = _kernels().cross_entropy_last(
+        call.z, target, weight=weight, ignore_index=spec.ignore_index,
+        label_smoothing=spec.label_smoothing, reduction=spec.reduction, divisor=spec.divisor,
+        want_loss=want_loss, want_grad=want_grad, out=out)
+    if bad.any():
+        V.some_finite_logit(call.ns, call.ns.xp.where(bad, -call.ns.xp.inf, 0.0), bad)
+    return loss, grad
+
+
 def _autograd(logits):
     """The torch autograd route for logits that record history, or ``None``."""
     if requires_grad(logits):
@@ -179,6 +211,8 @@ def logsumexp(x, axis=-1, keepdims=False):
     ``scipy.special.logsumexp(x, axis)`` and ``torch.logsumexp(x, dim)`` compute the same.
     """
     ns, z, ax = _logits(x, axis, "x")
+    if _fast_path_ok(z, ax):
+        return _kernels().logsumexp_last(z, keepdims)
     stats = N.row_stats(ns, _compute(ns, z), ax)
     lse = stats.lse(ns)
     if not keepdims:
@@ -203,6 +237,8 @@ def log_softmax(logits, axis=-1):
     Same as ``torch.log_softmax(x, dim)`` and ``scipy.special.log_softmax(x, axis)``.
     """
     ns, z, ax = _logits(logits, axis)
+    if _fast_path_ok(z, ax):
+        return _kernels().softmax_last(z, log=True)
     z = _compute(ns, z)
     return ns.to_output(N.log_softmax(ns, z, N.row_stats(ns, z, ax)))
 
@@ -219,6 +255,8 @@ def softmax(logits, axis=-1):
     [0.659  0.2424 0.0986]
     """
     ns, z, ax = _logits(logits, axis)
+    if _fast_path_ok(z, ax):
+        return _kernels().softmax_last(z, log=False)
     z = _compute(ns, z)
     return ns.to_output(N.softmax(ns, z, N.row_stats(ns, z, ax)))
 
@@ -278,6 +316,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
             label_smoothing=label_smoothing, reduction=reduction, divisor=divisor)
     call = _prepare(logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
                     label_smoothing=label_smoothing, reduction=reduction, divisor=divisor)
+    if _fast_path_ok(call.z, call.spec.axis):
+        return _ce_fast(call, target, weight, want_grad=False)[0]
     return _ce_forward(call)[0]
 
 
@@ -321,6 +361,8 @@ def cross_entropy_grad(logits, target, *, axis=-1, weight=None, ignore_index=-10
     """
     call = _prepare(logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
                     label_smoothing=label_smoothing, reduction=reduction, divisor=divisor)
+    if _fast_path_ok(call.z, call.spec.axis, out):
+        return _ce_fast(call, target, weight, want_loss=False, out=out)[1]
     stats = _rows(call.ns, call.z, call.spec.axis, call.tg.counted)
     return _ce_backward(call, stats, call.denominator(), out=out)
 
@@ -363,6 +405,8 @@ def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, ignore_inde
     """
     call = _prepare(logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
                     label_smoothing=label_smoothing, reduction=reduction, divisor=divisor)
+    if _fast_path_ok(call.z, call.spec.axis, out):
+        return _ce_fast(call, target, weight, out=out)
     loss, stats, denom = _ce_forward(call)
     return loss, _ce_backward(call, stats, denom, out=out)
 
@@ -701,6 +745,9 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
             logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction)
     ns, z, y, w, reduction = _binary(logits, target, weight, reduction, "logits")
     pw = _pos_weight(ns, pos_weight, tuple(z.shape))
+    if _fast_path_ok(z, z.ndim - 1):
+        return _kernels().bce_with_logits_last(z, y, weight=w, pos_weight=pw,
+                                               reduction=reduction, want_grad=False)
     elements = N.bce_logits_elements(ns, z, y, pw)
     if w is not None:
         elements = N.wmul(ns.xp, w, elements)
@@ -723,6 +770,9 @@ def binary_cross_entropy_with_logits_grad(logits, target, *, weight=None, pos_we
     """
     ns, z, y, w, reduction = _binary(logits, target, weight, reduction, "logits")
     pw = _pos_weight(ns, pos_weight, tuple(z.shape))
+    if _fast_path_ok(z, z.ndim - 1):
+        return _kernels().bce_with_logits_last(z, y, weight=w, pos_weight=pw,
+                                               reduction=reduction, want_grad=True)
     g = N.bce_logits_grad(ns, z, y, pw)
     if w is not None:
         g = g * w

@@ -263,7 +263,10 @@ def _softmax_kernel(z, out, log):
     R, C = z.shape
     for i in prange(R):
         m = _row_max(z, i)
-        if not (m > -np.inf and m < np.inf):
+        if m == np.inf:  # as the generic path: shift 0, log s = +inf
+            for c in range(C):
+                out[i, c] = np.nan if z[i, c] == np.inf else (-np.inf if log else 0.0)
+        elif not (m > -np.inf):  # NaN, or a row of -inf: no distribution
             _row_fill(out, i, np.nan)
         elif log:
             log_s = _like(math.log(_row_sum_exp(z, i, m)), z)
@@ -295,6 +298,57 @@ def _ce_denominator_kernel(target, weight, has_weight, ignore_index, C):
     return denom, -1
 
 
+# A row holding +inf (rare): the generic path's arithmetic with the shift 0 and
+# log s = +inf, written out element by element.
+
+
+@njit(**_ROW_JIT)
+def _ce_index_inf_row(z, i, t, weight, has_weight, weight_sum, a_t, e_over_c, sc,
+                      loss, want_loss, grad, want_grad):
+    C = z.shape[1]
+    if want_loss:
+        li = a_t * -float(z[i, t]) if a_t != 0.0 else 0.0
+        if e_over_c > 0.0:
+            smooth = 0.0
+            for c in range(C):
+                w_c = weight[c] if has_weight else 1.0
+                smooth += w_c * -float(z[i, c]) if w_c != 0.0 else 0.0
+            li += e_over_c * smooth
+        big_a = a_t + e_over_c * weight_sum
+        loss[i] = li + big_a * np.inf if big_a != 0.0 else li
+    if want_grad:
+        big_a = a_t + e_over_c * weight_sum
+        for c in range(C):
+            p = np.nan if z[i, c] == np.inf else 0.0
+            a_c = e_over_c * (weight[c] if has_weight else 1.0)
+            if c == t:
+                a_c += a_t
+            grad[i, c] = (p * big_a - a_c) * sc
+
+
+@njit(**_ROW_JIT)
+def _ce_soft_inf_row(z, y, i, weight, has_weight, keep, e_over_c, sc,
+                     loss, want_loss, grad, want_grad):
+    C = z.shape[1]
+    big_a = 0.0
+    cross = 0.0
+    for c in range(C):
+        a_c = keep * y[i, c] + e_over_c
+        if has_weight:
+            a_c *= weight[c]
+        big_a += a_c
+        cross += float(a_c) * -float(z[i, c]) if a_c != 0.0 else 0.0
+    if want_loss:
+        loss[i] = cross + big_a * np.inf if big_a != 0.0 else cross
+    if want_grad:
+        for c in range(C):
+            a_c = keep * y[i, c] + e_over_c
+            if has_weight:
+                a_c *= weight[c]
+            p = np.nan if z[i, c] == np.inf else 0.0
+            grad[i, c] = (p * big_a - a_c) * sc
+
+
 @njit(**PARALLEL_JIT)
 def _ce_index_kernel(
     z, target, weight, has_weight, weight_sum, ignore_index, eps,
@@ -313,9 +367,12 @@ def _ce_index_kernel(
                 _row_fill(grad, i, 0.0)
             continue
         m = _row_max(z, i)
-        if not (m > -np.inf and m < np.inf):
-            if m == -np.inf:
-                bad[i] = 1
+        if m == -np.inf:  # a counted row of -inf: left untouched, the caller raises
+            bad[i] = 1
+            if want_loss:
+                loss[i] = np.nan
+            continue
+        if m != m:
             if want_loss:
                 loss[i] = np.nan
             if want_grad:
@@ -324,6 +381,11 @@ def _ce_index_kernel(
         z_t = z[i, t]
         w_t = weight[t] if has_weight else 1.0
         a_t = (1.0 - eps) * w_t
+        if m == np.inf:
+            _ce_index_inf_row(z, i, t, weight, has_weight, weight_sum, a_t, e_over_c,
+                              scale * row_scale[i] if has_row_scale else scale,
+                              loss, want_loss, grad, want_grad)
+            continue
         # smoothing term sum_c w_c (m - z_c), read before grad may overwrite z
         smooth = 0.0
         if want_loss and eps > 0.0:
@@ -369,13 +431,21 @@ def _ce_soft_kernel(
     e_over_c = _like(eps / C, z)
     for i in prange(R):
         m = _row_max(z, i)
-        if not (m > -np.inf and m < np.inf):
-            if m == -np.inf:
-                bad[i] = 1
+        if m == -np.inf:  # a row of -inf: left untouched, the caller raises
+            bad[i] = 1
+            if want_loss:
+                loss[i] = np.nan
+            continue
+        if m != m:
             if want_loss:
                 loss[i] = np.nan
             if want_grad:
                 _row_fill(grad, i, np.nan)
+            continue
+        sc = scale * row_scale[i] if has_row_scale else scale
+        if m == np.inf:
+            _ce_soft_inf_row(z, y, i, weight, has_weight, keep, e_over_c, sc,
+                             loss, want_loss, grad, want_grad)
             continue
         # A = sum_c a_c and sum_c a_c (m - z_c) (0 where a_c == 0), read
         # before grad may overwrite z
@@ -392,7 +462,6 @@ def _ce_soft_kernel(
         if want_loss:
             loss[i] = cross + big_a * math.log(s)
         if want_grad:
-            sc = scale * row_scale[i] if has_row_scale else scale
             k1 = _like(sc * big_a / s, z)
             k2 = _like(sc, z)
             for c in range(C):
@@ -654,3 +723,120 @@ def bce_with_logits_rows(
         mode, loss, loss_rows, grad, want_grad,
     )  # fmt: skip
     return loss_out, grad_out
+
+
+# ---------------------------------------------------------------------------
+# the interface of ``_api``: N-D arrays with the class axis last
+# ---------------------------------------------------------------------------
+
+#: Switch for tests and ``crossentropy bench``: ``False`` sends every call to
+#: the generic path. Use :func:`disabled` rather than setting it.
+ENABLED = True
+
+
+class disabled:
+    """Context manager: the generic array-API path for every call inside."""
+
+    def __enter__(self):
+        global ENABLED
+        self._saved, ENABLED = ENABLED, False
+        return self
+
+    def __exit__(self, *exc):
+        global ENABLED
+        ENABLED = self._saved
+        return False
+
+
+def applicable(z, axis, out=None):
+    """True when the kernels take this call: NumPy float32/float64 logits,
+    C-contiguous, the class axis last, at least one element; ``out`` (if given)
+    a writeable C-contiguous array of the same shape and dtype."""
+    if not (
+        ENABLED
+        and type(z) is np.ndarray
+        and z.dtype in (np.float32, np.float64)
+        and z.ndim >= 1
+        and axis == z.ndim - 1
+        and z.size > 0
+        and z.flags.c_contiguous
+    ):
+        return False
+    return out is None or (
+        type(out) is np.ndarray
+        and out.shape == z.shape
+        and out.dtype == z.dtype
+        and out.flags.c_contiguous
+        and out.flags.writeable
+    )
+
+
+def _as_rows(z):
+    return z.reshape(-1, z.shape[-1])
+
+
+def logsumexp_last(z, keepdims=False):
+    lse = logsumexp_rows(_as_rows(z))
+    return lse.reshape(z.shape[:-1] + ((1,) if keepdims else ()))
+
+
+def softmax_last(z, log=False):
+    return softmax_rows(_as_rows(z), log=log).reshape(z.shape)
+
+
+def cross_entropy_last(z, target, *, weight, ignore_index, label_smoothing, reduction,
+                       divisor, want_loss, want_grad, out=None):
+    """:func:`cross_entropy_fused` for N-D logits with the class axis last.
+
+    ``target``: integer class indices of the row shape, or probabilities of
+    the logits' shape. Returns ``(loss, grad, bad)``: ``bad`` a boolean array
+    of the row shape, True on counted rows whose logits are all -inf.
+    """
+    zr = _as_rows(z)
+    t = np.asarray(target)
+    index = t.dtype.kind in "iu"
+    loss, grad, bad_rows = cross_entropy_fused(
+        zr, t.reshape(-1) if index else None, None if index else t.reshape(zr.shape),
+        weight=None if weight is None else np.asarray(weight), ignore_index=ignore_index,
+        label_smoothing=label_smoothing, reduction=reduction, divisor=divisor,
+        want_loss=want_loss, want_grad=want_grad,
+        out=None if out is None else _as_rows(out),
+    )  # fmt: skip
+    if loss is not None and reduction == "none":
+        loss = loss.reshape(z.shape[:-1])
+    if grad is not None:
+        grad = out if out is not None else grad.reshape(z.shape)
+    bad = np.zeros(zr.shape[0], bool)
+    bad[bad_rows] = True
+    return loss, grad, bad.reshape(z.shape[:-1])
+
+
+def bce_with_logits_last(z, y, *, weight, pos_weight, reduction, want_grad):
+    """Binary cross-entropy from logits (``want_grad=False``: the loss, reduced
+    as ``reduction``; else the gradient) for logits ``z`` of any shape with
+    ``y`` of the same shape; ``weight`` / ``pos_weight`` broadcast against ``z``."""
+    shape = z.shape
+    zr = _as_rows(z)
+    R, C = zr.shape
+    yr = np.ascontiguousarray(y, dtype=z.dtype).reshape(R, C)
+
+    def rows(v):
+        return None if v is None else np.broadcast_to(np.asarray(v, z.dtype), shape).reshape(R, C)
+
+    w, pw = rows(weight), rows(pos_weight)
+    n = z.size
+    if want_grad:
+        g = np.empty_like(zr)
+        scale = 1.0 / n if reduction == "mean" and n else 1.0
+        bce_with_logits_rows(zr, yr, w, pw, scale, None, g)
+        return g.reshape(shape)
+    if reduction == "none":
+        out = np.empty_like(zr)
+        bce_with_logits_rows(zr, yr, w, pw, 1.0, out, None)
+        return out.reshape(shape)
+    sums = np.empty(R, np.float64)
+    bce_with_logits_rows(zr, yr, w, pw, 1.0, sums, None, row_sums=True)
+    total = sums.sum()
+    if reduction == "mean":
+        total = total / n if n else 0.0
+    return np.asarray(total, dtype=z.dtype)
