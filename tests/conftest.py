@@ -12,8 +12,16 @@ import enum
 import importlib.util
 from dataclasses import dataclass
 
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# CI runs the same examples every time; local runs keep exploring.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 if importlib.util.find_spec("jax") is not None:
     import jax

@@ -852,7 +852,7 @@ def cross_entropy_last(z, target, *, weight, ignore_index, label_smoothing, redu
     return loss, grad, bad.reshape(z.shape[:-1])
 
 
-def bce_with_logits_last(z, y, *, weight, pos_weight, reduction, want_grad):
+def bce_with_logits_last(z, y, *, weight, pos_weight, reduction, want_grad, grad_output=1.0):
     """Binary cross-entropy from logits (``want_grad=False``: the loss, reduced
     as ``reduction``; else the gradient) for logits ``z`` of any shape with
     ``y`` of the same shape; ``weight`` / ``pos_weight`` broadcast against ``z``."""
@@ -868,7 +868,7 @@ def bce_with_logits_last(z, y, *, weight, pos_weight, reduction, want_grad):
     n = z.size
     if want_grad:
         g = np.empty_like(zr)
-        scale = 1.0 / n if reduction == "mean" and n else 1.0
+        scale = float(grad_output) / n if reduction == "mean" and n else float(grad_output)
         bce_with_logits_rows(zr, yr, w, pw, scale, None, g)
         return g.reshape(shape)
     if reduction == "none":
