@@ -89,7 +89,7 @@ _F64_LOG2E = 1.4426950408889634
 _F64_MAGIC = 6755399441055744.0  # 1.5 * 2**52
 _F64_LN2_HI = 6.93145751953125e-1
 _F64_LN2_LO = 1.42860682030941723212e-6
-_F64_XMIN = -707.0  # below: flushed to 0 (exp(-707) = 9e-308)
+_F64_XMIN = -707.7  # below: flushed to 0 (exp(-707.7) = 7e-308)
 _F64_C = tuple(1.0 / math.factorial(k) for k in range(14))
 
 
@@ -128,7 +128,7 @@ def _fmax(typingctx, a, b):
 
 def exp_neg(x):
     """``exp(x)`` for ``-inf <= x <= 0`` inside numba code; see the module doc.
-    Results below ``exp(XMIN)`` (2.7e-38 for float32, 9e-308 for float64) are
+    Results below ``exp(XMIN)`` (2.7e-38 for float32, 7e-308 for float64) are
     flushed to 0; NaN is not handled (the kernels catch NaN rows by their max)."""
     return np.exp(x)
 
@@ -531,24 +531,28 @@ def _bce_kernel(
         for c in range(C):
             zc = float(z[i, c])
             yc = float(y[i, c])
-            lw = 1.0
-            pw = 1.0
-            if has_pos_weight:
-                pw = float(pos_weight[i, c])
-                lw = 1.0 + (pw - 1.0) * yc
+            pw = float(pos_weight[i, c]) if has_pos_weight else 1.0
             wc = float(weight[i, c]) if has_weight else 1.0
             e = math.exp(-abs(zc))
+            big = 1.0 / (1.0 + e)  # sigmoid(|z|)
+            small = e / (1.0 + e)  # sigmoid(-|z|)
             if loss_mode != 0:
-                # (1 - y) z + lw * softplus(-z), softplus(-z) = log1p(e^-|z|) + max(-z, 0)
-                li = (1.0 - yc) * zc + lw * (math.log1p(e) + max(-zc, 0.0))
-                li *= wc
+                # pw y softplus(-z) + (1 - y) softplus(z), a zero coefficient
+                # contributing 0 even against an infinite softplus
+                log_term = math.log1p(e)
+                pos = pw * yc
+                li = pos * (max(-zc, 0.0) + log_term) if pos != 0.0 else 0.0
+                if yc != 1.0:
+                    li += (1.0 - yc) * (max(zc, 0.0) + log_term)
+                li = li * wc if wc != 0.0 else 0.0
                 if loss_mode == 1:
                     loss[i, c] = li
                 else:
                     row += li
             if want_grad:
-                sig = 1.0 / (1.0 + e) if zc >= 0.0 else e / (1.0 + e)
-                grad[i, c] = scale * wc * (lw * sig - pw * yc)
+                # (1 - y) sigmoid(z) - pw y sigmoid(-z)
+                sig, sig_neg = (big, small) if zc >= 0.0 else (small, big)
+                grad[i, c] = scale * wc * ((1.0 - yc) * sig - pw * yc * sig_neg)
         if loss_mode == 2:
             loss_rows[i] = row
 
