@@ -44,7 +44,9 @@ validation. Kernels are ``_<op>_kernel``.
 from __future__ import annotations
 
 import math
+import types as pytypes
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -240,6 +242,31 @@ def _exp_neg_kernel(x, out):
         out[i] = exp_neg(x[i])
 
 
+#: Below this many elements a call runs on one thread: starting the thread
+#: pool costs more than it saves (and on a busy machine much more).
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+def _rows_kernel(fn):
+    """Compile ``fn`` twice, with rows in parallel (``prange``) and serially,
+    and dispatch on the size of the first argument. The serial copy is a
+    distinct function (its own name) so that numba's caches do not collide."""
+    parallel = njit(**PARALLEL_JIT)(fn)
+    clone = pytypes.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                                 fn.__defaults__, fn.__closure__)
+    clone.__qualname__ = fn.__qualname__ + "_serial"
+    serial = njit(**{**PARALLEL_JIT, "parallel": False})(clone)
+
+    def launch(*args):
+        big = args[0].size >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1
+        return (parallel if big else serial)(*args)
+
+    launch.parallel, launch.serial = parallel, serial
+    launch.__name__ = launch.__qualname__ = fn.__name__
+    launch.__doc__ = fn.__doc__
+    return launch
+
+
 # ---------------------------------------------------------------------------
 # row passes (compiled into the kernels that call them)
 # ---------------------------------------------------------------------------
@@ -288,7 +315,7 @@ def _row_fill(out, i, v):
 # ---------------------------------------------------------------------------
 
 
-@njit(**PARALLEL_JIT)
+@_rows_kernel
 def _lse_kernel(z, lse):
     R = z.shape[0]
     for i in prange(R):
@@ -299,7 +326,7 @@ def _lse_kernel(z, lse):
             lse[i] = m
 
 
-@njit(**PARALLEL_JIT)
+@_rows_kernel
 def _softmax_kernel(z, out, log):
     R, C = z.shape
     for i in prange(R):
@@ -390,7 +417,7 @@ def _ce_soft_inf_row(z, y, i, weight, has_weight, keep, e_over_c, sc,
             grad[i, c] = (p * big_a - a_c) * sc
 
 
-@njit(**PARALLEL_JIT)
+@_rows_kernel
 def _ce_index_kernel(
     z, target, weight, has_weight, weight_sum, ignore_index, eps,
     scale, row_scale, has_row_scale, loss, want_loss, grad, want_grad, bad,
@@ -462,7 +489,7 @@ def _ce_index_kernel(
             grad[i, t] -= _like(sc * a_t, z)
 
 
-@njit(**PARALLEL_JIT)
+@_rows_kernel
 def _ce_soft_kernel(
     z, y, weight, has_weight, eps, scale, row_scale, has_row_scale,
     loss, want_loss, grad, want_grad, bad,
@@ -517,7 +544,7 @@ def _ce_soft_kernel(
 # ---------------------------------------------------------------------------
 
 
-@njit(**PARALLEL_JIT)
+@_rows_kernel
 def _bce_kernel(
     z, y, weight, has_weight, pos_weight, has_pos_weight, scale,
     loss_mode, loss, loss_rows, grad, want_grad,
