@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import enum
 import importlib.util
-from dataclasses import dataclass
-
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
