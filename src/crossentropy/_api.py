@@ -165,7 +165,8 @@ def _ce_fast(call: _Call, target, weight, *, want_loss=True, want_grad=True, out
         want_loss=want_loss, want_grad=want_grad, out=out)
     if bad.any():
         V.some_finite_logit(call.ns, call.ns.xp.where(bad, -call.ns.xp.inf, 0.0), bad)
-    return loss, grad
+    to_output = call.ns.to_output  # float16 logits ran as their float32 copy
+    return (None if loss is None else to_output(loss)), (None if grad is None else to_output(grad))
 
 
 def _ce_target_backward(call: _Call, stats, denom, grad_output=1.0):
@@ -767,8 +768,8 @@ def _bce_logits_forward(logits, target, weight, pos_weight, reduction):
     ns, z, y, w, reduction = _binary(logits, target, weight, reduction, "logits")
     pw = _pos_weight(ns, pos_weight, tuple(z.shape))
     if _fast_path_ok(z, z.ndim - 1):
-        return _kernels().bce_with_logits_last(z, y, weight=w, pos_weight=pw,
-                                               reduction=reduction, want_grad=False)
+        return ns.to_output(_kernels().bce_with_logits_last(
+            z, y, weight=w, pos_weight=pw, reduction=reduction, want_grad=False))
     elements = N.bce_logits_elements(ns, z, y, pw)
     if w is not None:
         elements = N.wmul(ns.xp, w, elements)
@@ -798,8 +799,9 @@ def _bce_logits_backward(logits, target, weight, pos_weight, reduction, grad_out
     ns, z, y, w, reduction = _binary(logits, target, weight, reduction, "logits")
     pw = _pos_weight(ns, pos_weight, tuple(z.shape))
     if _fast_path_ok(z, z.ndim - 1) and not target_grad and isinstance(grad_output, (int, float)):
-        return _kernels().bce_with_logits_last(z, y, weight=w, pos_weight=pw, reduction=reduction,
-                                               want_grad=True, grad_output=grad_output), None
+        return ns.to_output(_kernels().bce_with_logits_last(
+            z, y, weight=w, pos_weight=pw, reduction=reduction, want_grad=True,
+            grad_output=grad_output)), None
     scale = grad_output
     if not isinstance(scale, (int, float)):
         scale = ns.xp.astype(ns.asarray(scale), ns.compute)
