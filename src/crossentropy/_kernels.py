@@ -271,7 +271,8 @@ def _rows_kernel(fn):
 # row passes (compiled into the kernels that call them)
 # ---------------------------------------------------------------------------
 
-_ROW_JIT = {"nogil": True, "cache": True, "fastmath": set(PARALLEL_JIT["fastmath"])}
+_ROW_JIT = {"nogil": True, "cache": True, "fastmath": set(PARALLEL_JIT["fastmath"]),
+            "inline": "always"}
 
 
 @njit(**_ROW_JIT)
@@ -417,76 +418,98 @@ def _ce_soft_inf_row(z, y, i, weight, has_weight, keep, e_over_c, sc,
             grad[i, c] = (p * big_a - a_c) * sc
 
 
+@njit(**_ROW_JIT)
+def _ce_index_smooth(z, i, m, weight, has_weight):
+    """``sum_c w_c (m - z_c)``, 0 where ``w_c == 0``; read before the gradient
+    may overwrite ``z``."""
+    smooth = 0.0
+    if has_weight:
+        for c in range(z.shape[1]):
+            w_c = weight[c]
+            smooth += w_c * (m - z[i, c]) if w_c != 0.0 else 0.0
+    else:
+        for c in range(z.shape[1]):
+            smooth += m - z[i, c]
+    return smooth
+
+
+@njit(**_ROW_JIT)
+def _ce_index_finish(z, i, t, m, z_t, smooth, s, weight, has_weight, weight_sum, eps, sc,
+                     loss, want_loss, grad, want_grad):
+    """The loss of row ``i`` and pass 3 of its gradient; ``grad[i]`` holds
+    ``exp(z_c - m)`` and ``s`` their sum."""
+    C = z.shape[1]
+    e_over_c = eps / C
+    a_t = (1.0 - eps) * (weight[t] if has_weight else 1.0)
+    if want_loss:
+        log_s = math.log(s)
+        li = a_t * ((float(m) - float(z_t)) + log_s) if a_t != 0.0 else 0.0
+        if eps > 0.0:
+            li += e_over_c * (smooth + weight_sum * log_s)
+        loss[i] = li
+    if want_grad:
+        # g_c = scale (exp(z_c - m) / s * A - a_c)
+        k1 = _like(sc * (a_t + e_over_c * weight_sum) / s, z)
+        if eps > 0.0 and has_weight:
+            k2 = _like(sc * e_over_c, z)
+            for c in range(C):
+                grad[i, c] = grad[i, c] * k1 - k2 * _like(weight[c], z)
+        elif eps > 0.0:
+            k2 = _like(sc * e_over_c, z)
+            for c in range(C):
+                grad[i, c] = grad[i, c] * k1 - k2
+        else:
+            for c in range(C):
+                grad[i, c] *= k1
+        grad[i, t] -= _like(sc * a_t, z)
+
+
+@njit(**_ROW_JIT)
+def _ce_index_row(z, i, t, weight, has_weight, weight_sum, ignore_index, eps, sc,
+                  loss, want_loss, grad, want_grad, bad):
+    """Row ``i`` of softmax cross-entropy with an index target, all three passes."""
+    C = z.shape[1]
+    if t == ignore_index or t < 0 or t >= C:
+        # ignored (an index out of range cannot reach here after validation;
+        # skipping it only keeps memory safe)
+        if want_loss:
+            loss[i] = 0.0
+        if want_grad:
+            _row_fill(grad, i, 0.0)
+        return
+    m = _row_max(z, i)
+    if m == -np.inf:  # a counted row of -inf: left untouched, the caller raises
+        bad[i] = 1
+        if want_loss:
+            loss[i] = np.nan
+        return
+    if m != m:
+        if want_loss:
+            loss[i] = np.nan
+        if want_grad:
+            _row_fill(grad, i, np.nan)
+        return
+    if m == np.inf:
+        _ce_index_inf_row(z, i, t, weight, has_weight, weight_sum,
+                          (1.0 - eps) * (weight[t] if has_weight else 1.0), eps / C, sc,
+                          loss, want_loss, grad, want_grad)
+        return
+    z_t = z[i, t]
+    smooth = _ce_index_smooth(z, i, m, weight, has_weight) if want_loss and eps > 0.0 else 0.0
+    s = _row_exp_store(z, i, m, grad) if want_grad else _row_sum_exp(z, i, m)
+    _ce_index_finish(z, i, t, m, z_t, smooth, s, weight, has_weight, weight_sum, eps, sc,
+                     loss, want_loss, grad, want_grad)
+
+
 @_rows_kernel
 def _ce_index_kernel(
     z, target, weight, has_weight, weight_sum, ignore_index, eps,
     scale, row_scale, has_row_scale, loss, want_loss, grad, want_grad, bad,
 ):  # fmt: skip
-    R, C = z.shape
-    e_over_c = eps / C
-    for i in prange(R):
-        t = target[i]
-        if t == ignore_index or t < 0 or t >= C:
-            # ignored (an index out of range cannot reach here after
-            # validation; skipping it only keeps memory safe)
-            if want_loss:
-                loss[i] = 0.0
-            if want_grad:
-                _row_fill(grad, i, 0.0)
-            continue
-        m = _row_max(z, i)
-        if m == -np.inf:  # a counted row of -inf: left untouched, the caller raises
-            bad[i] = 1
-            if want_loss:
-                loss[i] = np.nan
-            continue
-        if m != m:
-            if want_loss:
-                loss[i] = np.nan
-            if want_grad:
-                _row_fill(grad, i, np.nan)
-            continue
-        z_t = z[i, t]
-        w_t = weight[t] if has_weight else 1.0
-        a_t = (1.0 - eps) * w_t
-        if m == np.inf:
-            _ce_index_inf_row(z, i, t, weight, has_weight, weight_sum, a_t, e_over_c,
-                              scale * row_scale[i] if has_row_scale else scale,
-                              loss, want_loss, grad, want_grad)
-            continue
-        # smoothing term sum_c w_c (m - z_c), read before grad may overwrite z
-        smooth = 0.0
-        if want_loss and eps > 0.0:
-            if has_weight:
-                for c in range(C):
-                    w_c = weight[c]
-                    smooth += w_c * (m - z[i, c]) if w_c != 0.0 else 0.0
-            else:
-                for c in range(C):
-                    smooth += m - z[i, c]
-        s = _row_exp_store(z, i, m, grad) if want_grad else _row_sum_exp(z, i, m)
-        log_s = math.log(s)
-        if want_loss:
-            li = a_t * ((float(m) - float(z_t)) + log_s) if a_t != 0.0 else 0.0
-            if eps > 0.0:
-                li += e_over_c * (smooth + weight_sum * log_s)
-            loss[i] = li
-        if want_grad:
-            # pass 3: g_c = scale (exp(z_c - m) / s * A - a_c)
-            sc = scale * row_scale[i] if has_row_scale else scale
-            k1 = _like(sc * (a_t + e_over_c * weight_sum) / s, z)
-            if eps > 0.0 and has_weight:
-                k2 = _like(sc * e_over_c, z)
-                for c in range(C):
-                    grad[i, c] = grad[i, c] * k1 - k2 * _like(weight[c], z)
-            elif eps > 0.0:
-                k2 = _like(sc * e_over_c, z)
-                for c in range(C):
-                    grad[i, c] = grad[i, c] * k1 - k2
-            else:
-                for c in range(C):
-                    grad[i, c] *= k1
-            grad[i, t] -= _like(sc * a_t, z)
+    for i in prange(z.shape[0]):
+        sc = scale * row_scale[i] if has_row_scale else scale
+        _ce_index_row(z, i, target[i], weight, has_weight, weight_sum, ignore_index, eps, sc,
+                      loss, want_loss, grad, want_grad, bad)
 
 
 @_rows_kernel
