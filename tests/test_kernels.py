@@ -137,6 +137,7 @@ def assert_close(fast, generic, dtype, what):
 
 
 GRID = list(itertools.product(
+    [11, 37],  # classes: the small-C block kernel (C <= 32) and the row kernel
     DTYPES,
     ["index", "prob"],
     [False, True],  # class weights
@@ -146,18 +147,20 @@ GRID = list(itertools.product(
 ))
 
 
-@pytest.mark.parametrize(("dtype", "kind", "weighted", "eps", "reduction", "out_mode"), GRID)
-def test_fast_path_equals_generic_path(dtype, kind, weighted, eps, reduction, out_mode):
-    case = repr((kind, weighted, eps, reduction, out_mode))
+@pytest.mark.parametrize(("C", "dtype", "kind", "weighted", "eps", "reduction", "out_mode"),
+                         GRID)
+def test_fast_path_equals_generic_path(C, dtype, kind, weighted, eps, reduction, out_mode):
+    assert (C <= K.SMALL_C) == (C == 11)
+    case = repr((C, kind, weighted, eps, reduction, out_mode))
     rng = np.random.default_rng(zlib.crc32(case.encode()))
-    z = make_logits(rng, (3, 13, 11), dtype, neg_inf=True)
+    z = make_logits(rng, (3, 13, C), dtype, neg_inf=True)
     y = make_target(rng, kind, z, ignored=True)
-    w = rng.uniform(0.0, 2.0, size=11).astype(dtype) if weighted else None
+    w = rng.uniform(0.0, 2.0, size=C).astype(dtype) if weighted else None
     if w is not None:
         w[3] = 0.0
     red, divisor = (reduction, None) if "/" not in reduction else ("mean", 7.5)
     kw = dict(weight=w, label_smoothing=eps, reduction=red, divisor=divisor)
-    what = f"{dtype.__name__} {kind} w={weighted} e={eps} {reduction} out={out_mode}"
+    what = f"C={C} {dtype.__name__} {kind} w={weighted} e={eps} {reduction} out={out_mode}"
     (lf, gf), (lg, gg) = both_paths(ce.cross_entropy_with_grad, z, y, out_mode=out_mode, **kw)
     assert_close(lf, lg, dtype, "loss " + what)
     assert_close(gf, gg, dtype, "grad " + what)
@@ -168,11 +171,12 @@ def test_fast_path_equals_generic_path(dtype, kind, weighted, eps, reduction, ou
     assert_close(gf, gg, dtype, "cross_entropy_grad " + what)
 
 
+@pytest.mark.parametrize("C", [9, 40])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["index", "prob"])
-def test_fast_path_infinite_and_nan_logits_as_generic(dtype, kind):
+def test_fast_path_infinite_and_nan_logits_as_generic(C, dtype, kind):
     rng = np.random.default_rng(5)
-    z = make_logits(rng, (6, 9), dtype, neg_inf=False)
+    z = make_logits(rng, (6, C), dtype, neg_inf=False)
     z[0, 2] = np.nan
     z[1, 4] = np.inf
     z[2, :] = -np.inf  # ignored below (index) ...
@@ -191,10 +195,11 @@ def test_fast_path_infinite_and_nan_logits_as_generic(dtype, kind):
     assert np.isnan(loss[0]) and np.all(np.isfinite(loss[3:]))
 
 
+@pytest.mark.parametrize("C", [4, 40])
 @pytest.mark.parametrize("kind", ["index", "prob"])
-def test_fast_path_raises_for_a_counted_row_of_neg_inf(kind):
+def test_fast_path_raises_for_a_counted_row_of_neg_inf(C, kind):
     rng = np.random.default_rng(6)
-    z = make_logits(rng, (5, 4), np.float32, neg_inf=False)
+    z = make_logits(rng, (5, C), np.float32, neg_inf=False)
     z[3] = -np.inf
     y = make_target(rng, kind, z, ignored=False)
     assert K.applicable(z, 1)
@@ -341,3 +346,21 @@ def test_cross_entropy_with_grad_allocates_one_buffer_and_none_with_out():
     assert nbytes <= peak_alloc < 1.25 * nbytes, peak_alloc / nbytes
     assert peak_out < 0.1 * nbytes, peak_out / nbytes
     assert float(loss) == float(loss2)
+
+
+@pytest.mark.parametrize("shape", [(20011, 7), (700, 130)])
+def test_fast_path_parallel_blocks_equal_generic_path(shape):
+    """Enough elements for the threaded kernels; several blocks of rows, one
+    holding a NaN row and one a +inf logit, among ignored rows."""
+    assert shape[0] * shape[1] >= K.PARALLEL_MIN_ELEMENTS
+    rng = np.random.default_rng(11)
+    z = make_logits(rng, shape, np.float32, neg_inf=True)
+    t = make_target(rng, "index", z, ignored=True)
+    z[shape[0] // 2, 3] = np.nan
+    z[shape[0] - 2, 2] = np.inf
+    w = rng.uniform(0.5, 2.0, size=shape[1]).astype(np.float32)
+    for kw in ({}, {"weight": w, "label_smoothing": 0.1, "reduction": "none"}):
+        (lf, gf), (lg, gg) = both_paths(ce.cross_entropy_with_grad, z, t, out_mode="inplace",
+                                        **kw)
+        assert_close(lf, lg, np.float32, f"loss {kw.keys()}")
+        assert_close(gf, gg, np.float32, f"grad {kw.keys()}")

@@ -512,6 +512,75 @@ def _ce_index_kernel(
                       loss, want_loss, grad, want_grad, bad)
 
 
+#: Up to this many classes, rows go in blocks whose ``exp`` runs over the
+#: block's contiguous elements: a row of a few classes is too short for the
+#: vector units, a block of rows is not.
+SMALL_C = 32
+_BLOCK_ELEMENTS = 4096
+
+
+@_rows_kernel
+def _ce_index_small_kernel(
+    z, target, weight, has_weight, weight_sum, ignore_index, eps,
+    scale, row_scale, has_row_scale, loss, want_loss, grad, want_grad, bad,
+):  # fmt: skip
+    R, C = z.shape
+    rows = max(1, _BLOCK_ELEMENTS // C)
+    zf = z.reshape(-1)
+    gf = grad.reshape(-1)
+    for b in prange((R + rows - 1) // rows):
+        r0 = b * rows
+        r1 = min(R, r0 + rows)
+        n = (r1 - r0) * C
+        shift = np.empty(n, z.dtype)  # the row max of each element's row
+        m_row = np.empty(r1 - r0, z.dtype)
+        z_t = np.empty(r1 - r0, z.dtype)
+        smooth = np.zeros(r1 - r0)
+        special = False
+        j = 0
+        for i in range(r0, r1):
+            m = _like(0.0, z)
+            t = target[i]
+            if not (t == ignore_index or t < 0 or t >= C):
+                m = _row_max(z, i)
+                if not (m > -np.inf and m < np.inf):
+                    special = True
+                    break
+                z_t[i - r0] = z[i, t]  # read before the gradient may overwrite z
+                if want_loss and eps > 0.0:
+                    smooth[i - r0] = _ce_index_smooth(z, i, m, weight, has_weight)
+            m_row[i - r0] = m
+            for _ in range(C):
+                shift[j] = m
+                j += 1
+        if special:  # a row of NaN or infinities: this block goes row by row
+            for i in range(r0, r1):
+                sc = scale * row_scale[i] if has_row_scale else scale
+                _ce_index_row(z, i, target[i], weight, has_weight, weight_sum, ignore_index,
+                              eps, sc, loss, want_loss, grad, want_grad, bad)
+            continue
+        # pass 2 over the block's contiguous elements (slices: no index checks)
+        zb = zf[r0 * C : r1 * C]
+        e = gf[r0 * C : r1 * C] if want_grad else np.empty(n, z.dtype)
+        for k in range(n):
+            e[k] = exp_diff(zb[k], shift[k])
+        for i in range(r0, r1):
+            t = target[i]
+            if t == ignore_index or t < 0 or t >= C:
+                if want_loss:
+                    loss[i] = 0.0
+                if want_grad:
+                    _row_fill(grad, i, 0.0)
+                continue
+            er = e[(i - r0) * C : (i - r0 + 1) * C]
+            s = 0.0
+            for c in range(C):
+                s += er[c]
+            sc = scale * row_scale[i] if has_row_scale else scale
+            _ce_index_finish(z, i, t, m_row[i - r0], z_t[i - r0], smooth[i - r0], s, weight,
+                             has_weight, weight_sum, eps, sc, loss, want_loss, grad, want_grad)
+
+
 @_rows_kernel
 def _ce_soft_kernel(
     z, y, weight, has_weight, eps, scale, row_scale, has_row_scale,
@@ -721,7 +790,8 @@ def cross_entropy_rows(
         t = np.ascontiguousarray(target, dtype=np.int64).reshape(R)
         w, has_w = _weight(weight, C, np.float64)
         w_sum = float(w.sum()) if has_w else float(C)
-        _ce_index_kernel(
+        kernel = _ce_index_small_kernel if C <= SMALL_C else _ce_index_kernel
+        kernel(
             z, t, w, has_w, w_sum, int(ignore_index), eps, float(scale), rs, has_rs,
             loss, want_loss, grad, want_grad, bad,
         )  # fmt: skip
