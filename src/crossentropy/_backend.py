@@ -16,6 +16,7 @@ libraries by their types. The rules:
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,16 @@ def namespace(x, name: str, *, floating: bool = True) -> tuple[Namespace, Any]:
         accum = compute
     device = array_api_compat.device(arr)
     return Namespace(xp=xp, device=device, dtype=dtype, compute=compute, accum=accum), arr
+
+
+def count(ns: Namespace, x):
+    """The number of elements of ``x``: an ``int``, or a 0-d ``ns.accum`` array when a
+    dimension is ``None`` (known only at run time, as in a TensorFlow graph; the
+    array API allows it)."""
+    shape = tuple(x.shape)
+    if None not in shape:
+        return math.prod(shape)
+    return ns.xp.sum(ns.xp.ones_like(x, dtype=ns.accum))
 
 
 def quiet(func):
