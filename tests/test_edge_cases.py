@@ -132,3 +132,12 @@ def test_from_probs_zero_prob_on_target_is_inf(xb):
     p = xb.asarray(np.array([[1.0, 0.0]]))
     assert xb.to_numpy(ce.cross_entropy_from_probs(p, xb.asarray(np.array([1])))) == INF
     assert xb.to_numpy(ce.cross_entropy_from_probs(p, xb.asarray(np.array([0])))) == 0.0
+
+
+def test_kl_subnormal_q_is_finite():
+    """Regression: p / q overflowed to inf for subnormal q (found by hypothesis)."""
+    p, q = [0.999999, 9.99999e-07], [4.94e-318, 1.0]
+    kl = float(ce.kl_divergence(p, q))
+    assert np.isfinite(kl)
+    np.testing.assert_allclose(kl, float(ce.cross_entropy_from_probs([q], [p])) -
+                               float(ce.entropy(p)), rtol=1e-12)

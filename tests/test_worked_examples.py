@@ -39,6 +39,14 @@ def test_worked_example_row(xb, row):
         xb.close(ce.cross_entropy_from_probs(xb.asarray(np.array([p])), idx), by_hand)
 
 
+def test_cli_table_carries_the_same_rows():
+    """The CLI and docs read their rows from one place; it must agree with this oracle."""
+    from crossentropy.cli.examples import WORKED_EXAMPLES
+
+    rows = [(list(r.target), list(r.probs), r.loss) for r in WORKED_EXAMPLES]
+    assert rows == [(list(y), list(p), v) for y, p, v in ROWS]
+
+
 def test_worked_examples_decompose_into_entropy_plus_kl():
     y = np.array([r[0] for r in ROWS], dtype=float)
     p = np.array([r[1] for r in ROWS])
