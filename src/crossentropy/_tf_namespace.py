@@ -324,7 +324,12 @@ def squeeze(x, /, axis):
 
 
 def reshape(x, /, shape, *, copy=None):
-    return Array(tf.reshape(_tensor(x), list(shape)))
+    shape = list(shape)
+    if None in shape:  # a shape read off a traced tensor: one unknown dimension is inferred
+        if shape.count(None) > 1 or -1 in shape:
+            raise ValueError(f"reshape: expected at most one unknown dimension, got {shape}")
+        shape[shape.index(None)] = -1
+    return Array(tf.reshape(_tensor(x), shape))
 
 
 def zeros_like(x, /, *, dtype=None, device=None):
