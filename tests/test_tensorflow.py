@@ -386,3 +386,28 @@ def test_keras_loss_sparse_labels_of_shape_n_by_1_and_sample_weight():
     np.testing.assert_allclose(float(clone(t[:, None], z, sample_weight=sw)), float(got))
     restored = keras.losses.deserialize(keras.losses.serialize(ours))
     assert isinstance(restored, cetf.CrossEntropyLoss) and restored.weight == ours.weight
+
+
+def test_top_level_functions_point_to_the_tensorflow_module():
+    with pytest.raises(TypeError, match="logits: .* use crossentropy.tensorflow"):
+        ce.cross_entropy(tf.constant(_logits()), tf.constant(_labels()))
+    with pytest.raises(TypeError, match="out: expected None"):
+        cetf.cross_entropy_grad(tf.constant(_logits()), tf.constant(_labels()),
+                                out=tf.zeros((N, C), tf.float64))
+
+
+def test_array_adapter_indexing_follows_numpy():
+    from crossentropy._tf_namespace import Array, unwrap
+
+    x = RNG.normal(size=(3, 4))
+    rows, cols = np.arange(3)[:, None], np.array([[1], [3], [0]])
+    a = Array(tf.constant(x))
+    np.testing.assert_array_equal(unwrap(a[Array(tf.constant(rows)), Array(tf.constant(cols))]),
+                                  x[rows, cols])
+    np.testing.assert_array_equal(unwrap(a[1:, 2]), x[1:, 2])
+    a[Array(tf.constant(rows)), Array(tf.constant(cols))] = -1.0
+    expected = x.copy()
+    expected[rows, cols] = -1.0
+    np.testing.assert_array_equal(unwrap(a), expected)
+    with pytest.raises(TypeError, match="assignment"):
+        a[0] = 1.0

@@ -79,6 +79,10 @@ def namespace(x, name: str, *, floating: bool = True) -> tuple[Namespace, Any]:
     ``x`` must hold real floating values; integers from Python lists are
     promoted to float64, integer arrays are a ``TypeError``.
     """
+    if type(x).__module__.startswith("tensorflow"):  # it would silently become NumPy
+        raise TypeError(f"{name}: expected an array-API array, got a TensorFlow "
+                        f"{type(x).__name__}; use crossentropy.tensorflow, which has the same "
+                        "functions")
     arr = _as_array(x, floating=floating)
     xp = array_api_compat.array_namespace(arr)
     dtype = arr.dtype

@@ -219,6 +219,10 @@ def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale):
         w = tg.w if tg.w is not None else 1.0
         g = g - (tg.soft * w) * scale
     hard = tg.hard * tg.w_t * scale
+    if None in tuple(z.shape):  # a dimension known only at run time (TensorFlow graphs)
+        classes = xp.reshape(xp.arange(z.shape[axis], device=ns.device),
+                             class_shape(z.ndim, axis, z.shape[axis]))
+        return g - xp.where(classes == tg.t, hard, xp.zeros_like(hard))
     return xpx.at(g, target_index(ns, tg, axis, z.shape)).subtract(hard)
 
 

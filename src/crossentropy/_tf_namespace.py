@@ -87,6 +87,28 @@ def _tensor(x):
     return tf.constant(np.asarray(x))
 
 
+def _integer_array_index(key, ndim):
+    """``key`` as ``gather_nd`` indices if it is one integer array per dimension, else None."""
+    if not isinstance(key, tuple) or len(key) != ndim or not any(
+            isinstance(k, (Array, tf.Tensor)) for k in key):
+        return None
+    parts = []
+    for k in key:
+        if not isinstance(k, (Array, tf.Tensor, int)) or isinstance(k, bool):
+            return None
+        t = tf.convert_to_tensor(_tensor(k) if not isinstance(k, int) else k)
+        if not t.dtype.is_integer:
+            return None
+        parts.append(tf.cast(t, tf.int64))
+    shape = parts[0].shape
+    dynamic = tf.shape(parts[0])
+    for t in parts[1:]:
+        shape = tf.broadcast_static_shape(shape, t.shape)
+        dynamic = tf.broadcast_dynamic_shape(dynamic, tf.shape(t))
+    target = shape.as_list() if shape.is_fully_defined() else dynamic
+    return tf.stack([tf.broadcast_to(t, target) for t in parts], axis=-1)
+
+
 def _binary(op, reflected=False):
     def method(self, other):
         if not isinstance(other, (Array, bool, int, float)):
@@ -171,14 +193,32 @@ class Array:
         arr = np.asarray(self._concrete())
         return arr if dtype is None else arr.astype(dtype)
 
-    # -- indexing (arrays are immutable, as JAX's)
+    # -- indexing: basic (ints, slices, ...), and one integer array per dimension
     def __getitem__(self, key):
-        if isinstance(key, Array):
-            key = key.t
+        indices = _integer_array_index(key, self.ndim)
+        if indices is not None:
+            return Array(tf.gather_nd(self.t, indices))
         return Array(self.t[key])
 
     def __setitem__(self, key, value):
-        raise TypeError("TensorFlow tensors are immutable")
+        """``x[key] = value`` rebinds this wrapper to an updated tensor.
+
+        TensorFlow tensors are immutable: the update makes a new tensor (a
+        scatter), which is what ``array_api_extra.at`` needs. Other wrappers of
+        the old tensor, and the ``tf.Tensor`` the caller passed, are unchanged.
+        """
+        value = _tensor(value)
+        if value.dtype != self.t.dtype:
+            value = tf.cast(value, self.t.dtype)
+        if key is Ellipsis or key == () or key == (Ellipsis,):
+            self.t = tf.broadcast_to(value, tf.shape(self.t))
+            return
+        indices = _integer_array_index(key, self.ndim)
+        if indices is None:
+            raise TypeError(f"TensorFlow arrays support assignment to x[...] and to x[i0, i1, "
+                            f"...] with integer arrays only, got {key!r}")
+        value = tf.broadcast_to(value, tf.shape(indices)[:-1])
+        self.t = tf.tensor_scatter_nd_update(self.t, indices, value)
 
     # -- arithmetic with array-API promotion
     __add__ = _binary(tf.add)

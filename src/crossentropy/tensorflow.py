@@ -176,6 +176,9 @@ def _through(func):
     @_plain
     @functools.wraps(func)
     def wrapper(*arrays, **options):
+        if options.get("out") is not None:
+            raise TypeError("out: expected None (TensorFlow tensors are immutable; use the "
+                            f"returned gradient), got {type(options['out']).__name__}")
         args = [wrap(_tensor(a)) for a in arrays]
         return unwrap(func(*args, **{k: _option(v) for k, v in options.items()}))
 
