@@ -318,6 +318,25 @@ def test_tf_function_with_unknown_batch_matches_eager():
     assert np.isfinite(float(step(z[:2], t[:2], y[:2])[0][0]))
 
 
+def test_xla_compiled_step_matches_eager():
+    z, t, y = _logits(), _labels(ignored=(1,)), _probs()
+
+    @tf.function(jit_compile=True)
+    def step(zt, tt, yt):
+        with tf.GradientTape() as tape:
+            tape.watch(zt)
+            loss = (cetf.cross_entropy(zt, tt, label_smoothing=0.1)
+                    + cetf.binary_cross_entropy_with_logits(zt, yt))
+        return loss, tape.gradient(loss, zt)
+
+    loss, grad = step(tf.constant(z), tf.constant(t), tf.constant(y))
+    np.testing.assert_allclose(float(loss), ce.cross_entropy(z, t, label_smoothing=0.1)
+                               + ce.binary_cross_entropy_with_logits(z, y), rtol=1e-12)
+    np.testing.assert_allclose(grad.numpy(), ce.cross_entropy_grad(z, t, label_smoothing=0.1)
+                               + ce.binary_cross_entropy_with_logits_grad(z, y),
+                               rtol=1e-10, atol=1e-15)
+
+
 def test_value_checks_run_eagerly_and_are_skipped_in_graphs():
     z = _logits()
     bad = _labels()
