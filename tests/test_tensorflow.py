@@ -430,3 +430,26 @@ def test_array_adapter_indexing_follows_numpy():
     np.testing.assert_array_equal(unwrap(a), expected)
     with pytest.raises(TypeError, match="assignment"):
         a[0] = 1.0
+
+
+def test_keras_bce_loss_matches_keras_and_trains_alike():
+    z, y = _logits((N, 3)).astype("float32"), (RNG.uniform(size=(N, 3)) > 0.5).astype("float32")
+    oracle = keras.losses.BinaryCrossentropy(from_logits=True)
+    np.testing.assert_allclose(float(cetf.BCEWithLogitsLoss()(y, z)), float(oracle(y, z)),
+                               rtol=1e-6)
+    pos_weight = [1.0, 3.0, 0.5]
+    weighted = cetf.BCEWithLogitsLoss(pos_weight=pos_weight)(y, z, sample_weight=np.ones(N))
+    expected = tf.reduce_mean(tf.nn.weighted_cross_entropy_with_logits(
+        labels=y, logits=z, pos_weight=tf.constant(pos_weight)))
+    np.testing.assert_allclose(float(weighted), float(expected), rtol=1e-6)
+    x = RNG.normal(size=(40, 5)).astype("float32")
+    labels = (RNG.uniform(size=(40, 4)) > 0.5).astype("float32")
+    ours_hist, ours_w = _train(cetf.BCEWithLogitsLoss(), x, labels)
+    theirs_hist, theirs_w = _train(oracle, x, labels)
+    assert ours_hist[-1] < ours_hist[0]
+    np.testing.assert_allclose(ours_hist, theirs_hist, rtol=1e-5)
+    for a, b in zip(ours_w, theirs_w, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    restored = keras.losses.deserialize(keras.losses.serialize(
+        cetf.BCEWithLogitsLoss(pos_weight=pos_weight)))
+    assert isinstance(restored, cetf.BCEWithLogitsLoss) and restored.pos_weight == pos_weight

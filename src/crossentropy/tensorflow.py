@@ -20,8 +20,8 @@ checks (class indices in range, non-negative weights, ...) run on eager
 tensors only; in a traced graph the values are not known, and only shapes
 and dtypes are checked, as under ``jax.jit``.
 
-:class:`CrossEntropyLoss` is a ``keras.losses.Loss`` for
-``model.compile(loss=...)``.
+:class:`CrossEntropyLoss` and :class:`BCEWithLogitsLoss` are
+``keras.losses.Loss``es for ``model.compile(loss=...)``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from crossentropy import _api
 from crossentropy._tf_namespace import unwrap, wrap
 
 __all__ = [
+    "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
@@ -294,4 +295,53 @@ class CrossEntropyLoss(keras.losses.Loss):
         config = super().get_config()
         config.update(sparse=self.sparse, weight=self.weight, ignore_index=self.ignore_index,
                       label_smoothing=self.label_smoothing, axis=self.axis)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="crossentropy")
+class BCEWithLogitsLoss(keras.losses.Loss):
+    """Binary (multi-label) cross-entropy from logits as a Keras loss, analytic gradient.
+
+    Each sample's loss is the mean over the last axis of
+    :func:`binary_cross_entropy_with_logits` (``reduction="none"``), as Keras'
+    ``BinaryCrossentropy(from_logits=True)``; Keras then reduces over samples.
+
+    Parameters
+    ----------
+    weight : array, optional
+        Non-negative, broadcasts against ``y_pred``.
+    pos_weight : array, optional
+        Weight of the positive term, one per label (last axis), as PyTorch's.
+    reduction, name, dtype
+        As for every ``keras.losses.Loss``.
+
+    Examples
+    --------
+    >>> from crossentropy.tensorflow import BCEWithLogitsLoss
+    >>> print(f"{float(BCEWithLogitsLoss()([[1.0, 0.0]], [[0.0, 0.0]])):.4f}")
+    0.6931
+    """
+
+    def __init__(self, *, weight=None, pos_weight=None, reduction="sum_over_batch_size",
+                 name="bce_with_logits", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.weight = None if weight is None else tf.constant(weight).numpy().tolist()
+        self.pos_weight = None if pos_weight is None else tf.constant(pos_weight).numpy().tolist()
+
+    @_plain
+    def call(self, y_true, y_pred):
+        y_pred = _tensor(y_pred)
+        y_true = tf.cast(_tensor(y_true), y_pred.dtype)
+
+        def constant(value):
+            return None if value is None else tf.constant(value, y_pred.dtype)
+
+        elements = binary_cross_entropy_with_logits(
+            y_pred, y_true, weight=constant(self.weight), pos_weight=constant(self.pos_weight),
+            reduction="none")
+        return tf.reduce_mean(elements, axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(weight=self.weight, pos_weight=self.pos_weight)
         return config
