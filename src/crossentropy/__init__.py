@@ -1,3 +1,47 @@
-"""crossentropy: the cross-entropy loss family, exact and fast, on any array backend."""
+"""crossentropy: the cross-entropy loss family, exact and fast, on any array backend.
+
+Every function takes NumPy, PyTorch, JAX or CuPy arrays (or nested lists) and
+returns arrays of the same library, device and dtype. See ``API.md`` for the
+contract and the documentation site for the theory.
+"""
+
+from crossentropy._api import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    binary_cross_entropy_with_logits_grad,
+    cross_entropy,
+    cross_entropy_from_probs,
+    cross_entropy_grad,
+    cross_entropy_with_grad,
+    entropy,
+    focal_loss,
+    kl_divergence,
+    log_softmax,
+    logsumexp,
+    poly1_cross_entropy,
+    sigmoid_focal_loss,
+    softmax,
+)
+from crossentropy._layers import BCEWithLogitsLoss, CrossEntropyLoss
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_grad",
+    "cross_entropy",
+    "cross_entropy_from_probs",
+    "cross_entropy_grad",
+    "cross_entropy_with_grad",
+    "entropy",
+    "focal_loss",
+    "kl_divergence",
+    "log_softmax",
+    "logsumexp",
+    "poly1_cross_entropy",
+    "sigmoid_focal_loss",
+    "softmax",
+]

@@ -1,0 +1,133 @@
+"""Array namespace detection and the dtype policy.
+
+Nothing here imports a framework: ``array_api_compat`` recognises the array
+libraries by their types. The rules:
+
+* the first array argument (the logits or probabilities) decides the
+  namespace and the device; every other array argument (targets, weights) is
+  brought into that namespace and onto that device with ``xp.asarray``;
+* Python lists and scalars are NumPy arrays (floating arguments become
+  float64, so ``[[2, 1, 0]]`` is valid logits);
+* float16 and bfloat16 are computed in float32 and returned in their own dtype;
+* row reductions accumulate in float64 where the namespace has it (NumPy,
+  PyTorch, CuPy; JAX only with ``jax_enable_x64``), else in float32.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """The array namespace of a call, with its device and working dtypes."""
+
+    xp: Any
+    device: Any
+    dtype: Any  # the input's floating dtype, also the output dtype
+    compute: Any  # dtype the elementwise math runs in (float32 or float64)
+    accum: Any  # dtype of row sums and reductions
+
+    def asarray(self, value, dtype=None):
+        """Bring ``value`` (list, scalar, array of any library) into this namespace."""
+        xp = self.xp
+        if array_api_compat.is_array_api_obj(value) and not array_api_compat.is_numpy_array(
+            value
+        ):
+            if array_api_compat.array_namespace(value) is xp:
+                return value if dtype is None else xp.astype(value, dtype)
+        if not array_api_compat.is_array_api_obj(value):
+            value = np.asarray(value)
+        return xp.asarray(value, dtype=dtype, device=self.device)
+
+    def to_output(self, x):
+        """Cast a result computed in ``compute``/``accum`` precision back to the input dtype."""
+        return x if x.dtype == self.dtype else self.xp.astype(x, self.dtype)
+
+
+def _as_array(value, *, floating: bool):
+    if array_api_compat.is_array_api_obj(value):
+        return value
+    arr = np.asarray(value)
+    if floating and arr.dtype.kind in "biu":
+        arr = arr.astype(np.float64)
+    return arr
+
+
+@functools.cache
+def _has_float64(xp) -> bool:
+    try:
+        kinds = xp.__array_namespace_info__().dtypes(kind="real floating")
+    except AttributeError:  # pragma: no cover - namespaces before the 2023.12 standard
+        return True
+    return "float64" in kinds
+
+
+def is_floating(xp, dtype) -> bool:
+    return xp.isdtype(dtype, "real floating")
+
+
+def namespace(x, name: str, *, floating: bool = True) -> tuple[Namespace, Any]:
+    """Return the :class:`Namespace` of ``x`` and ``x`` as an array of it.
+
+    ``x`` must hold real floating values; integers from Python lists are
+    promoted to float64, integer arrays are a ``TypeError``.
+    """
+    arr = _as_array(x, floating=floating)
+    xp = array_api_compat.array_namespace(arr)
+    dtype = arr.dtype
+    if not is_floating(xp, dtype):
+        raise TypeError(f"{name}: expected a real floating dtype, got {dtype}")
+    if xp.finfo(dtype).bits < 32:
+        compute = xp.float32
+    else:
+        compute = dtype
+    accum = xp.float64 if _has_float64(xp) else xp.float32
+    if xp.finfo(compute).bits > xp.finfo(accum).bits:  # pragma: no cover - defensive
+        accum = compute
+    device = array_api_compat.device(arr)
+    return Namespace(xp=xp, device=device, dtype=dtype, compute=compute, accum=accum), arr
+
+
+def quiet(func):
+    """Silence NumPy's floating-point warnings inside a public function.
+
+    The library produces infinities on purpose (``log 0``, ``p / 0`` under a
+    mask); NumPy would warn about each. Other libraries do not warn.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+def concrete_bool(x) -> bool | None:
+    """``bool(x)`` for a 0-d boolean array, or ``None`` when the value is abstract.
+
+    Under ``jax.jit`` the values are tracers that cannot be inspected; the
+    value checks are then skipped (shapes and dtypes are still checked).
+    """
+    try:
+        return bool(x)
+    except TypeError:  # jax.errors.ConcretizationTypeError is a TypeError
+        return None
+
+
+def first_true(xp, mask, shape) -> tuple[int, ...]:
+    """The index (as a tuple) of the first True entry of ``mask``, in C order."""
+    flat = xp.reshape(xp.astype(mask, xp.int32), (-1,))
+    pos = int(xp.argmax(flat))
+    return tuple(int(i) for i in np.unravel_index(pos, shape)) if shape else ()
+
+
+def requires_grad(x) -> bool:
+    """True for a torch tensor that records autograd history."""
+    return bool(getattr(x, "requires_grad", False)) and array_api_compat.is_torch_array(x)

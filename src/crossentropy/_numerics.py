@@ -1,0 +1,371 @@
+"""The math of the cross-entropy family, written once against the array API.
+
+Vocabulary (every function here uses it):
+
+``xp``
+    the array namespace; ``ns`` is the :class:`~crossentropy._backend.Namespace`
+    that carries it with the compute and accumulation dtypes.
+``z``
+    logits, class axis ``axis``; ``y`` a target; ``t`` class indices.
+``m``, ``m0``
+    the row max, and the row max with non-finite values replaced by 0 (the
+    shift that is always safe to subtract).
+``log_s``
+    ``log(sum(exp(z - m0)))``, so that ``lse = m0 + log_s``.
+``a``
+    the row's target coefficients: the loss of a row is
+    ``sum_c a_c (lse - z_c)`` and its gradient ``p * sum_c(a_c) - a``.
+    For index targets ``a_c = (1 - e) w_t [c == t] + (e / C) w_c`` (PyTorch's
+    class weights with label smoothing); for probability targets
+    ``a_c = w_c ((1 - e) y_c + e / C)``.
+``p``
+    the softmax; ``g`` a gradient; ``denom`` the mean's divisor.
+
+Row quantities keep the class axis with length 1 (``keepdims``) so they
+broadcast against the logits. Row sums accumulate in ``ns.accum`` (float64
+where the namespace has it). A coefficient of exactly zero times an infinite
+term is zero (``0 log 0 = 0``): see :func:`wmul`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from crossentropy._backend import Namespace
+
+
+def wmul(xp, a, b):
+    """``a * b`` with ``0 * inf = 0``: a zero coefficient contributes nothing."""
+    return xp.where(a == 0, xp.zeros_like(a * b), a * b)
+
+
+# ---------------------------------------------------------------- log-sum-exp
+
+
+@dataclass(frozen=True)
+class RowStats:
+    """What a row of logits reduces to: ``m`` (row max), ``m0``, ``log_s``."""
+
+    m: Any  # compute dtype, keepdims
+    m0: Any  # compute dtype, keepdims: m where finite, else 0
+    log_s: Any  # accum dtype, keepdims
+
+    def lse(self, ns: Namespace):
+        return ns.xp.astype(self.m0, ns.accum) + self.log_s
+
+
+def row_stats(ns: Namespace, z, axis: int) -> RowStats:
+    """Row max and ``log(sum(exp(z - m0)))``; exact for ``-inf`` entries."""
+    xp = ns.xp
+    m = xp.max(z, axis=axis, keepdims=True)
+    m0 = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    s = xp.sum(xp.exp(z - m0), axis=axis, keepdims=True, dtype=ns.accum)
+    return RowStats(m=m, m0=m0, log_s=xp.log(s))
+
+
+def log_softmax(ns: Namespace, z, stats: RowStats):
+    return (z - stats.m0) - ns.xp.astype(stats.log_s, ns.compute)
+
+
+def softmax(ns: Namespace, z, stats: RowStats):
+    return ns.xp.exp(log_softmax(ns, z, stats))
+
+
+# ---------------------------------------------------------------- targets
+
+
+@dataclass(frozen=True)
+class Targets:
+    """A target in factored form (see ``a`` in the module docstring)."""
+
+    kind: str  # "index" or "prob"
+    counted: Any  # bool, keepdims: rows that count (not ignored)
+    t: Any = None  # index: class ids, keepdims, ignored rows set to 0
+    w_t: Any = None  # index: weight of the target class, 0 on ignored rows (compute)
+    hard: float = 1.0  # 1 - e
+    soft: float = 0.0  # e / C
+    w: Any = None  # class weights broadcast along the class axis, or None
+    w_sum: Any = None  # index: sum of the class weights (C without weights)
+    a: Any = None  # prob: dense coefficients
+
+    def total(self, ns: Namespace, axis: int):
+        """``A = sum_c a_c`` per row (keepdims, compute dtype)."""
+        xp = ns.xp
+        if self.kind == "prob":
+            return xp.sum(self.a, axis=axis, keepdims=True)
+        A = self.hard * self.w_t
+        if self.soft:
+            A = A + (self.soft * self.w_sum) * xp.astype(self.counted, A.dtype)
+        return A
+
+
+def class_shape(ndim: int, axis: int, size: int) -> tuple[int, ...]:
+    shape = [1] * ndim
+    shape[axis] = size
+    return tuple(shape)
+
+
+def index_targets(ns: Namespace, t, axis: int, ndim: int, num_classes: int, *,
+                  ignore_index: int, weight=None, label_smoothing: float = 0.0) -> Targets:
+    xp = ns.xp
+    t = xp.expand_dims(t, axis=axis)
+    counted = t != ignore_index
+    t = xp.where(counted, t, xp.zeros_like(t))
+    if weight is None:
+        w_t = xp.astype(counted, ns.compute)
+        w = None
+    else:
+        w_t = xp.reshape(xp.take(weight, xp.reshape(t, (-1,)), axis=0), t.shape)
+        w_t = xp.where(counted, w_t, xp.zeros_like(w_t))
+        w = xp.reshape(weight, class_shape(ndim, axis, num_classes))
+    e = label_smoothing
+    w_sum = float(num_classes) if weight is None else xp.sum(weight)
+    return Targets(kind="index", counted=counted, t=t, w_t=w_t, hard=1.0 - e,
+                   soft=e / num_classes, w=w, w_sum=w_sum)
+
+
+def prob_targets(ns: Namespace, y, axis: int, ndim: int, num_classes: int, *,
+                 weight=None, label_smoothing: float = 0.0) -> Targets:
+    xp = ns.xp
+    e = label_smoothing
+    a = y if e == 0 else (1.0 - e) * y + e / num_classes
+    w = None
+    if weight is not None:
+        w = xp.reshape(weight, class_shape(ndim, axis, num_classes))
+        a = a * w
+    shape = list(y.shape)
+    shape[axis] = 1
+    counted = xp.ones(tuple(shape), dtype=xp.bool, device=ns.device)
+    return Targets(kind="prob", counted=counted, a=a, hard=1.0 - e, soft=e / num_classes, w=w)
+
+
+def dense_coefficients(ns: Namespace, tg: Targets, axis: int, shape):
+    """The full ``a`` array of an index target (the gradient needs it once)."""
+    xp = ns.xp
+    classes = xp.reshape(xp.arange(shape[axis], device=ns.device),
+                         class_shape(len(shape), axis, shape[axis]))
+    a = xp.where(classes == tg.t, tg.hard * tg.w_t, xp.zeros_like(tg.w_t))
+    if tg.soft:
+        w = tg.w if tg.w is not None else 1.0
+        a = a + (tg.soft * w) * xp.astype(tg.counted, a.dtype)
+    return a
+
+
+def contract(ns: Namespace, tg: Targets, axis: int, f, f_t=None):
+    """``sum_c a_c f_c`` per row (keepdims, accum dtype), with ``0 * inf = 0``.
+
+    ``f`` is a callable returning the full ``f`` array (called only when a
+    class other than the target contributes); ``f_t`` is ``f`` at the target
+    class for index targets (taken from ``f()`` when not given).
+    """
+    xp = ns.xp
+    if tg.kind == "prob":
+        return xp.sum(wmul(xp, tg.a, f()), axis=axis, keepdims=True, dtype=ns.accum)
+    if f_t is None:
+        f_t = xp.take_along_axis(f(), tg.t, axis=axis)
+    out = xp.astype(wmul(xp, tg.hard * tg.w_t, f_t), ns.accum)
+    if tg.soft:
+        full = f()
+        if tg.w is not None:
+            full = wmul(xp, tg.w, full)
+        extra = xp.sum(full, axis=axis, keepdims=True, dtype=ns.accum)
+        out = out + xp.where(tg.counted, tg.soft * extra, xp.zeros_like(extra))
+    return out
+
+
+# ---------------------------------------------------------------- softmax cross-entropy
+
+
+def target_logit(ns: Namespace, z, tg: Targets, axis: int):
+    return ns.xp.take_along_axis(z, tg.t, axis=axis)
+
+
+def ce_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats):
+    """Per-row loss ``sum_c a_c (lse - z_c)``, keepdims, accum dtype.
+
+    Written as ``sum_c a_c ((m0 - z_c) + log_s)`` so that every term is
+    non-negative: no cancellation, even for a confident correct row.
+    """
+    xp = ns.xp
+    A = xp.astype(tg.total(ns, axis), ns.accum)
+    f_t = None
+    if tg.kind == "index":
+        f_t = xp.astype(stats.m0, ns.accum) - xp.astype(target_logit(ns, z, tg, axis), ns.accum)
+    shifted = contract(ns, tg, axis, lambda: stats.m0 - z, f_t)
+    loss = shifted + wmul(xp, A, stats.log_s)
+    return xp.where(tg.counted, loss, xp.zeros_like(loss))
+
+
+def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale):
+    """``(p * A - a) * scale`` per row; zero on rows that do not count."""
+    xp = ns.xp
+    p = softmax(ns, z, stats)
+    A = tg.total(ns, axis)
+    a = tg.a if tg.kind == "prob" else dense_coefficients(ns, tg, axis, z.shape)
+    g = (p * A - a) * scale
+    return xp.where(tg.counted, g, xp.zeros_like(g))
+
+
+def focal_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, gamma: float,
+               alpha=None):
+    """``sum_c a_c alpha_c (1 - p_c)^gamma (-log p_c)`` per row (keepdims, accum).
+
+    ``alpha`` is ``None``, a number, or per-class weights of shape ``(C,)``.
+    """
+    xp = ns.xp
+
+    def term(logp, alpha_):
+        logp = xp.astype(logp, ns.accum)
+        f = -logp if gamma == 0 else (-xp.expm1(logp)) ** gamma * -logp
+        return f if alpha_ is None else alpha_ * f
+
+    per_class = alpha is not None and hasattr(alpha, "shape")
+
+    def full():
+        a = xp.reshape(alpha, class_shape(z.ndim, axis, z.shape[axis])) if per_class else alpha
+        return term(log_softmax(ns, z, stats), a)
+
+    f_t = None
+    if tg.kind == "index":
+        logp_t = xp.take_along_axis(log_softmax(ns, z, stats), tg.t, axis=axis)
+        a = alpha
+        if per_class:
+            a = xp.reshape(xp.take(xp.astype(alpha, ns.accum), xp.reshape(tg.t, (-1,)), axis=0),
+                           tg.t.shape)
+        f_t = term(logp_t, a)
+    loss = contract(ns, tg, axis, full, f_t)
+    return xp.where(tg.counted, loss, xp.zeros_like(loss))
+
+
+def one_minus_p_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats):
+    """``sum_c a_c (1 - p_c)`` per row: the poly-1 term."""
+    xp = ns.xp
+
+    def full():
+        return -xp.expm1(log_softmax(ns, z, stats))
+
+    f_t = None
+    if tg.kind == "index":
+        f_t = xp.astype(-xp.expm1(xp.take_along_axis(log_softmax(ns, z, stats), tg.t,
+                                                     axis=axis)), ns.accum)
+    loss = contract(ns, tg, axis, full, f_t)
+    return xp.where(tg.counted, loss, xp.zeros_like(loss))
+
+
+# ---------------------------------------------------------------- reductions
+
+
+def denominator(ns: Namespace, tg: Targets, reduction: str, divisor, n_rows: int):
+    """The mean's divisor as a 0-d accum array (``None`` for sum / none)."""
+    xp = ns.xp
+    if reduction != "mean":
+        return None
+    if divisor is not None:
+        return xp.asarray(divisor, dtype=ns.accum, device=ns.device)
+    if tg.kind == "index":
+        return xp.sum(tg.w_t, dtype=ns.accum)
+    return xp.asarray(float(n_rows), dtype=ns.accum, device=ns.device)
+
+
+def safe_inverse(xp, denom):
+    """``1 / denom``, and 0 where ``denom == 0`` (a mean over nothing is 0)."""
+    ok = denom > 0
+    return xp.where(ok, 1.0 / xp.where(ok, denom, xp.ones_like(denom)), xp.zeros_like(denom))
+
+
+def reduce(ns: Namespace, rows, reduction: str, denom):
+    """Reduce per-element losses (accum dtype) and cast to the output dtype."""
+    xp = ns.xp
+    if reduction == "none":
+        return ns.to_output(rows)
+    total = xp.sum(rows, dtype=ns.accum)
+    if reduction == "mean":
+        total = total * safe_inverse(xp, denom)
+    return ns.to_output(total)
+
+
+def grad_scale(ns: Namespace, reduction: str, denom, grad_output=1.0):
+    """The factor each row's gradient is multiplied by (compute dtype)."""
+    xp = ns.xp
+    scale = grad_output
+    if reduction == "mean":
+        scale = safe_inverse(xp, denom) * grad_output
+    if not hasattr(scale, "dtype"):
+        return float(scale)
+    return xp.astype(scale, ns.compute)
+
+
+# ---------------------------------------------------------------- probabilities
+
+
+def xlogy(xp, x, y):
+    """``x * log(y)`` with ``0 * log(0) = 0``; NaN propagates."""
+    safe_y = xp.where(x == 0, xp.ones_like(y), y)
+    return xp.where(x == 0, xp.zeros_like(x * y), x * xp.log(safe_y))
+
+
+def entropy_rows(ns: Namespace, p, axis: int):
+    xp = ns.xp
+    return -xp.sum(xlogy(xp, p, p), axis=axis, dtype=ns.accum)
+
+
+def kl_rows(ns: Namespace, p, q, axis: int):
+    """``sum p log(p / q)``: 0 where ``p = 0``, ``+inf`` where ``p > 0 = q``."""
+    xp = ns.xp
+    ratio = p / xp.where(p == 0, xp.ones_like(q), q)
+    return xp.sum(xlogy(xp, p, ratio), axis=axis, dtype=ns.accum)
+
+
+def nll_from_probs_rows(ns: Namespace, p, tg: Targets, axis: int):
+    """``-sum_c a_c log p_c`` per row (keepdims, accum)."""
+    xp = ns.xp
+
+    def neg_log_p():
+        return -xp.log(p)
+
+    f_t = None
+    if tg.kind == "index":
+        f_t = xp.astype(-xp.log(xp.take_along_axis(p, tg.t, axis=axis)), ns.accum)
+    rows = contract(ns, tg, axis, neg_log_p, f_t)
+    return xp.where(tg.counted, rows, xp.zeros_like(rows))
+
+
+# ---------------------------------------------------------------- binary
+
+
+def softplus(xp, x):
+    """``log(1 + exp(x))`` without overflow."""
+    return xp.maximum(x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def sigmoid_pair(xp, z):
+    """``(sigmoid(z), sigmoid(-z))``, each without cancellation."""
+    e = xp.exp(-xp.abs(z))
+    big = 1.0 / (1.0 + e)
+    small = e / (1.0 + e)
+    pos = z >= 0
+    return xp.where(pos, big, small), xp.where(pos, small, big)
+
+
+def bce_logits_elements(ns: Namespace, z, y, pos_weight=None):
+    """``pw y softplus(-z) + (1 - y) softplus(z)`` elementwise (compute dtype)."""
+    xp = ns.xp
+    pos = y if pos_weight is None else pos_weight * y
+    return wmul(xp, pos, softplus(xp, -z)) + wmul(xp, 1.0 - y, softplus(xp, z))
+
+
+def bce_logits_grad(ns: Namespace, z, y, pos_weight=None):
+    """``(1 - y) sigmoid(z) - pw y sigmoid(-z)``; ``sigmoid(z) - y`` when ``pw = 1``."""
+    xp = ns.xp
+    sig, sig_neg = sigmoid_pair(xp, z)
+    pos = y if pos_weight is None else pos_weight * y
+    return (1.0 - y) * sig - pos * sig_neg
+
+
+def bce_probs_elements(ns: Namespace, p, y):
+    """``-[y log p + (1 - y) log(1 - p)]`` with ``0 log 0 = 0`` (compute dtype)."""
+    xp = ns.xp
+    one_minus_y = 1.0 - y
+    log1m = xp.where(one_minus_y == 0, xp.zeros_like(p), xp.log1p(-p))
+    return -(xlogy(xp, y, p) + wmul(xp, one_minus_y, log1m))
