@@ -40,6 +40,7 @@ import pytest
 
 sybil = pytest.importorskip("sybil", reason="sybil is in the test extra")
 from sybil import Sybil  # noqa: E402
+from sybil.example import SybilFailure  # noqa: E402
 from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +100,10 @@ def _missing_import(source: str, aliases: dict[str, str]) -> str | None:
             and node.value.id in aliases
         ):
             module = aliases[node.value.id]
-            mod = importlib.import_module(module)
+            try:
+                mod = importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                return f"module {exc.name!r} is not available (needed by `{module}`)"
             if not hasattr(mod, node.attr):
                 if importlib.util.find_spec(f"{module}.{node.attr}") is None:
                     return f"`{module}.{node.attr}` has not landed yet"
@@ -128,15 +132,15 @@ def _run_console(example) -> str | None:
         sub = argv[1] if len(argv) > 1 else ""
         if sub in SUBCOMMANDS and importlib.util.find_spec(f"crossentropy.cli.{sub}") is None:
             raise NotLanded(f"`crossentropy {sub}` has not landed yet")
-        buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+        stdout, stderr = io.StringIO(), io.StringIO()  # progress bars go to stderr
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
                 status = main(argv[1:])
             except SystemExit as exc:  # argparse's --help and errors
                 status = exc.code
-        got = buffer.getvalue()
+        got = stdout.getvalue()
         if status not in (0, None):
-            return f"`{command}` exited with status {status}:\n{got}"
+            return f"`{command}` exited with status {status}:\n{got}{stderr.getvalue()}"
         if not checker.check_output(expected, got, FLAGS):
             return f"`{command}` printed:\n{got}\nexpected:\n{expected}"
     return None
@@ -158,7 +162,7 @@ def test_docs_page_code_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     document = _sybil().parse(page)
     examples = list(document)
-    ran, aliases = 0, {}
+    ran, aliases, skipped = 0, {}, []
     for example in examples:
         reason = _missing_import(_source(example), aliases)
         try:
@@ -166,14 +170,21 @@ def test_docs_page_code_blocks_run(page, tmp_path, monkeypatch):
                 raise NotLanded(reason)
             example.evaluate()
         except NotLanded as exc:
-            message = (
-                f"{page.relative_to(DOCS)} line {example.line}: {exc}; "
-                f"skipped {len(examples) - ran} of {len(examples)} blocks ({ran} ran)"
-            )
-            if STRICT:
-                pytest.fail(message)
-            pytest.skip(message)
+            skipped.append(f"line {example.line}: {exc}")
+            continue
+        except (NameError, SybilFailure) as exc:
+            # A block that uses a name defined by a skipped block is skipped too.
+            if not skipped or "NameError" not in f"{type(exc).__name__}: {exc}":
+                raise
+            skipped.append(f"line {example.line}: needs a skipped block ({exc})")
+            continue
         ran += 1
+    if skipped:
+        message = (
+            f"{page.relative_to(DOCS)}: {ran} of {len(examples)} blocks ran; skipped "
+            + "; ".join(skipped)
+        )
+        pytest.fail(message) if STRICT else pytest.skip(message)
     assert ran > 0, f"{page.relative_to(DOCS)}: no block was found to run"
 
 

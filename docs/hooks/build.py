@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import importlib.util
+import io
 import logging
 import os
 import re
@@ -83,9 +85,13 @@ def _make_figures() -> None:
     from crossentropy.cli import main
 
     out = Path(tempfile.mkdtemp(prefix="crossentropy-figures-"))
-    status = main(["plot", "--out", str(out)])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = main(["plot", "--out", str(out)])
     if status != 0:
-        raise RuntimeError(f"crossentropy plot --out {out} exited with status {status}")
+        raise RuntimeError(
+            f"crossentropy plot --out {out} exited with status {status}:\n{printed.getvalue()}"
+        )
     _FIGURE_DIR = out
     _FIGURES[:] = sorted(p.name for p in out.glob("*.png"))
     log.info("figures: crossentropy plot wrote %s", ", ".join(_FIGURES))
