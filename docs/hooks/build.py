@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fnmatch
 import importlib.util
@@ -20,6 +21,7 @@ import io
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -85,6 +87,7 @@ def _make_figures() -> None:
     from crossentropy.cli import main
 
     out = Path(tempfile.mkdtemp(prefix="crossentropy-figures-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         status = main(["plot", "--out", str(out)])
