@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import enum
 import importlib.util
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# CI runs the same examples every time; local runs keep exploring.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 if importlib.util.find_spec("jax") is not None:
     import jax

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from array_api_compat import is_jax_array
+
 from crossentropy import _numerics as N
 from crossentropy import _validate as V
 from crossentropy._backend import Namespace, namespace, quiet, requires_grad
@@ -134,14 +136,29 @@ def _ce_backward(call: _Call, stats, denom, grad_output=1.0, out=None):
     return _write_out(ns, ns.to_output(g), out, call.logits)
 
 
+def _ce_target_backward(call: _Call, stats, denom, grad_output=1.0):
+    """``dL/dtarget`` for probability targets (distillation differentiates it)."""
+    ns = call.ns
+    scale = N.grad_scale(ns, call.spec.reduction, denom, _grad_output_rows(call, grad_output))
+    g = N.ce_target_grad(ns, call.z, call.tg, call.spec.axis, stats, scale)
+    return ns.to_output(g)
+
+
 def _autograd(logits):
-    """The torch autograd route for logits that record history, or ``None``."""
+    """The framework module whose differentiable ops take these logits, or ``None``.
+
+    Torch tensors that record history go through ``torch.autograd.Function``s,
+    JAX arrays (tracers included) through ``jax.custom_vjp`` ops; both call
+    back into this module's forward and backward.
+    """
     if requires_grad(logits):
-        try:
-            from crossentropy.torch import _autograd as torch_autograd
-        except ModuleNotFoundError:  # until the torch integration lands: plain autograd
-            return None
+        from crossentropy.torch import _autograd as torch_autograd
+
         return torch_autograd
+    if is_jax_array(logits):
+        from crossentropy import jax as jax_ops
+
+        return jax_ops
     return None
 
 
@@ -271,9 +288,9 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     ----------
     Szegedy et al., "Rethinking the Inception Architecture", 2016 (label smoothing).
     """
-    torch_route = _autograd(logits)
-    if torch_route is not None:
-        return torch_route.cross_entropy(
+    route = _autograd(logits)
+    if route is not None:
+        return route.cross_entropy(
             logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
             label_smoothing=label_smoothing, reduction=reduction, divisor=divisor)
     call = _prepare(logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
@@ -695,10 +712,14 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
 
     Same as ``torch.nn.functional.binary_cross_entropy_with_logits``.
     """
-    torch_route = _autograd(logits)
-    if torch_route is not None:
-        return torch_route.binary_cross_entropy_with_logits(
+    route = _autograd(logits)
+    if route is not None:
+        return route.binary_cross_entropy_with_logits(
             logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction)
+    return _bce_logits_forward(logits, target, weight, pos_weight, reduction)
+
+
+def _bce_logits_forward(logits, target, weight, pos_weight, reduction):
     ns, z, y, w, reduction = _binary(logits, target, weight, reduction, "logits")
     pw = _pos_weight(ns, pos_weight, tuple(z.shape))
     elements = N.bce_logits_elements(ns, z, y, pw)
@@ -721,14 +742,24 @@ def binary_cross_entropy_with_logits_grad(logits, target, *, weight=None, pos_we
     >>> print(ce.binary_cross_entropy_with_logits_grad([0.0, 0.0], [1.0, 0.0]))
     [-0.25  0.25]
     """
+    return _bce_logits_backward(logits, target, weight, pos_weight, reduction)[0]
+
+
+def _bce_logits_backward(logits, target, weight, pos_weight, reduction, grad_output=1.0,
+                         target_grad=False):
+    """``(dL/dlogits, dL/dtarget or None)`` of the binary loss, times ``grad_output``."""
     ns, z, y, w, reduction = _binary(logits, target, weight, reduction, "logits")
     pw = _pos_weight(ns, pos_weight, tuple(z.shape))
-    g = N.bce_logits_grad(ns, z, y, pw)
-    if w is not None:
-        g = g * w
+    scale = grad_output
+    if not isinstance(scale, (int, float)):
+        scale = ns.xp.astype(ns.asarray(scale), ns.compute)
     if reduction == "mean":
-        g = g * (1.0 / max(math.prod(z.shape), 1))
-    return ns.to_output(g)
+        scale = scale * (1.0 / max(math.prod(z.shape), 1))
+    if w is not None:
+        scale = w * scale
+    g = ns.to_output(N.bce_logits_grad(ns, z, y, pw) * scale)
+    gy = ns.to_output(N.bce_logits_target_grad(ns, z, pw) * scale) if target_grad else None
+    return g, gy
 
 
 @quiet

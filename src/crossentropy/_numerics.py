@@ -207,6 +207,12 @@ def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale):
     return xp.where(tg.counted, g, xp.zeros_like(g))
 
 
+def ce_target_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale):
+    """``dL/dy`` for probability targets: ``(1 - e) w_c (lse - z_c) * scale``."""
+    g = -log_softmax(ns, z, stats) * (tg.hard * scale)
+    return g if tg.w is None else g * tg.w
+
+
 def focal_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, gamma: float,
                alpha=None):
     """``sum_c a_c alpha_c (1 - p_c)^gamma (-log p_c)`` per row (keepdims, accum).
@@ -313,8 +319,13 @@ def entropy_rows(ns: Namespace, p, axis: int):
 def kl_rows(ns: Namespace, p, q, axis: int):
     """``sum p log(p / q)``: 0 where ``p = 0``, ``+inf`` where ``p > 0 = q``."""
     xp = ns.xp
-    ratio = p / xp.where(p == 0, xp.ones_like(q), q)
-    return xp.sum(xlogy(xp, p, ratio), axis=axis, dtype=ns.accum)
+    safe_q = xp.where(p == 0, xp.ones_like(q), q)
+    terms = xlogy(xp, p, p / safe_q)
+    # p / q overflows for subnormal q although log p - log q is finite
+    overflow = xp.isinf(terms) & (safe_q > 0) & xp.isfinite(p)
+    safe_p = xp.where(p == 0, xp.ones_like(p), p)
+    terms = xp.where(overflow, p * (xp.log(safe_p) - xp.log(safe_q)), terms)
+    return xp.sum(terms, axis=axis, dtype=ns.accum)
 
 
 def nll_from_probs_rows(ns: Namespace, p, tg: Targets, axis: int):
@@ -361,6 +372,13 @@ def bce_logits_grad(ns: Namespace, z, y, pos_weight=None):
     sig, sig_neg = sigmoid_pair(xp, z)
     pos = y if pos_weight is None else pos_weight * y
     return (1.0 - y) * sig - pos * sig_neg
+
+
+def bce_logits_target_grad(ns: Namespace, z, pos_weight=None):
+    """``dL/dy = pw softplus(-z) - softplus(z)``."""
+    xp = ns.xp
+    pos = softplus(xp, -z)
+    return (pos if pos_weight is None else pos_weight * pos) - softplus(xp, z)
 
 
 def bce_probs_elements(ns: Namespace, p, y):

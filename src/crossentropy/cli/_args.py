@@ -1,0 +1,85 @@
+"""Argument types shared by the subcommands.
+
+Each function here is an argparse ``type=``: it turns one command-line string
+into a value or raises :class:`argparse.ArgumentTypeError`, which argparse
+turns into ``crossentropy <cmd>: error: argument --name: <message>`` and exit
+status 2 (never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+
+#: Command-line words that are values with a leading minus sign ("-1,2", "-.5", "-1e-3"),
+#: not options. Set as a parser's ``_negative_number_matcher`` (argparse has no public
+#: switch for this) so that "--logits -1,2" works without "=".
+NEGATIVE_VALUE = re.compile(r"^-\.?\d")
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def float_list(text: str) -> list[float]:
+    """``"2.0,1.0,0.1"`` -> ``[2.0, 1.0, 0.1]``."""
+    parts = [part.strip() for part in text.split(",")]
+    if not text.strip() or any(part == "" for part in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers such as 2.0,1.0,0.1, got {text!r}"
+        )
+    values = []
+    for i, part in enumerate(parts):
+        try:
+            values.append(_number(part))
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated numbers, got {part!r} (at position {i})"
+            ) from None
+    return values
+
+
+def number(text: str) -> float:
+    """A finite float."""
+    return _number(text)
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a whole number >= 1, got 0")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """A float in ``[0, 1]`` (a probability, a smoothing factor)."""
+    value = _number(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def error(args: argparse.Namespace, message: str) -> int:
+    """Report a problem found after parsing the way argparse reports its own.
+
+    Prints usage and ``error: <message>`` to stderr and exits with status 2.
+    """
+    args._parser.error(message)
+    return 2  # not reached: parser.error exits

@@ -1,0 +1,459 @@
+"""``crossentropy explain``: one cross-entropy computed step by step, with the numbers.
+
+Every quantity that the loss is made of comes from the library itself
+(``logsumexp``, ``softmax``, ``log_softmax``, ``cross_entropy``,
+``cross_entropy_grad``, ``entropy``, ``kl_divergence`` and the binary forms);
+the few intermediate steps the library does not expose (the row max, the
+shifted exponentials and their sum) are shown with plain NumPy and then
+checked against the library's log-sum-exp.
+
+    crossentropy explain --logits 2.0,1.0,0.1 --target 0
+    crossentropy explain --logits 2.0,1.0,0.1 --soft-target 0.7,0.2,0.1
+    crossentropy explain --probs 0.8,0.1,0.1 --target 0
+    crossentropy explain --binary --logits 0.8 --target 1
+    crossentropy explain --binary --probs 0.3 --soft-target 0.9 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from crossentropy.cli._args import NEGATIVE_VALUE, error, float_list, non_negative_int
+
+#: The identity ``CE = H(y) + KL(y || yhat)`` is checked to this tolerance.
+IDENTITY_TOLERANCE = 1e-9
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "explain",
+        help="compute one cross-entropy step by step, with the numbers",
+        description=(
+            "Compute one cross-entropy step by step: max subtraction, exp, sum,\n"
+            "log-sum-exp, softmax, the per-class terms -y log yhat, the loss, the\n"
+            "gradient yhat - y, and the decomposition CE = H(y) + KL(y || yhat).\n"
+            "Every loss number comes from the library's own functions."
+        ),
+        epilog=(
+            "examples:\n"
+            "  crossentropy explain --logits 2.0,1.0,0.1 --target 0\n"
+            "  crossentropy explain --logits 2.0,1.0,0.1 --soft-target 0.7,0.2,0.1\n"
+            "  crossentropy explain --probs 0.8,0.1,0.1 --target 0\n"
+            "  crossentropy explain --binary --logits 0.8 --target 1\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument(
+        "--logits", type=float_list, metavar="Z", help="comma-separated logits, e.g. 2.0,1.0,0.1"
+    )
+    given.add_argument(
+        "--probs",
+        type=float_list,
+        metavar="P",
+        help="comma-separated predicted probabilities (summing to 1), e.g. 0.8,0.1,0.1",
+    )
+    wanted = parser.add_mutually_exclusive_group(required=True)
+    wanted.add_argument(
+        "--target",
+        type=non_negative_int,
+        metavar="K",
+        help="index of the true class (with --binary: the label, 0 or 1)",
+    )
+    wanted.add_argument(
+        "--soft-target",
+        type=float_list,
+        metavar="Y",
+        help="a target distribution, e.g. 0.7,0.2,0.1 (with --binary: one probability)",
+    )
+    parser.add_argument(
+        "--binary",
+        action="store_true",
+        help="binary cross-entropy of one logit or probability (sigmoid instead of softmax)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the steps as JSON")
+    # Let "--logits -1,2" read as a value, not as an unknown option "-1,2".
+    parser._negative_number_matcher = NEGATIVE_VALUE
+    parser.set_defaults(func=run, _parser=parser)
+
+
+# --------------------------------------------------------------------------- #
+# argument checks that need more than one option (the library checks the rest)
+
+
+def _input_option(args) -> str:
+    return "--logits" if args.logits is not None else "--probs"
+
+
+def _target_option(args) -> str:
+    return "--target" if args.target is not None else "--soft-target"
+
+
+def _check_lengths(args) -> str | None:
+    values = args.logits if args.logits is not None else args.probs
+    if args.binary:
+        if len(values) != 1:
+            return (
+                f"argument {_input_option(args)}: with --binary, expected one value, "
+                f"got {len(values)}"
+            )
+        if args.target is not None and args.target > 1:
+            return f"argument --target: with --binary, expected 0 or 1, got {args.target}"
+        if args.soft_target is not None:
+            if len(args.soft_target) != 1:
+                return (
+                    "argument --soft-target: with --binary, expected one probability, "
+                    f"got {len(args.soft_target)} values"
+                )
+            if not 0.0 <= args.soft_target[0] <= 1.0:
+                return (
+                    "argument --soft-target: with --binary, expected a probability in [0, 1], "
+                    f"got {args.soft_target[0]}"
+                )
+        return None
+    if len(values) < 2:
+        return (
+            f"argument {_input_option(args)}: expected at least 2 classes, got {len(values)} "
+            "(use --binary for a single logit or probability)"
+        )
+    if args.target is not None and args.target >= len(values):
+        return (
+            f"argument --target: expected a class index in [0, {len(values) - 1}], "
+            f"got {args.target}"
+        )
+    if args.soft_target is not None and len(args.soft_target) != len(values):
+        return (
+            f"argument --soft-target: expected {len(values)} values (one per class of "
+            f"{_input_option(args)}), got {len(args.soft_target)}"
+        )
+    return None
+
+
+def _option_for(message: str, args) -> str:
+    """The command-line option that a library error message is about."""
+    head = message.split(":", 1)[0].strip()
+    if head in ("target", "y"):
+        return _target_option(args)
+    return _input_option(args)
+
+
+# --------------------------------------------------------------------------- #
+# the computation: a dict of named steps, every loss number from the library
+
+
+def _floats(x) -> list[float]:
+    import numpy as np
+
+    return [float(v) for v in np.asarray(x, dtype=np.float64).reshape(-1)]
+
+
+def _scalar(x) -> float:
+    import numpy as np
+
+    return float(np.asarray(x, dtype=np.float64).reshape(()))
+
+
+def _terms(y, log_yhat) -> list[float]:
+    """The per-class terms ``-y_c log yhat_c``, with ``0 * log 0 = 0``."""
+    return [0.0 if yc == 0 else -yc * lc for yc, lc in zip(y, log_yhat, strict=True)]
+
+
+def _information_view(steps: dict, y, yhat) -> None:
+    import crossentropy as ce
+
+    steps["entropy"] = _scalar(ce.entropy(y))
+    steps["kl"] = _scalar(ce.kl_divergence(y, yhat))
+    steps["h_plus_kl"] = steps["entropy"] + steps["kl"]
+    both_infinite = math.isinf(steps["loss"]) and steps["h_plus_kl"] == steps["loss"]
+    steps["identity_error"] = 0.0 if both_infinite else abs(steps["h_plus_kl"] - steps["loss"])
+
+
+def compute_multiclass(logits=None, probs=None, target=None, soft_target=None) -> dict:
+    """All the steps of a softmax cross-entropy of one row, as a dict of floats and lists."""
+    import numpy as np
+
+    import crossentropy as ce
+
+    if soft_target is not None:
+        y_arg = np.asarray([soft_target], dtype=np.float64)
+    else:
+        y_arg = np.asarray([target], dtype=np.int64)
+    steps: dict = {"mode": "logits" if logits is not None else "probs"}
+
+    if logits is not None:
+        z = np.asarray([logits], dtype=np.float64)
+        n_classes = z.shape[-1]
+        m = float(np.max(z))
+        shifted = z[0] - m
+        exps = np.exp(shifted)
+        steps.update(
+            logits=_floats(z),
+            max=m,
+            shifted=_floats(shifted),
+            exp=_floats(exps),
+            sum=float(np.sum(exps)),
+        )
+        steps["max_plus_log_sum"] = m + math.log(steps["sum"])
+        steps["logsumexp"] = _scalar(ce.logsumexp(z, axis=-1))
+        steps["softmax"] = _floats(ce.softmax(z, axis=-1))
+        steps["log_softmax"] = _floats(ce.log_softmax(z, axis=-1))
+        steps["loss"] = _scalar(ce.cross_entropy(z, y_arg, reduction="sum"))
+        steps["gradient"] = _floats(ce.cross_entropy_grad(z, y_arg, reduction="sum"))
+        if target is not None:
+            steps["target_logit"] = float(z[0, target])
+    else:
+        p = np.asarray([probs], dtype=np.float64)
+        n_classes = p.shape[-1]
+        steps["loss"] = _scalar(ce.cross_entropy_from_probs(p, y_arg, reduction="sum"))
+        steps["softmax"] = _floats(p)
+        with np.errstate(divide="ignore"):
+            log_p = np.log(p)
+        steps["log_softmax"] = _floats(log_p)
+        # The gradient with respect to the logits that would give these probabilities
+        # (z = log p, up to a constant): the library's own softmax-CE gradient.
+        steps["gradient"] = _floats(ce.cross_entropy_grad(log_p, y_arg, reduction="sum"))
+
+    y = soft_target if soft_target is not None else [float(c == target) for c in range(n_classes)]
+    steps["target"] = target
+    steps["target_distribution"] = [float(v) for v in y]
+    steps["terms"] = _terms(steps["target_distribution"], steps["log_softmax"])
+    steps["sum_of_terms"] = math.fsum(steps["terms"])
+    _information_view(steps, np.asarray(y, dtype=np.float64), np.asarray(steps["softmax"]))
+    return steps
+
+
+def compute_binary(logit=None, prob=None, label=None) -> dict:
+    """All the steps of a binary cross-entropy of one example, label ``y`` in ``[0, 1]``."""
+    import numpy as np
+
+    import crossentropy as ce
+
+    y = float(label)
+    y_arr = np.asarray([y], dtype=np.float64)
+    steps: dict = {"mode": "binary-logits" if logit is not None else "binary-probs", "y": y}
+    if logit is not None:
+        z = float(logit)
+        z_arr = np.asarray([z], dtype=np.float64)
+        # sigmoid(z) is the softmax of the two logits [0, z]: BCE is 2-class CE.
+        pair = np.asarray([[0.0, z]])
+        p_pair = _floats(ce.softmax(pair, axis=-1))
+        log_pair = _floats(ce.log_softmax(pair, axis=-1))
+        steps.update(
+            logit=z,
+            relu=max(z, 0.0),
+            z_times_y=z * y,
+            softplus_neg_abs=math.log1p(math.exp(-abs(z))),
+            p=p_pair[1],
+            log_p=log_pair[1],
+            log_1mp=log_pair[0],
+        )
+        steps["stable_form"] = steps["relu"] - steps["z_times_y"] + steps["softplus_neg_abs"]
+        steps["loss"] = _scalar(ce.binary_cross_entropy_with_logits(z_arr, y_arr, reduction="sum"))
+        steps["gradient"] = _scalar(
+            ce.binary_cross_entropy_with_logits_grad(z_arr, y_arr, reduction="sum")
+        )
+        steps["as_two_class_ce"] = _scalar(
+            ce.cross_entropy(pair, np.asarray([[1.0 - y, y]]), reduction="sum")
+        )
+    else:
+        p = float(prob)
+        steps["p"] = p
+        steps["loss"] = _scalar(
+            ce.binary_cross_entropy(np.asarray([p]), y_arr, reduction="sum")
+        )
+        steps["log_p"] = math.log(p) if p > 0 else -math.inf
+        steps["log_1mp"] = math.log1p(-p) if p < 1 else -math.inf
+        if 0.0 < p < 1.0:
+            # gradient with respect to the logit z = log(p / (1 - p)) that gives p
+            z_arr = np.asarray([math.log(p) - math.log1p(-p)])
+            steps["gradient"] = _scalar(
+                ce.binary_cross_entropy_with_logits_grad(z_arr, y_arr, reduction="sum")
+            )
+        else:
+            steps["gradient"] = None
+    steps["terms"] = _terms([y, 1.0 - y], [steps["log_p"], steps["log_1mp"]])
+    steps["sum_of_terms"] = math.fsum(steps["terms"])
+    if logit is not None:
+        yhat = np.asarray([p_pair[1], p_pair[0]])  # 1 - p from the softmax, not by subtraction
+    else:
+        yhat = np.asarray([steps["p"], 1.0 - steps["p"]])
+    _information_view(steps, np.asarray([y, 1.0 - y]), yhat)
+    return steps
+
+
+# --------------------------------------------------------------------------- #
+# rendering
+
+
+def _n(x) -> str:
+    if x is None:
+        return "undefined"
+    return f"{x:.6g}" if x != 0 else "0"
+
+
+def _v(xs) -> str:
+    return "[" + ", ".join(_n(x) for x in xs) + "]"
+
+
+def _check(steps: dict) -> str:
+    if math.isinf(steps["h_plus_kl"]) and not math.isinf(steps["loss"]):
+        return "not checkable: a probability underflowed to 0 (CE from logits is exact)"
+    if math.isinf(steps["loss"]) and steps["identity_error"] == 0.0:
+        return "CE = H + KL holds: both are inf (a class with y > 0 has probability 0)"
+    ok = steps["identity_error"] <= IDENTITY_TOLERANCE * max(1.0, abs(steps["loss"]))
+    verdict = "holds" if ok else "FAILS"
+    return f"CE = H + KL {verdict} (difference {steps['identity_error']:.1e})"
+
+
+def _render_multiclass(s: dict) -> list[str]:
+    lines = []
+    y = s["target_distribution"]
+    if s["target"] is not None:
+        what = f"class {s['target']} (one-hot y = {_v(y)})"
+    else:
+        what = f"the soft target y = {_v(y)}"
+    row = []
+    if s["mode"] == "logits":
+        lines.append(f"Softmax cross-entropy of logits z = {_v(s['logits'])} against {what}")
+        lines.append("")
+        row += [
+            ("1. subtract the max (exp cannot overflow)", f"m = max(z) = {_n(s['max'])}"),
+            ("", f"z - m = {_v(s['shifted'])}"),
+            ("2. exponentiate", f"exp(z - m) = {_v(s['exp'])}"),
+            ("3. sum", f"S = {_n(s['sum'])}"),
+            ("4. log-sum-exp", f"lse = m + log S = {_n(s['max_plus_log_sum'])}"),
+            ("", f"crossentropy.logsumexp(z) = {_n(s['logsumexp'])}"),
+            ("5. softmax", f"yhat = exp(z - lse) = {_v(s['softmax'])}"),
+            ("6. log-probabilities", f"log yhat = z - lse = {_v(s['log_softmax'])}"),
+        ]
+    else:
+        lines.append(f"Cross-entropy of probabilities yhat = {_v(s['softmax'])} against {what}")
+        lines.append("")
+        row += [("1-6. log-probabilities", f"log yhat = {_v(s['log_softmax'])}")]
+    row += [
+        ("7. per-class terms -y_c log yhat_c", _v(s["terms"])),
+        ("8. the loss: their sum", f"CE = {_n(s['sum_of_terms'])}"),
+        ("", f"crossentropy.{_loss_name(s)} = {_n(s['loss'])}"),
+    ]
+    if s.get("target_logit") is not None:
+        row.append(
+            (
+                "   shortcut for a hard target",
+                f"CE = lse - z[{s['target']}] = {_n(s['logsumexp'])} - "
+                f"{_n(s['target_logit'])} = {_n(s['logsumexp'] - s['target_logit'])}",
+            )
+        )
+    grad_label = "9. gradient dCE/dz = yhat - y"
+    if s["mode"] == "probs":
+        grad_label = "9. gradient wrt logits z = log yhat"
+    row.append((grad_label, f"{_v(s['gradient'])}  (crossentropy.cross_entropy_grad)"))
+    row += _information_rows(s, "10.")
+    lines += _table(row)
+    return lines
+
+
+def _loss_name(s: dict) -> str:
+    return {
+        "logits": "cross_entropy(z, y)",
+        "probs": "cross_entropy_from_probs(yhat, y)",
+        "binary-logits": "binary_cross_entropy_with_logits(z, y)",
+        "binary-probs": "binary_cross_entropy(p, y)",
+    }[s["mode"]]
+
+
+def _information_rows(s: dict, number_: str) -> list[tuple[str, str]]:
+    return [
+        (f"{number_} information view", f"H(y) = {_n(s['entropy'])}   (crossentropy.entropy)"),
+        ("", f"KL(y || yhat) = {_n(s['kl'])}   (crossentropy.kl_divergence)"),
+        ("", f"H + KL = {_n(s['h_plus_kl'])}, CE = {_n(s['loss'])}: {_check(s)}"),
+    ]
+
+
+def _render_binary(s: dict) -> list[str]:
+    y = s["y"]
+    lines = []
+    row = []
+    if s["mode"] == "binary-logits":
+        lines.append(f"Binary cross-entropy of the logit z = {_n(s['logit'])} against y = {_n(y)}")
+        lines.append("")
+        row += [
+            ("1. probability p = sigmoid(z)", f"p = softmax([0, z])[1] = {_n(s['p'])}"),
+            ("2. log-probabilities", f"log p = {_n(s['log_p'])}, log(1 - p) = {_n(s['log_1mp'])}"),
+        ]
+    else:
+        lines.append(
+            f"Binary cross-entropy of the probability p = {_n(s['p'])} against y = {_n(y)}"
+        )
+        lines.append("")
+        logs = f"log p = {_n(s['log_p'])}, log(1 - p) = {_n(s['log_1mp'])}"
+        row += [("1-2. log-probabilities", logs)]
+    row += [
+        ("3. terms -y log p, -(1-y) log(1-p)", _v(s["terms"])),
+        ("4. the loss: their sum", f"BCE = {_n(s['sum_of_terms'])}"),
+        ("", f"crossentropy.{_loss_name(s)} = {_n(s['loss'])}"),
+    ]
+    if s["mode"] == "binary-logits":
+        row += [
+            (
+                "   stable form, never log(sigmoid(z))",
+                f"max(z, 0) - z*y + log(1 + exp(-|z|)) = {_n(s['relu'])} - {_n(s['z_times_y'])} "
+                f"+ {_n(s['softplus_neg_abs'])} = {_n(s['stable_form'])}",
+            ),
+            (
+                "   same as 2-class softmax CE",
+                f"crossentropy.cross_entropy([0, z], [1-y, y]) = {_n(s['as_two_class_ce'])}",
+            ),
+            ("5. gradient dBCE/dz = p - y", f"{_n(s['gradient'])}"),
+        ]
+    else:
+        row.append(("5. gradient wrt z = logit(p): p - y", _n(s["gradient"])))
+    row += _information_rows(s, "6.")
+    lines += _table(row)
+    return lines
+
+
+def _table(rows: list[tuple[str, str]]) -> list[str]:
+    width = max(len(label) for label, _ in rows) + 2
+    return [f"{label:<{width}}{value}" for label, value in rows]
+
+
+def _json_safe(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    return x
+
+
+def run(args: argparse.Namespace) -> int:
+    problem = _check_lengths(args)
+    if problem:
+        return error(args, problem)
+    try:
+        if args.binary:
+            label = args.target if args.target is not None else args.soft_target[0]
+            steps = compute_binary(
+                logit=args.logits[0] if args.logits is not None else None,
+                prob=args.probs[0] if args.probs is not None else None,
+                label=label,
+            )
+        else:
+            steps = compute_multiclass(
+                logits=args.logits,
+                probs=args.probs,
+                target=args.target,
+                soft_target=args.soft_target,
+            )
+    except (ValueError, TypeError, IndexError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return error(args, f"argument {_option_for(message, args)}: {message}")
+    if args.json:
+        print(json.dumps(_json_safe(steps), indent=2))
+    else:
+        render = _render_binary if args.binary else _render_multiclass
+        print("\n".join(render(steps)))
+    return 0
