@@ -32,6 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import array_api_extra as xpx
+
 from crossentropy._backend import Namespace
 
 
@@ -140,16 +142,18 @@ def prob_targets(ns: Namespace, y, axis: int, ndim: int, num_classes: int, *,
     return Targets(kind="prob", counted=counted, a=a, hard=1.0 - e, soft=e / num_classes, w=w)
 
 
-def dense_coefficients(ns: Namespace, tg: Targets, axis: int, shape):
-    """The full ``a`` array of an index target (the gradient needs it once)."""
+def target_index(ns: Namespace, tg: Targets, axis: int, shape):
+    """An index tuple that picks each row's target class (for ``xpx.at``)."""
     xp = ns.xp
-    classes = xp.reshape(xp.arange(shape[axis], device=ns.device),
-                         class_shape(len(shape), axis, shape[axis]))
-    a = xp.where(classes == tg.t, tg.hard * tg.w_t, xp.zeros_like(tg.w_t))
-    if tg.soft:
-        w = tg.w if tg.w is not None else 1.0
-        a = a + (tg.soft * w) * xp.astype(tg.counted, a.dtype)
-    return a
+    ndim = len(shape)
+    idx = []
+    for d in range(ndim):
+        if d == axis:
+            idx.append(tg.t)
+        else:
+            idx.append(xp.reshape(xp.arange(shape[d], device=ns.device),
+                                  class_shape(ndim, d, shape[d])))
+    return tuple(idx)
 
 
 def contract(ns: Namespace, tg: Targets, axis: int, f, f_t=None):
@@ -198,13 +202,25 @@ def ce_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats):
 
 
 def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale):
-    """``(p * A - a) * scale`` per row; zero on rows that do not count."""
+    """``(p * A - a) * scale`` per row; zero on rows that do not count.
+
+    Written to hold at most two N x C arrays at a time besides the logits:
+    the row factors are folded into per-row scalars first, and the target
+    term of index targets is subtracted in place (``array_api_extra.at``).
+    """
     xp = ns.xp
-    p = softmax(ns, z, stats)
-    A = tg.total(ns, axis)
-    a = tg.a if tg.kind == "prob" else dense_coefficients(ns, tg, axis, z.shape)
-    g = (p * A - a) * scale
-    return xp.where(tg.counted, g, xp.zeros_like(g))
+    zero = xp.zeros_like(stats.log_s)
+    log_s = xp.astype(xp.where(tg.counted, stats.log_s, zero), ns.compute)
+    scale = xp.where(tg.counted, scale * xp.ones_like(log_s), xp.zeros_like(log_s))
+    g = xp.exp((z - stats.m0) - log_s)  # the softmax, 0 on all -inf rows that do not count
+    g = g * (tg.total(ns, axis) * scale)
+    if tg.kind == "prob":
+        return g - tg.a * scale
+    if tg.soft:
+        w = tg.w if tg.w is not None else 1.0
+        g = g - (tg.soft * w) * scale
+    hard = tg.hard * tg.w_t * scale
+    return xpx.at(g, target_index(ns, tg, axis, z.shape)).subtract(hard)
 
 
 def ce_target_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale):
