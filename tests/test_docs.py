@@ -13,6 +13,9 @@ namespace (as a reader would type them), parsed by Sybil.
   every ``make`` target exists in the Makefile and every ``crossentropy``
   subcommand exists.
 - Any other fence language fails ``test_docs_fences_have_known_languages``.
+- A block that cannot run in one process (one that needs ``torchrun``, a GPU)
+  is marked on the page with Sybil's directive ``<!-- skip: next "reason" -->``
+  and is reported as a skip with that reason.
 
 A block whose imports name a module that has not landed yet (a
 ``crossentropy.*`` module or name, or an optional framework that is not
@@ -33,6 +36,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import unittest
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +45,11 @@ import pytest
 sybil = pytest.importorskip("sybil", reason="sybil is in the test extra")
 from sybil import Sybil  # noqa: E402
 from sybil.example import SybilFailure  # noqa: E402
-from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser  # noqa: E402
+from sybil.parsers.markdown import (  # noqa: E402
+    CodeBlockParser,
+    PythonCodeBlockParser,
+    SkipParser,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -151,6 +159,7 @@ def _sybil() -> Sybil:
         parsers=[
             PythonCodeBlockParser(doctest_optionflags=FLAGS),
             CodeBlockParser(language="console", evaluator=_run_console),
+            SkipParser(),  # <!-- skip: next "reason" -->, reported as a skip
         ],
         patterns=["*.md"],
     )
@@ -170,6 +179,9 @@ def test_docs_page_code_blocks_run(page, tmp_path, monkeypatch):
                 raise NotLanded(reason)
             example.evaluate()
         except NotLanded as exc:
+            skipped.append(f"line {example.line}: {exc}")
+            continue
+        except unittest.SkipTest as exc:  # a `<!-- skip: ... -->` directive on the page
             skipped.append(f"line {example.line}: {exc}")
             continue
         except (NameError, SybilFailure) as exc:

@@ -1,45 +1,49 @@
-"""A griffe extension: fill the shared ``%(name)s`` parameter texts.
+"""A griffe extension: show the docstrings the library fills at import time.
 
-The library writes parameter text shared by several functions once, in
-``crossentropy._docs.PARAMS``, and its ``@fill`` decorator substitutes it into
-``__doc__`` at import time. mkdocstrings reads the source statically, so this
-extension does the same substitution on the docstrings it loads.
+The library writes parameter text shared by several functions once (the core
+in ``crossentropy._docs.PARAMS``) and decorators such as ``@fill`` substitute
+it into ``__doc__`` when the module is imported. mkdocstrings reads the
+source statically, so it would show the ``%(name)s`` templates. For every
+function whose docstring still holds such a template, this extension imports
+the module and takes the filled ``__doc__`` of the live function instead.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import logging
 import sys
 from pathlib import Path
 
 import griffe
 
 SRC = Path(__file__).resolve().parents[2] / "src"
+log = logging.getLogger("mkdocs.hooks.griffe_fill")
 
 
-def _params() -> dict[str, str]:
+def _live_doc(func: griffe.Function) -> str | None:
     if str(SRC) not in sys.path:
         sys.path.insert(0, str(SRC))
+    module_path = func.module.path
     try:
-        from crossentropy._docs import PARAMS
-    except ImportError:
-        return {}
-    return PARAMS
+        obj = importlib.import_module(module_path)
+    except ImportError as exc:
+        log.info("cannot import %s to fill %s's docstring: %s", module_path, func.name, exc)
+        return None
+    for part in func.path[len(module_path) + 1 :].split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    doc = getattr(obj, "__doc__", None)
+    return inspect.cleandoc(doc) if doc else None
 
 
 class FillSharedParams(griffe.Extension):
-    def __init__(self) -> None:
-        super().__init__()
-        self.params = _params()
-
     def on_function_instance(self, *, func: griffe.Function, **kwargs) -> None:
         docstring = func.docstring
-        if docstring is None or not self.params:
+        if docstring is None or "%(" not in docstring.value:
             return
-        if not any(str(d.value).split(".")[-1] == "fill" for d in func.decorators):
-            return  # only functions that the library's @fill decorates
-        # PARAMS entries are written for a docstring indented by 4 spaces;
-        # griffe's value is dedented, so drop 4 spaces from continuation lines.
-        params = {
-            name: text.replace("\n    ", "\n") for name, text in self.params.items()
-        }
-        docstring.value = docstring.value % params
+        doc = _live_doc(func)
+        if doc is not None and "%(" not in doc:
+            docstring.value = doc
