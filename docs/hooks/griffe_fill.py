@@ -6,6 +6,9 @@ it into ``__doc__`` when the module is imported. mkdocstrings reads the
 source statically, so it would show the ``%(name)s`` templates. For every
 function whose docstring still holds such a template, this extension imports
 the module and takes the filled ``__doc__`` of the live function instead.
+
+It also turns Sphinx roles (``:func:`name```), which Markdown would print
+literally, into inline code.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -39,11 +43,16 @@ def _live_doc(func: griffe.Function) -> str | None:
     return inspect.cleandoc(doc) if doc else None
 
 
+_ROLE_RE = re.compile(r":(?:py:)?(?:func|class|meth|mod|attr|data|exc|obj):`~?([^`]+)`")
+
+
 class FillSharedParams(griffe.Extension):
-    def on_function_instance(self, *, func: griffe.Function, **kwargs) -> None:
-        docstring = func.docstring
-        if docstring is None or "%(" not in docstring.value:
+    def on_instance(self, *, obj: griffe.Object, **kwargs) -> None:
+        docstring = obj.docstring
+        if docstring is None:
             return
-        doc = _live_doc(func)
-        if doc is not None and "%(" not in doc:
-            docstring.value = doc
+        if isinstance(obj, griffe.Function) and "%(" in docstring.value:
+            doc = _live_doc(obj)
+            if doc is not None and "%(" not in doc:
+                docstring.value = doc
+        docstring.value = _ROLE_RE.sub(r"``\1``", docstring.value)
