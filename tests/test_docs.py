@@ -5,9 +5,11 @@ namespace (as a reader would type them), parsed by Sybil.
 
 - ```` ```python ```` blocks run; a block that starts with ``>>>`` is a
   doctest and its printed output is compared.
-- ```` ```console ```` blocks hold ``$ crossentropy ...`` commands; each runs
-  in-process through ``crossentropy.cli.main`` and its output is compared
-  with the lines below it (``...`` matches anything).
+- ```` ```console ```` blocks hold ``$ command`` lines: ``crossentropy ...``
+  runs in-process through ``crossentropy.cli.main``; ``python script.py`` and
+  ``torchrun ... script.py`` run as subprocesses in the repository root. The
+  output is compared with the lines below the command (``...`` matches
+  anything, whitespace is normalised).
 - ```` ```bash ```` blocks are shell instructions for the reader (install,
   ``make``, ``torchrun``): they are checked, not run: ``bash -n`` parses them,
   every ``make`` target exists in the Makefile and every ``crossentropy``
@@ -36,6 +38,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import unittest
 from pathlib import Path
 
@@ -123,20 +126,11 @@ def _source(example) -> str:
     return parsed.source if isinstance(parsed, doctest.Example) else str(parsed)
 
 
-def _run_console(example) -> str | None:
-    """Run ``$ crossentropy ...`` lines and compare their output."""
+def _run_command(argv: list[str]) -> tuple[object, str, str]:
+    """Run one console command; return (exit status, stdout, stderr)."""
     from crossentropy.cli import SUBCOMMANDS, main
 
-    text = str(example.parsed)
-    chunks = re.split(r"^\$ ", text, flags=re.MULTILINE)
-    if chunks[0].strip():
-        return f"console block must start with '$ ', got {chunks[0]!r}"
-    checker = doctest.OutputChecker()
-    for chunk in chunks[1:]:
-        command, _, expected = chunk.partition("\n")
-        argv = shlex.split(command)
-        if argv[0] != "crossentropy":
-            return f"console blocks run `crossentropy` only (use bash for {command!r})"
+    if argv[0] == "crossentropy":  # in-process, through the entry point's main()
         sub = argv[1] if len(argv) > 1 else ""
         if sub in SUBCOMMANDS and importlib.util.find_spec(f"crossentropy.cli.{sub}") is None:
             raise NotLanded(f"`crossentropy {sub}` has not landed yet")
@@ -146,9 +140,46 @@ def _run_console(example) -> str | None:
                 status = main(argv[1:])
             except SystemExit as exc:  # argparse's --help and errors
                 status = exc.code
-        got = stdout.getvalue()
+        return status, stdout.getvalue(), stderr.getvalue()
+    # `python script.py` and `torchrun ... script.py`: a subprocess in the repository root.
+    if argv[0] == "torchrun":
+        if importlib.util.find_spec("torch") is None:
+            raise NotLanded("module 'torch' is not available (needed by torchrun)")
+        command = [sys.executable, "-m", "torch.distributed.run", *argv[1:]]
+    else:
+        command = [sys.executable, *argv[1:]]
+    scripts = [a for a in argv[1:] if a.endswith(".py")]
+    missing = [a for a in scripts if not (ROOT / a).is_file()]
+    if missing:
+        raise NotLanded(f"{missing[0]} has not landed yet")
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    done = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+CONSOLE_COMMANDS = ("crossentropy", "python", "torchrun")
+
+
+def _run_console(example) -> str | None:
+    """Run the ``$ command`` lines of a console block and compare their output."""
+    text = str(example.parsed)
+    chunks = re.split(r"^\$ ", text, flags=re.MULTILINE)
+    if chunks[0].strip():
+        return f"console block must start with '$ ', got {chunks[0]!r}"
+    checker = doctest.OutputChecker()
+    for chunk in chunks[1:]:
+        command, _, expected = chunk.partition("\n")
+        argv = shlex.split(command)
+        if argv[0] not in CONSOLE_COMMANDS:
+            return (
+                f"console blocks run {', '.join(CONSOLE_COMMANDS)} only "
+                f"(use a bash block for {command!r})"
+            )
+        status, got, err = _run_command(argv)
         if status not in (0, None):
-            return f"`{command}` exited with status {status}:\n{got}{stderr.getvalue()}"
+            return f"`{command}` exited with status {status}:\n{got}{err}"
         if not checker.check_output(expected, got, FLAGS):
             return f"`{command}` printed:\n{got}\nexpected:\n{expected}"
     return None
