@@ -16,8 +16,9 @@ namespace (as a reader would type them), parsed by Sybil.
   subcommand exists.
 - Any other fence language fails ``test_docs_fences_have_known_languages``.
 - A block that cannot run in one process (one that needs ``torchrun``, a GPU)
-  is marked on the page with Sybil's directive ``<!-- skip: next "reason" -->``
-  and is reported as a skip with that reason.
+  is marked on the page with Sybil's directive ``<!-- skip: next "reason" -->``;
+  ``test_docs_block_marked_skip`` reports each such block as a skip with that
+  reason, while the rest of its page runs and passes.
 
 A block whose imports name a module that has not landed yet (a
 ``crossentropy.*`` module or name, or an optional framework that is not
@@ -202,8 +203,12 @@ def test_docs_page_code_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     document = _sybil().parse(page)
     examples = list(document)
-    ran, aliases, skipped = 0, {}, []
+    blocks = sum(not _is_directive(e) for e in examples)
+    ran, aliases, skipped, marked = 0, {}, [], []
     for example in examples:
+        if _is_directive(example):
+            example.evaluate()  # installs the skip for the block that follows
+            continue
         reason = _missing_import(_source(example), aliases)
         try:
             if reason is not None:
@@ -212,23 +217,45 @@ def test_docs_page_code_blocks_run(page, tmp_path, monkeypatch):
         except NotLanded as exc:
             skipped.append(f"line {example.line}: {exc}")
             continue
-        except unittest.SkipTest as exc:  # a `<!-- skip: ... -->` directive on the page
-            skipped.append(f"line {example.line}: {exc}")
+        except unittest.SkipTest:  # a `<!-- skip: ... -->` directive on the page:
+            marked.append(example.line)  # reported by test_docs_block_marked_skip
             continue
         except (NameError, SybilFailure) as exc:
             # A block that uses a name defined by a skipped block is skipped too.
-            if not skipped or "NameError" not in f"{type(exc).__name__}: {exc}":
+            if not (skipped or marked) or "NameError" not in f"{type(exc).__name__}: {exc}":
                 raise
             skipped.append(f"line {example.line}: needs a skipped block ({exc})")
             continue
         ran += 1
     if skipped:
         message = (
-            f"{page.relative_to(DOCS)}: {ran} of {len(examples)} blocks ran; skipped "
+            f"{page.relative_to(DOCS)}: {ran} of {blocks} blocks ran; skipped "
             + "; ".join(skipped)
         )
         pytest.fail(message) if STRICT else pytest.skip(message)
     assert ran > 0, f"{page.relative_to(DOCS)}: no block was found to run"
+
+
+def _is_directive(example) -> bool:
+    """A Sybil ``<!-- skip: ... -->`` directive, not a code block."""
+    return isinstance(example.parsed, tuple)
+
+
+def _marked_skips():
+    params = []
+    for page in RUNNABLE:
+        for example in _sybil().parse(page):
+            if _is_directive(example) and example.parsed[0] == "next":
+                where = f"{page.relative_to(DOCS)}:{example.line}"
+                reason = ast.literal_eval(example.parsed[1].strip() or "''")
+                params.append(pytest.param(where, reason, id=where))
+    return params
+
+
+@pytest.mark.parametrize(("where", "reason"), _marked_skips())
+def test_docs_block_marked_skip(where, reason):
+    """One skip per block that its page marks ``<!-- skip: next "reason" -->``."""
+    pytest.skip(f"{where}: the next block is marked on the page: {reason}")
 
 
 FENCE_RE = re.compile(r"^(?P<indent>[ \t]*)```(?P<info>[^`\n]*)$", re.MULTILINE)
