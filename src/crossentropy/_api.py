@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +10,7 @@ from array_api_compat import is_jax_array
 
 from crossentropy import _numerics as N
 from crossentropy import _validate as V
-from crossentropy._backend import Namespace, namespace, quiet, requires_grad
+from crossentropy._backend import Namespace, count, namespace, quiet, requires_grad
 from crossentropy._docs import fill
 
 __all__ = [
@@ -64,7 +63,7 @@ class _Call:
     z: Any  # logits in the compute dtype
     tg: N.Targets
     spec: V.Spec
-    n_rows: int
+    n_rows: Any  # int, or a 0-d accum array when a dimension is known only at run time
 
     def denominator(self):
         return N.denominator(self.ns, self.tg, self.spec.reduction, self.spec.divisor,
@@ -83,8 +82,8 @@ def _prepare(logits, target, *, axis, weight, ignore_index, label_smoothing, red
     extra = {"ignore_index": ignore} if kind == "index" else {}
     tg = build(ns, y, ax, len(shape), spec.num_classes, weight=w,
                label_smoothing=spec.label_smoothing, **extra)
-    n_rows = math.prod(shape) // spec.num_classes
-    return _Call(ns=ns, logits=logits, z=_compute(ns, z), tg=tg, spec=spec, n_rows=n_rows)
+    return _Call(ns=ns, logits=logits, z=_compute(ns, z), tg=tg, spec=spec,
+                 n_rows=count(ns, tg.counted))
 
 
 def _finish(call: _Call, rows, denom):
@@ -592,8 +591,7 @@ def cross_entropy_from_probs(probs, target, *, axis=-1, weight=None, ignore_inde
                              weight=w)
     else:
         tg = N.prob_targets(ns, y, ax, len(shape), spec.num_classes, weight=w)
-    call = _Call(ns=ns, logits=probs, z=p, tg=tg, spec=spec,
-                 n_rows=math.prod(shape) // spec.num_classes)
+    call = _Call(ns=ns, logits=probs, z=p, tg=tg, spec=spec, n_rows=count(ns, tg.counted))
     return _finish(call, N.nll_from_probs_rows(ns, p, tg, ax), call.denominator())
 
 
@@ -678,8 +676,7 @@ def _binary(x, target, weight, reduction, name):
 
 def _reduce_elements(ns: Namespace, elements, reduction):
     xp = ns.xp
-    n = math.prod(elements.shape)
-    denom = xp.asarray(float(n), dtype=ns.accum, device=ns.device) if reduction == "mean" else None
+    denom = N.as_accum(ns, count(ns, elements)) if reduction == "mean" else None
     rows = elements if reduction == "none" else xp.astype(elements, ns.accum)
     return N.reduce(ns, rows, reduction, denom), denom
 
@@ -806,7 +803,8 @@ def _bce_logits_backward(logits, target, weight, pos_weight, reduction, grad_out
     if not isinstance(scale, (int, float)):
         scale = ns.xp.astype(ns.asarray(scale), ns.compute)
     if reduction == "mean":
-        scale = scale * (1.0 / max(math.prod(z.shape), 1))
+        n = count(ns, z)
+        scale = scale * (1.0 / max(n, 1) if isinstance(n, int) else N.grad_scale(ns, "mean", n))
     if w is not None:
         scale = w * scale
     g = ns.to_output(N.bce_logits_grad(ns, z, y, pw) * scale)
