@@ -22,8 +22,6 @@ from crossentropy._numerics import RowStats
 __all__ = ["binary_cross_entropy_with_logits", "cross_entropy"]
 
 
-
-
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _cross_entropy(logits, target, weight, opts: _api.CEOptions):
     return _ce_fwd(logits, target, weight, opts)[0]
