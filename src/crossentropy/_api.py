@@ -70,6 +70,32 @@ class _Call:
                              self.n_rows)
 
 
+@dataclass(frozen=True)
+class CEOptions:
+    """The checked scalar options of a softmax cross-entropy call (hashable).
+
+    Framework shells carry these through autograd / ``custom_vjp`` and hand
+    them back to :func:`_prepare` as ``**options.kwargs()``.
+    """
+
+    axis: int
+    ignore_index: int
+    label_smoothing: float
+    reduction: str
+    divisor: float | None
+
+    @classmethod
+    def checked(cls, axis, ignore_index, label_smoothing, reduction, divisor) -> CEOptions:
+        return cls(axis=axis, ignore_index=V.ignore_index(ignore_index),
+                   label_smoothing=V.label_smoothing(label_smoothing),
+                   reduction=V.reduction(reduction), divisor=V.divisor(divisor))
+
+    def kwargs(self):
+        return {"axis": self.axis, "ignore_index": self.ignore_index,
+                "label_smoothing": self.label_smoothing, "reduction": self.reduction,
+                "divisor": self.divisor}
+
+
 def _prepare(logits, target, *, axis, weight, ignore_index, label_smoothing, reduction,
              divisor, name="logits", probs=False) -> _Call:
     ns, z, ax = _logits(logits, axis, name)
