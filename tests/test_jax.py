@@ -84,6 +84,6 @@ def test_saves_only_row_statistics():
     from crossentropy import jax as cej
 
     z, t, _ = _data(5)
-    _, residuals = cej._ce_fwd(z, t, None, cej._Options(-1, -100, 0.0, "mean", None))
+    _, residuals = cej._ce_fwd(z, t, None, cej._api.CEOptions(-1, -100, 0.0, "mean", None))
     own = [r for r in residuals[3:] if r is not None]
     assert all(r.size <= z.shape[0] for r in own), [r.shape for r in own]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +10,7 @@ from array_api_compat import is_jax_array
 
 from crossentropy import _numerics as N
 from crossentropy import _validate as V
-from crossentropy._backend import Namespace, namespace, quiet, requires_grad
+from crossentropy._backend import Namespace, count, namespace, quiet, requires_grad
 from crossentropy._docs import fill
 
 __all__ = [
@@ -63,11 +63,37 @@ class _Call:
     z: Any  # logits in the compute dtype
     tg: N.Targets
     spec: V.Spec
-    n_rows: int
+    n_rows: Any  # int, or a 0-d accum array when a dimension is known only at run time
 
     def denominator(self):
         return N.denominator(self.ns, self.tg, self.spec.reduction, self.spec.divisor,
                              self.n_rows)
+
+
+@dataclass(frozen=True)
+class CEOptions:
+    """The checked scalar options of a softmax cross-entropy call (hashable).
+
+    Framework shells carry these through autograd / ``custom_vjp`` and hand
+    them back to :func:`_prepare` as ``**options.kwargs()``.
+    """
+
+    axis: int
+    ignore_index: int
+    label_smoothing: float
+    reduction: str
+    divisor: float | None
+
+    @classmethod
+    def checked(cls, axis, ignore_index, label_smoothing, reduction, divisor) -> CEOptions:
+        return cls(axis=axis, ignore_index=V.ignore_index(ignore_index),
+                   label_smoothing=V.label_smoothing(label_smoothing),
+                   reduction=V.reduction(reduction), divisor=V.divisor(divisor))
+
+    def kwargs(self):
+        return {"axis": self.axis, "ignore_index": self.ignore_index,
+                "label_smoothing": self.label_smoothing, "reduction": self.reduction,
+                "divisor": self.divisor}
 
 
 def _prepare(logits, target, *, axis, weight, ignore_index, label_smoothing, reduction,
@@ -82,8 +108,8 @@ def _prepare(logits, target, *, axis, weight, ignore_index, label_smoothing, red
     extra = {"ignore_index": ignore} if kind == "index" else {}
     tg = build(ns, y, ax, len(shape), spec.num_classes, weight=w,
                label_smoothing=spec.label_smoothing, **extra)
-    n_rows = math.prod(shape) // spec.num_classes
-    return _Call(ns=ns, logits=logits, z=_compute(ns, z), tg=tg, spec=spec, n_rows=n_rows)
+    return _Call(ns=ns, logits=logits, z=_compute(ns, z), tg=tg, spec=spec,
+                 n_rows=count(ns, tg.counted))
 
 
 def _finish(call: _Call, rows, denom):
@@ -134,6 +160,38 @@ def _ce_backward(call: _Call, stats, denom, grad_output=1.0, out=None):
     scale = N.grad_scale(ns, call.spec.reduction, denom, _grad_output_rows(call, grad_output))
     g = N.ce_grad(ns, call.z, call.tg, call.spec.axis, stats, scale)
     return _write_out(ns, ns.to_output(g), out, call.logits)
+
+
+# ---------------------------------------------------------------- fast path (numba kernels)
+
+
+def _fast_path_ok(z, axis, out=None) -> bool:
+    """NumPy float32/float64 C-contiguous logits with the class axis last, and
+    numba installed: the fused kernels of ``_kernels`` take the call."""
+    kernels = _kernels()
+    return kernels is not None and kernels.applicable(z, axis, out)
+
+
+@functools.cache
+def _kernels():
+    try:
+        from crossentropy import _kernels as kernels
+    except ImportError:  # numba is the optional extra ``crossentropy[fast]``
+        return None
+    return kernels
+
+
+def _ce_fast(call: _Call, target, weight, *, want_loss=True, want_grad=True, out=None):
+    """``(loss, grad)`` from the fused kernel; raises for a counted row of -inf."""
+    spec = call.spec
+    loss, grad, bad = _kernels().cross_entropy_last(
+        call.z, target, weight=weight, ignore_index=spec.ignore_index,
+        label_smoothing=spec.label_smoothing, reduction=spec.reduction, divisor=spec.divisor,
+        want_loss=want_loss, want_grad=want_grad, out=out)
+    if bad.any():
+        V.some_finite_logit(call.ns, call.ns.xp.where(bad, -call.ns.xp.inf, 0.0), bad)
+    to_output = call.ns.to_output  # float16 logits ran as their float32 copy
+    return (None if loss is None else to_output(loss)), (None if grad is None else to_output(grad))
 
 
 def _ce_target_backward(call: _Call, stats, denom, grad_output=1.0):
@@ -196,6 +254,8 @@ def logsumexp(x, axis=-1, keepdims=False):
     ``scipy.special.logsumexp(x, axis)`` and ``torch.logsumexp(x, dim)`` compute the same.
     """
     ns, z, ax = _logits(x, axis, "x")
+    if _fast_path_ok(z, ax):
+        return _kernels().logsumexp_last(z, keepdims)
     stats = N.row_stats(ns, _compute(ns, z), ax)
     lse = stats.lse(ns)
     if not keepdims:
@@ -220,6 +280,8 @@ def log_softmax(logits, axis=-1):
     Same as ``torch.log_softmax(x, dim)`` and ``scipy.special.log_softmax(x, axis)``.
     """
     ns, z, ax = _logits(logits, axis)
+    if _fast_path_ok(z, ax):
+        return _kernels().softmax_last(z, log=True)
     z = _compute(ns, z)
     return ns.to_output(N.log_softmax(ns, z, N.row_stats(ns, z, ax)))
 
@@ -236,6 +298,8 @@ def softmax(logits, axis=-1):
     [0.659  0.2424 0.0986]
     """
     ns, z, ax = _logits(logits, axis)
+    if _fast_path_ok(z, ax):
+        return _kernels().softmax_last(z, log=False)
     z = _compute(ns, z)
     return ns.to_output(N.softmax(ns, z, N.row_stats(ns, z, ax)))
 
@@ -295,6 +359,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
             label_smoothing=label_smoothing, reduction=reduction, divisor=divisor)
     call = _prepare(logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
                     label_smoothing=label_smoothing, reduction=reduction, divisor=divisor)
+    if _fast_path_ok(call.z, call.spec.axis):
+        return _ce_fast(call, target, weight, want_grad=False)[0]
     return _ce_forward(call)[0]
 
 
@@ -338,6 +404,8 @@ def cross_entropy_grad(logits, target, *, axis=-1, weight=None, ignore_index=-10
     """
     call = _prepare(logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
                     label_smoothing=label_smoothing, reduction=reduction, divisor=divisor)
+    if _fast_path_ok(call.z, call.spec.axis, out):
+        return _ce_fast(call, target, weight, want_loss=False, out=out)[1]
     stats = _rows(call.ns, call.z, call.spec.axis, call.tg.counted)
     return _ce_backward(call, stats, call.denominator(), out=out)
 
@@ -380,6 +448,8 @@ def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, ignore_inde
     """
     call = _prepare(logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
                     label_smoothing=label_smoothing, reduction=reduction, divisor=divisor)
+    if _fast_path_ok(call.z, call.spec.axis, out):
+        return _ce_fast(call, target, weight, out=out)
     loss, stats, denom = _ce_forward(call)
     return loss, _ce_backward(call, stats, denom, out=out)
 
@@ -547,8 +617,7 @@ def cross_entropy_from_probs(probs, target, *, axis=-1, weight=None, ignore_inde
                              weight=w)
     else:
         tg = N.prob_targets(ns, y, ax, len(shape), spec.num_classes, weight=w)
-    call = _Call(ns=ns, logits=probs, z=p, tg=tg, spec=spec,
-                 n_rows=math.prod(shape) // spec.num_classes)
+    call = _Call(ns=ns, logits=probs, z=p, tg=tg, spec=spec, n_rows=count(ns, tg.counted))
     return _finish(call, N.nll_from_probs_rows(ns, p, tg, ax), call.denominator())
 
 
@@ -633,8 +702,7 @@ def _binary(x, target, weight, reduction, name):
 
 def _reduce_elements(ns: Namespace, elements, reduction):
     xp = ns.xp
-    n = math.prod(elements.shape)
-    denom = xp.asarray(float(n), dtype=ns.accum, device=ns.device) if reduction == "mean" else None
+    denom = N.as_accum(ns, count(ns, elements)) if reduction == "mean" else None
     rows = elements if reduction == "none" else xp.astype(elements, ns.accum)
     return N.reduce(ns, rows, reduction, denom), denom
 
@@ -722,6 +790,9 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
 def _bce_logits_forward(logits, target, weight, pos_weight, reduction):
     ns, z, y, w, reduction = _binary(logits, target, weight, reduction, "logits")
     pw = _pos_weight(ns, pos_weight, tuple(z.shape))
+    if _fast_path_ok(z, z.ndim - 1):
+        return ns.to_output(_kernels().bce_with_logits_last(
+            z, y, weight=w, pos_weight=pw, reduction=reduction, want_grad=False))
     elements = N.bce_logits_elements(ns, z, y, pw)
     if w is not None:
         elements = N.wmul(ns.xp, w, elements)
@@ -750,11 +821,16 @@ def _bce_logits_backward(logits, target, weight, pos_weight, reduction, grad_out
     """``(dL/dlogits, dL/dtarget or None)`` of the binary loss, times ``grad_output``."""
     ns, z, y, w, reduction = _binary(logits, target, weight, reduction, "logits")
     pw = _pos_weight(ns, pos_weight, tuple(z.shape))
+    if _fast_path_ok(z, z.ndim - 1) and not target_grad and isinstance(grad_output, (int, float)):
+        return ns.to_output(_kernels().bce_with_logits_last(
+            z, y, weight=w, pos_weight=pw, reduction=reduction, want_grad=True,
+            grad_output=grad_output)), None
     scale = grad_output
     if not isinstance(scale, (int, float)):
         scale = ns.xp.astype(ns.asarray(scale), ns.compute)
     if reduction == "mean":
-        scale = scale * (1.0 / max(math.prod(z.shape), 1))
+        n = count(ns, z)
+        scale = scale * (1.0 / max(n, 1) if isinstance(n, int) else N.grad_scale(ns, "mean", n))
     if w is not None:
         scale = w * scale
     g = ns.to_output(N.bce_logits_grad(ns, z, y, pw) * scale)

@@ -16,6 +16,7 @@ libraries by their types. The rules:
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,10 @@ def namespace(x, name: str, *, floating: bool = True) -> tuple[Namespace, Any]:
     ``x`` must hold real floating values; integers from Python lists are
     promoted to float64, integer arrays are a ``TypeError``.
     """
+    if type(x).__module__.startswith("tensorflow"):  # it would silently become NumPy
+        raise TypeError(f"{name}: expected an array-API array, got a TensorFlow "
+                        f"{type(x).__name__}; use crossentropy.tensorflow, which has the same "
+                        "functions")
     arr = _as_array(x, floating=floating)
     xp = array_api_compat.array_namespace(arr)
     dtype = arr.dtype
@@ -92,6 +97,16 @@ def namespace(x, name: str, *, floating: bool = True) -> tuple[Namespace, Any]:
         accum = compute
     device = array_api_compat.device(arr)
     return Namespace(xp=xp, device=device, dtype=dtype, compute=compute, accum=accum), arr
+
+
+def count(ns: Namespace, x):
+    """The number of elements of ``x``: an ``int``, or a 0-d ``ns.accum`` array when a
+    dimension is ``None`` (known only at run time, as in a TensorFlow graph; the
+    array API allows it)."""
+    shape = tuple(x.shape)
+    if None not in shape:
+        return math.prod(shape)
+    return ns.xp.sum(ns.xp.ones_like(x, dtype=ns.accum))
 
 
 def quiet(func):

@@ -136,9 +136,8 @@ def prob_targets(ns: Namespace, y, axis: int, ndim: int, num_classes: int, *,
     if weight is not None:
         w = xp.reshape(weight, class_shape(ndim, axis, num_classes))
         a = a * w
-    shape = list(y.shape)
-    shape[axis] = 1
-    counted = xp.ones(tuple(shape), dtype=xp.bool, device=ns.device)
+    first = y[(slice(None),) * axis + (slice(0, 1),)]  # the row shape, even if not yet known
+    counted = xp.ones_like(first, dtype=xp.bool)
     return Targets(kind="prob", counted=counted, a=a, hard=1.0 - e, soft=e / num_classes, w=w)
 
 
@@ -220,6 +219,10 @@ def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale):
         w = tg.w if tg.w is not None else 1.0
         g = g - (tg.soft * w) * scale
     hard = tg.hard * tg.w_t * scale
+    if None in tuple(z.shape):  # a dimension known only at run time (TensorFlow graphs)
+        classes = xp.reshape(xp.arange(z.shape[axis], device=ns.device),
+                             class_shape(z.ndim, axis, z.shape[axis]))
+        return g - xp.where(classes == tg.t, hard, xp.zeros_like(hard))
     return xpx.at(g, target_index(ns, tg, axis, z.shape)).subtract(hard)
 
 
@@ -278,7 +281,14 @@ def one_minus_p_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats):
 # ---------------------------------------------------------------- reductions
 
 
-def denominator(ns: Namespace, tg: Targets, reduction: str, divisor, n_rows: int):
+def as_accum(ns: Namespace, n):
+    """A count (``int``, or already a 0-d accum array) as a 0-d accum array."""
+    if hasattr(n, "dtype"):
+        return n
+    return ns.xp.asarray(float(n), dtype=ns.accum, device=ns.device)
+
+
+def denominator(ns: Namespace, tg: Targets, reduction: str, divisor, n_rows):
     """The mean's divisor as a 0-d accum array (``None`` for sum / none)."""
     xp = ns.xp
     if reduction != "mean":
@@ -287,7 +297,7 @@ def denominator(ns: Namespace, tg: Targets, reduction: str, divisor, n_rows: int
         return xp.asarray(divisor, dtype=ns.accum, device=ns.device)
     if tg.kind == "index":
         return xp.sum(tg.w_t, dtype=ns.accum)
-    return xp.asarray(float(n_rows), dtype=ns.accum, device=ns.device)
+    return as_accum(ns, n_rows)
 
 
 def safe_inverse(xp, denom):

@@ -11,7 +11,6 @@ differentiated (their cotangent is zero); soft targets are.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import jax
@@ -23,32 +22,18 @@ from crossentropy._numerics import RowStats
 __all__ = ["binary_cross_entropy_with_logits", "cross_entropy"]
 
 
-@dataclass(frozen=True)
-class _Options:
-    axis: int
-    ignore_index: int
-    label_smoothing: float
-    reduction: str
-    divisor: float | None
-
-    def kwargs(self):
-        return {"axis": self.axis, "ignore_index": self.ignore_index,
-                "label_smoothing": self.label_smoothing, "reduction": self.reduction,
-                "divisor": self.divisor}
-
-
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _cross_entropy(logits, target, weight, opts: _Options):
+def _cross_entropy(logits, target, weight, opts: _api.CEOptions):
     return _ce_fwd(logits, target, weight, opts)[0]
 
 
-def _ce_fwd(logits, target, weight, opts: _Options):
+def _ce_fwd(logits, target, weight, opts: _api.CEOptions):
     call = _api._prepare(logits, target, weight=weight, **opts.kwargs())
     loss, stats, denom = _api._ce_forward(call)
     return loss, (logits, target, weight, stats.m, stats.m0, stats.log_s, denom)
 
 
-def _ce_bwd(opts: _Options, residuals, grad_loss):
+def _ce_bwd(opts: _api.CEOptions, residuals, grad_loss):
     logits, target, weight, m, m0, log_s, denom = residuals
     call = _api._prepare(logits, target, weight=weight, **opts.kwargs())
     stats = RowStats(m=m, m0=m0, log_s=log_s)
@@ -74,9 +59,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     >>> print(grad.round(4))
     [[-0.341   0.2424  0.0986]]
     """
-    opts = _Options(axis=axis, ignore_index=V.ignore_index(ignore_index),
-                    label_smoothing=V.label_smoothing(label_smoothing),
-                    reduction=V.reduction(reduction), divisor=V.divisor(divisor))
+    opts = _api.CEOptions.checked(axis, ignore_index, label_smoothing, reduction, divisor)
     return _cross_entropy(logits, target, weight, opts)
 
 

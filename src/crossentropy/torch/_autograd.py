@@ -8,8 +8,6 @@ these Functions are once differentiable (``create_graph=True`` raises).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from crossentropy import _api
@@ -17,23 +15,9 @@ from crossentropy import _validate as V
 from crossentropy._numerics import RowStats
 
 
-@dataclass(frozen=True)
-class _Options:
-    axis: int
-    ignore_index: int
-    label_smoothing: float
-    reduction: str
-    divisor: float | None
-
-    def kwargs(self):
-        return {"axis": self.axis, "ignore_index": self.ignore_index,
-                "label_smoothing": self.label_smoothing, "reduction": self.reduction,
-                "divisor": self.divisor}
-
-
 class _CrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, target, weight, opts: _Options):
+    def forward(ctx, logits, target, weight, opts: _api.CEOptions):
         call = _api._prepare(logits, target, weight=weight, **opts.kwargs())
         loss, stats, denom = _api._ce_forward(call)
         ctx.opts = opts
@@ -79,9 +63,7 @@ def _tensor(value, like):
 def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
                   label_smoothing=0.0, reduction="mean", divisor=None):
     """:func:`crossentropy.cross_entropy` as a differentiable torch op."""
-    opts = _Options(axis=axis, ignore_index=V.ignore_index(ignore_index),
-                    label_smoothing=V.label_smoothing(label_smoothing),
-                    reduction=V.reduction(reduction), divisor=V.divisor(divisor))
+    opts = _api.CEOptions.checked(axis, ignore_index, label_smoothing, reduction, divisor)
     return _CrossEntropy.apply(logits, _tensor(target, logits), _tensor(weight, logits), opts)
 
 

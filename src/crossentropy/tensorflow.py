@@ -1,0 +1,347 @@
+"""TensorFlow integration: the losses as TensorFlow ops, and a Keras loss.
+
+Every function of :mod:`crossentropy` is here with the same arguments, taking
+and returning ``tf.Tensor``s (anything ``tf.convert_to_tensor`` takes works
+too; Python float lists become float32, TensorFlow's default). The math is
+the library's own: the core's array-API code runs on TensorFlow ops through
+:mod:`crossentropy._tf_namespace`, so results equal the NumPy ones.
+
+``cross_entropy`` and ``binary_cross_entropy_with_logits`` are
+``tf.custom_gradient`` ops whose backward is the analytic gradient
+(``softmax(z) * sum(a) - a``, scaled; ``sigmoid(z) - y``): the forward keeps
+the inputs and the per-row max and log-sum-exp, never an N x C softmax.
+Soft (floating) targets get their gradient too; weights do not. The other
+functions are differentiated by TensorFlow through their forward ops.
+Gradients are first-order only (no second derivatives through the custom ops).
+
+Everything works eagerly, under ``tf.GradientTape`` and inside
+``tf.function`` (also with unknown batch dimensions, as Keras traces). Value
+checks (class indices in range, non-negative weights, ...) run on eager
+tensors only; in a traced graph the values are not known, and only shapes
+and dtypes are checked, as under ``jax.jit``.
+
+:class:`CrossEntropyLoss` and :class:`BCEWithLogitsLoss` are
+``keras.losses.Loss``es for ``model.compile(loss=...)``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+import tensorflow as tf
+
+import crossentropy as _ce
+from crossentropy import _api
+from crossentropy._tf_namespace import unwrap, wrap
+
+__all__ = [
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_grad",
+    "cross_entropy",
+    "cross_entropy_from_probs",
+    "cross_entropy_grad",
+    "cross_entropy_with_grad",
+    "entropy",
+    "focal_loss",
+    "kl_divergence",
+    "log_softmax",
+    "logsumexp",
+    "poly1_cross_entropy",
+    "sigmoid_focal_loss",
+    "softmax",
+]
+
+# The library's code is plain Python over tensors: AutoGraph must not rewrite it.
+_plain = tf.autograph.experimental.do_not_convert
+
+
+def _tensor(x):
+    return x if isinstance(x, tf.Tensor) else tf.convert_to_tensor(x)
+
+
+def _option(x):
+    """Array-valued options (weights) as :class:`Array`; numbers and lists unchanged."""
+    if isinstance(x, (tf.Tensor, tf.Variable)):
+        return wrap(x)
+    return x
+
+
+# ---------------------------------------------------------------- analytic gradients
+
+
+@_plain
+def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
+                  label_smoothing=0.0, reduction="mean", divisor=None):
+    """:func:`crossentropy.cross_entropy` as a TensorFlow op with the analytic gradient.
+
+    The gradient with respect to the logits is the one of
+    :func:`crossentropy.cross_entropy_grad`, times the upstream gradient;
+    floating (soft) targets are differentiated too.
+
+    Examples
+    --------
+    >>> import tensorflow as tf
+    >>> from crossentropy.tensorflow import cross_entropy
+    >>> z = tf.constant([[2.0, 1.0, 0.1]])
+    >>> with tf.GradientTape() as tape:
+    ...     tape.watch(z)
+    ...     loss = cross_entropy(z, tf.constant([0]))
+    >>> print(f"{float(loss):.4f}", tape.gradient(loss, z).numpy().round(4))
+    0.4170 [[-0.341   0.2424  0.0986]]
+
+    Keras: ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)`` for
+    index targets, ``CategoricalCrossentropy(from_logits=True)`` for probabilities.
+    """
+    logits, target = _tensor(logits), _tensor(target)
+    options = {"axis": axis, "weight": _option(weight), "ignore_index": ignore_index,
+               "label_smoothing": label_smoothing, "reduction": reduction, "divisor": divisor}
+
+    def forward(z, y, soft):
+        call = _api._prepare(wrap(z), wrap(y), **options)
+        loss, stats, denom = _api._ce_forward(call)
+
+        def backward(grad_loss):
+            dz = unwrap(_api._ce_backward(call, stats, denom, wrap(grad_loss)))
+            if not soft:
+                return dz
+            return dz, unwrap(_api._ce_target_backward(call, stats, denom, wrap(grad_loss)))
+
+        return unwrap(loss), backward
+
+    if target.dtype.is_floating:
+        @tf.custom_gradient
+        def op_soft(z, y):
+            return forward(z, y, soft=True)
+
+        return op_soft(logits, target)
+
+    @tf.custom_gradient
+    def op(z):
+        return forward(z, target, soft=False)
+
+    return op(logits)
+
+
+@_plain
+def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
+                                     reduction="mean"):
+    """:func:`crossentropy.binary_cross_entropy_with_logits` with the analytic gradient.
+
+    The backward is ``(1 - y) sigmoid(z) - pos_weight y sigmoid(-z)`` (that is,
+    ``sigmoid(z) - y`` without ``pos_weight``), times ``weight`` and the
+    reduction's scale; the target is differentiated too.
+
+    Examples
+    --------
+    >>> import tensorflow as tf
+    >>> from crossentropy.tensorflow import binary_cross_entropy_with_logits
+    >>> z = tf.constant([0.0, 0.0])
+    >>> with tf.GradientTape() as tape:
+    ...     tape.watch(z)
+    ...     loss = binary_cross_entropy_with_logits(z, tf.constant([1.0, 0.0]))
+    >>> print(f"{float(loss):.4f}", tape.gradient(loss, z).numpy())
+    0.6931 [-0.25  0.25]
+
+    TensorFlow: ``tf.nn.sigmoid_cross_entropy_with_logits`` (no reduction),
+    ``tf.nn.weighted_cross_entropy_with_logits`` (``pos_weight``).
+    """
+    logits, target = _tensor(logits), _tensor(target)
+    w, pw = _option(weight), _option(pos_weight)
+    if not target.dtype.is_floating:
+        target = tf.cast(target, logits.dtype)
+
+    @tf.custom_gradient
+    def op(z, y):
+        loss = _api._bce_logits_forward(wrap(z), wrap(y), w, pw, reduction)
+
+        def backward(grad_loss):
+            dz, dy = _api._bce_logits_backward(wrap(z), wrap(y), w, pw, reduction,
+                                               wrap(grad_loss), target_grad=True)
+            return unwrap(dz), unwrap(dy)
+
+        return unwrap(loss), backward
+
+    return op(logits, target)
+
+
+# ---------------------------------------------------------------- the rest (TF autodiff)
+
+
+def _through(func):
+    """``func`` of :mod:`crossentropy` on TensorFlow tensors, differentiated by TensorFlow."""
+
+    @_plain
+    @functools.wraps(func)
+    def wrapper(*arrays, **options):
+        if options.get("out") is not None:
+            raise TypeError("out: expected None (TensorFlow tensors are immutable; use the "
+                            f"returned gradient), got {type(options['out']).__name__}")
+        args = [wrap(_tensor(a)) for a in arrays]
+        return unwrap(func(*args, **{k: _option(v) for k, v in options.items()}))
+
+    wrapper.__doc__ = (
+        f":func:`crossentropy.{func.__name__}` on TensorFlow tensors (same arguments), "
+        "differentiable by TensorFlow through its forward operations.\n")
+    return wrapper
+
+
+logsumexp = _through(_ce.logsumexp)
+softmax = _through(_ce.softmax)
+log_softmax = _through(_ce.log_softmax)
+cross_entropy_from_probs = _through(_ce.cross_entropy_from_probs)
+binary_cross_entropy = _through(_ce.binary_cross_entropy)
+entropy = _through(_ce.entropy)
+kl_divergence = _through(_ce.kl_divergence)
+focal_loss = _through(_ce.focal_loss)
+sigmoid_focal_loss = _through(_ce.sigmoid_focal_loss)
+poly1_cross_entropy = _through(_ce.poly1_cross_entropy)
+cross_entropy_grad = _through(_ce.cross_entropy_grad)
+cross_entropy_with_grad = _through(_ce.cross_entropy_with_grad)
+binary_cross_entropy_with_logits_grad = _through(_ce.binary_cross_entropy_with_logits_grad)
+
+
+# ---------------------------------------------------------------- Keras
+
+
+@keras.saving.register_keras_serializable(package="crossentropy")
+class CrossEntropyLoss(keras.losses.Loss):
+    """Softmax cross-entropy from logits as a Keras loss, with the analytic gradient.
+
+    ``model.compile(loss=CrossEntropyLoss())`` for a model whose last layer
+    outputs logits (no softmax). ``y_true`` holds class indices (sparse, as
+    ``SparseCategoricalCrossentropy``) or one probability distribution per row
+    (dense, as ``CategoricalCrossentropy``); Keras hands labels over as floats,
+    so ``sparse=None`` decides by shape: ``y_true`` with one dimension less than
+    ``y_pred``, or a trailing dimension of 1 against more than one class, is
+    sparse.
+
+    Parameters
+    ----------
+    sparse : bool, optional
+        Force index (``True``) or probability (``False``) targets.
+    weight : array of shape (C,), optional
+        Per-class weights (each row's loss is weighted as in
+        :func:`crossentropy.cross_entropy`).
+    ignore_index : int, default -100
+        Sparse labels equal to this count for nothing; Keras' mean then
+        divides by the number of counted rows (as ``ignore_class`` does).
+    label_smoothing : float in [0, 1], default 0.0
+        The target becomes ``(1 - e) y + e / C``.
+    axis : int, default -1
+        The class axis of ``y_pred``.
+    reduction, name, dtype
+        As for every ``keras.losses.Loss``; the default
+        ``"sum_over_batch_size"`` averages the per-row losses (times
+        ``sample_weight``) over the rows. With class weights this divides by
+        the number of rows, Keras' convention, not by the summed weight,
+        PyTorch's; call :func:`cross_entropy` for the latter.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from crossentropy.tensorflow import CrossEntropyLoss
+    >>> loss = CrossEntropyLoss()
+    >>> print(f"{float(loss(np.array([0, 1]), np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.0]]))):.4f}")
+    0.3069
+
+    Keras: ``SparseCategoricalCrossentropy(from_logits=True)`` and
+    ``CategoricalCrossentropy(from_logits=True)``.
+    """
+
+    def __init__(self, *, sparse=None, weight=None, ignore_index=-100, label_smoothing=0.0,
+                 axis=-1, reduction="sum_over_batch_size", name="cross_entropy", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.sparse = sparse
+        self.weight = None if weight is None else [float(v) for v in tf.reshape(weight, [-1])]
+        self.ignore_index = int(ignore_index)
+        self.label_smoothing = float(label_smoothing)
+        self.axis = int(axis)
+
+    def _is_sparse(self, y_true, y_pred) -> bool:
+        if self.sparse is not None:
+            return bool(self.sparse)
+        rank_t, rank_z = y_true.shape.rank, y_pred.shape.rank
+        if rank_t == rank_z - 1:
+            return True
+        ax = self.axis % rank_z
+        return rank_t == rank_z and y_true.shape[ax] == 1 and y_pred.shape[ax] != 1
+
+    @_plain
+    def call(self, y_true, y_pred):
+        y_pred = _tensor(y_pred)
+        y_true = _tensor(y_true)
+        weight = None if self.weight is None else tf.constant(self.weight, y_pred.dtype)
+        options = {"axis": self.axis, "weight": weight,
+                   "label_smoothing": self.label_smoothing, "reduction": "none"}
+        if not self._is_sparse(y_true, y_pred):
+            return cross_entropy(y_pred, tf.cast(y_true, y_pred.dtype), **options)
+        if y_true.shape.rank == y_pred.shape.rank:
+            y_true = tf.squeeze(y_true, axis=self.axis)
+        labels = tf.cast(y_true, tf.int64)
+        rows = cross_entropy(y_pred, labels, ignore_index=self.ignore_index, **options)
+        if self.reduction in ("sum_over_batch_size", "mean"):
+            # Keras divides by the number of rows; count only the counted ones
+            # (the same factor Keras applies for a masked loss).
+            counted = tf.cast(tf.not_equal(labels, self.ignore_index), rows.dtype)
+            total = tf.cast(tf.size(counted), rows.dtype)
+            rows = rows * tf.math.divide_no_nan(total, tf.reduce_sum(counted))
+        return rows
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(sparse=self.sparse, weight=self.weight, ignore_index=self.ignore_index,
+                      label_smoothing=self.label_smoothing, axis=self.axis)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="crossentropy")
+class BCEWithLogitsLoss(keras.losses.Loss):
+    """Binary (multi-label) cross-entropy from logits as a Keras loss, analytic gradient.
+
+    Each sample's loss is the mean over the last axis of
+    :func:`binary_cross_entropy_with_logits` (``reduction="none"``), as Keras'
+    ``BinaryCrossentropy(from_logits=True)``; Keras then reduces over samples.
+
+    Parameters
+    ----------
+    weight : array, optional
+        Non-negative, broadcasts against ``y_pred``.
+    pos_weight : array, optional
+        Weight of the positive term, one per label (last axis), as PyTorch's.
+    reduction, name, dtype
+        As for every ``keras.losses.Loss``.
+
+    Examples
+    --------
+    >>> from crossentropy.tensorflow import BCEWithLogitsLoss
+    >>> print(f"{float(BCEWithLogitsLoss()([[1.0, 0.0]], [[0.0, 0.0]])):.4f}")
+    0.6931
+    """
+
+    def __init__(self, *, weight=None, pos_weight=None, reduction="sum_over_batch_size",
+                 name="bce_with_logits", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.weight = None if weight is None else tf.constant(weight).numpy().tolist()
+        self.pos_weight = None if pos_weight is None else tf.constant(pos_weight).numpy().tolist()
+
+    @_plain
+    def call(self, y_true, y_pred):
+        y_pred = _tensor(y_pred)
+        y_true = tf.cast(_tensor(y_true), y_pred.dtype)
+
+        def constant(value):
+            return None if value is None else tf.constant(value, y_pred.dtype)
+
+        elements = binary_cross_entropy_with_logits(
+            y_pred, y_true, weight=constant(self.weight), pos_weight=constant(self.pos_weight),
+            reduction="none")
+        return tf.reduce_mean(elements, axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(weight=self.weight, pos_weight=self.pos_weight)
+        return config
