@@ -53,3 +53,11 @@ def test_bench_rejects_unknown_peers_and_bad_shapes():
         main(["bench", "--quick", "--peers", "tensorflowx"])
     with pytest.raises(SystemExit, match="--shapes"):
         main(["bench", "--shapes", "10by10"])
+
+
+def test_bench_memory_runs_both_variants_in_subprocesses(capsys):
+    from crossentropy.cli import main
+
+    assert main(["bench", "--memory", "--shapes", "64x100"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "crossentropy" in out and "extra peak MiB" in out

@@ -56,6 +56,12 @@ def register(subparsers) -> None:
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--threads", type=int, default=None,
                         help="numba threads for the fast path (default: numba's setting)")
+    parser.add_argument("--linear", action="store_true",
+                        help="instead: linear_cross_entropy vs hidden @ weight.T + "
+                        "F.cross_entropy, memory and time (--shapes as NxDxV; slow)")
+    parser.add_argument("--memory", action="store_true",
+                        help="instead: peak memory of torch fwd+bwd, crossentropy vs "
+                        "F.cross_entropy, each in its own process (default 8192x32000)")
     parser.set_defaults(func=run)
 
 
@@ -390,7 +396,30 @@ def _select_peers(text):
     return chosen
 
 
+def _run_linear(args) -> int:
+    from crossentropy import _bench_linear
+
+    shapes = None
+    if args.shapes:
+        shapes = [_bench_linear._parse_shape(s) for s in args.shapes.split(",")]
+    linear_args = argparse.Namespace(shapes=shapes, json=bool(args.json), dtype=args.dtype,
+                                     threads=args.threads)
+    return _bench_linear.run(linear_args)
+
+
+def _run_memory(args) -> int:
+    from crossentropy import _bench_memory
+
+    n, c = _parse_shapes(args.shapes)[0] if args.shapes else (8192, 32000)
+    _bench_memory.print_table(_bench_memory.torch_memory_table(n, c))
+    return 0
+
+
 def run(args) -> int:
+    if args.linear:
+        return _run_linear(args)
+    if args.memory:
+        return _run_memory(args)
     import numpy as np
 
     if args.threads is not None:
