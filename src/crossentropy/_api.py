@@ -102,7 +102,7 @@ def _prepare(logits, target, *, axis, weight, ignore_index, label_smoothing, red
     shape = tuple(z.shape)
     ignore = V.ignore_index(ignore_index)
     y, kind = V.target(ns, target, shape, ax, ignore)
-    spec = V.spec(ns, shape, ax, kind, reduction, ignore, label_smoothing, divisor)
+    spec = V.spec(shape, ax, kind, reduction, ignore, label_smoothing, divisor)
     w = V.weight(ns, weight, spec.num_classes)
     build = N.index_targets if kind == "index" else N.prob_targets
     extra = {"ignore_index": ignore} if kind == "index" else {}
@@ -604,7 +604,7 @@ def cross_entropy_from_probs(probs, target, *, axis=-1, weight=None, ignore_inde
     shape = tuple(p.shape)
     ignore = V.ignore_index(ignore_index)
     y, kind = V.target(ns, target, shape, ax, ignore)
-    spec = V.spec(ns, shape, ax, kind, reduction, ignore, 0.0, None)
+    spec = V.spec(shape, ax, kind, reduction, ignore, 0.0, None)
     V.rows_sum_to_one(ns, p, ax)
     w = V.weight(ns, weight, spec.num_classes)
     if eps is not None:
@@ -689,11 +689,8 @@ def _binary(x, target, weight, reduction, name):
     ns, arr = namespace(x, name)
     y = ns.asarray(target)
     V.same_shape(y, tuple(arr.shape), "target", name)
-    if not ns.xp.isdtype(y.dtype, "real floating"):
-        if ns.xp.isdtype(y.dtype, "bool") or ns.xp.isdtype(y.dtype, "integral"):
-            y = ns.xp.astype(y, ns.compute)
-        else:
-            raise TypeError(f"target: expected real numbers in [0, 1], got dtype {y.dtype}")
+    if not ns.xp.isdtype(y.dtype, ("real floating", "integral", "bool")):
+        raise TypeError(f"target: expected real numbers in [0, 1], got dtype {y.dtype}")
     y = ns.xp.astype(y, ns.compute)
     V.in_unit_interval(ns, y, "target")
     w = V.elementwise_weight(ns, weight, tuple(arr.shape), "weight")

@@ -103,7 +103,5 @@ class BCEWithLogitsLoss(_Layer):
     @quiet
     def backward(self, grad_output=1.0):
         logits, target = self._saved_or_raise()
-        g = _api.binary_cross_entropy_with_logits_grad(logits, target, **self._kwargs())
-        if isinstance(grad_output, (int, float)) and grad_output == 1.0:
-            return g
-        return g * grad_output
+        return _api._bce_logits_backward(logits, target, self.weight, self.pos_weight,
+                                         self.reduction, grad_output)[0]

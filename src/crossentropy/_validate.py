@@ -243,7 +243,6 @@ def some_finite_logit(ns: Namespace, m, counted, name: str = "logits") -> None:
 
 
 def spec(
-    ns: Namespace,
     shape: tuple[int, ...],
     ax: Any,
     target_kind: str,
