@@ -37,13 +37,11 @@ class Namespace:
     def asarray(self, value, dtype=None):
         """Bring ``value`` (list, scalar, array of any library) into this namespace."""
         xp = self.xp
-        if array_api_compat.is_array_api_obj(value) and not array_api_compat.is_numpy_array(
-            value
-        ):
-            if array_api_compat.array_namespace(value) is xp:
-                return value if dtype is None else xp.astype(value, dtype)
         if not array_api_compat.is_array_api_obj(value):
             value = np.asarray(value)
+        elif (not array_api_compat.is_numpy_array(value)
+              and array_api_compat.array_namespace(value) is xp):
+            return value if dtype is None else xp.astype(value, dtype)
         return xp.asarray(value, dtype=dtype, device=self.device)
 
     def to_output(self, x):
