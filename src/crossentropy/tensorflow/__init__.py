@@ -4,7 +4,7 @@ Every function of :mod:`crossentropy` is here with the same arguments, taking
 and returning ``tf.Tensor``s (anything ``tf.convert_to_tensor`` takes works
 too; Python float lists become float32, TensorFlow's default). The math is
 the library's own: the core's array-API code runs on TensorFlow ops through
-:mod:`crossentropy._tf_namespace`, so results equal the NumPy ones.
+:mod:`crossentropy.tensorflow._namespace`, so results equal the NumPy ones.
 
 ``cross_entropy`` and ``binary_cross_entropy_with_logits`` are
 ``tf.custom_gradient`` ops whose backward is the analytic gradient
@@ -32,28 +32,13 @@ import keras
 import tensorflow as tf
 
 import crossentropy as _ce
-from crossentropy import _api
-from crossentropy._tf_namespace import unwrap, wrap
+from crossentropy import _engine as E
+from crossentropy import _validate as V
+from crossentropy._validate import CEOptions
+from crossentropy.tensorflow._namespace import unwrap, wrap
 
-__all__ = [
-    "BCEWithLogitsLoss",
-    "CrossEntropyLoss",
-    "binary_cross_entropy",
-    "binary_cross_entropy_with_logits",
-    "binary_cross_entropy_with_logits_grad",
-    "cross_entropy",
-    "cross_entropy_from_probs",
-    "cross_entropy_grad",
-    "cross_entropy_with_grad",
-    "entropy",
-    "focal_loss",
-    "kl_divergence",
-    "log_softmax",
-    "logsumexp",
-    "poly1_cross_entropy",
-    "sigmoid_focal_loss",
-    "softmax",
-]
+#: The same names as :mod:`crossentropy` (written once, there).
+__all__ = list(_ce.__all__)
 
 # The library's code is plain Python over tensors: AutoGraph must not rewrite it.
 _plain = tf.autograph.experimental.do_not_convert
@@ -97,18 +82,20 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     index targets, ``CategoricalCrossentropy(from_logits=True)`` for probabilities.
     """
     logits, target = _tensor(logits), _tensor(target)
-    options = {"axis": axis, "weight": _option(weight), "ignore_index": ignore_index,
-               "label_smoothing": label_smoothing, "reduction": reduction, "divisor": divisor}
+    opts = CEOptions.checked(axis=axis, ignore_index=ignore_index,
+                             label_smoothing=label_smoothing, reduction=reduction,
+                             divisor=divisor)
+    w = _option(weight)
 
     def forward(z, y, soft):
-        call = _api._prepare(wrap(z), wrap(y), **options)
-        loss, stats, denom = _api._ce_forward(call)
+        call = V.ce_call(wrap(z), wrap(y), w, opts)
+        loss, saved = E.ce_forward(call)
 
         def backward(grad_loss):
-            dz = unwrap(_api._ce_backward(call, stats, denom, wrap(grad_loss)))
+            dz = unwrap(E.ce_backward(call, saved, wrap(grad_loss)))
             if not soft:
                 return dz
-            return dz, unwrap(_api._ce_target_backward(call, stats, denom, wrap(grad_loss)))
+            return dz, unwrap(E.ce_target_backward(call, saved, wrap(grad_loss)))
 
         return unwrap(loss), backward
 
@@ -151,19 +138,19 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     """
     logits, target = _tensor(logits), _tensor(target)
     w, pw = _option(weight), _option(pos_weight)
+    reduction = V.reduction(reduction)
     if not target.dtype.is_floating:
         target = tf.cast(target, logits.dtype)
 
     @tf.custom_gradient
     def op(z, y):
-        loss = _api._bce_logits_forward(wrap(z), wrap(y), w, pw, reduction)
+        call = V.binary_call(wrap(z), wrap(y), w, reduction, "logits", pw)
 
         def backward(grad_loss):
-            dz, dy = _api._bce_logits_backward(wrap(z), wrap(y), w, pw, reduction,
-                                               wrap(grad_loss), target_grad=True)
+            dz, dy = E.bce_logits_backward(call, wrap(grad_loss), target_grad=True)
             return unwrap(dz), unwrap(dy)
 
-        return unwrap(loss), backward
+        return unwrap(E.bce_logits_loss(call)), backward
 
     return op(logits, target)
 
