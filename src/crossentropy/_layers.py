@@ -80,8 +80,9 @@ class CrossEntropyLoss(_Layer):
 
 
 class BCEWithLogitsLoss(_Layer):
-    """Binary cross-entropy from logits as a layer (see
-    :func:`crossentropy.binary_cross_entropy_with_logits`).
+    """Binary cross-entropy from logits as a layer.
+
+    Arguments are those of :func:`crossentropy.binary_cross_entropy_with_logits`.
 
     Examples
     --------

@@ -53,10 +53,12 @@ _F64_C = tuple(1.0 / math.factorial(k) for k in range(14))
 
 @intrinsic
 def _add_to_exponent(typingctx, q, t):
-    """``q * 2**n`` for ``q`` in [0.5, 2) where the float ``t = MAGIC + n``
-    carries the integer ``n`` in its low mantissa bits: the bits of ``t``
+    """``q * 2**n`` for ``q`` in [0.5, 2), ``n`` carried by the float ``t = MAGIC + n``.
+
+    ``t`` carries the integer ``n`` in its low mantissa bits: the bits of ``t``
     shifted into the exponent field are ``n`` (the magic's own bits shift
-    out), added to ``q``'s exponent. Only valid while the result is normal."""
+    out), added to ``q``'s exponent. Only valid while the result is normal.
+    """
     if not (isinstance(q, types.Float) and q == t):
         return None
     ity, shift = (ir.IntType(32), 23) if q == types.float32 else (ir.IntType(64), 52)
@@ -72,7 +74,9 @@ def _add_to_exponent(typingctx, q, t):
 @intrinsic
 def fmax(typingctx, a, b):
     """IEEE 754-2019 ``maximum`` (``llvm.maximum``): NaN if either is NaN.
-    Unlike ``if b > a: a = b``, LLVM vectorises it as a reduction."""
+
+    Unlike ``if b > a: a = b``, LLVM vectorises it as a reduction.
+    """
     if not (isinstance(a, types.Float) and a == b):
         return None
 
@@ -86,8 +90,10 @@ def fmax(typingctx, a, b):
 
 def exp_neg(x):
     """``exp(x)`` for ``-inf <= x <= 0`` inside numba code; see the module doc.
+
     Results below ``exp(XMIN)`` (2.7e-38 for float32, 7e-308 for float64) are
-    flushed to 0; NaN is not handled (the kernels catch NaN rows by their max)."""
+    flushed to 0; NaN is not handled (the kernels catch NaN rows by their max).
+    """
     return np.exp(x)
 
 
@@ -137,10 +143,13 @@ def _exp_neg_overload(x):
 
 
 def exp_diff(z, m):
-    """``exp(z - m)`` for ``z <= m`` inside numba code. For float32 the
+    """``exp(z - m)`` for ``z <= m`` inside numba code.
+
+    For float32 the
     rounding error of ``z - m`` (up to ``|z - m| * 2^-24`` relative in the
     result, 1e-6 at ``z - m = -16``) is recovered exactly (TwoSum) and added
-    to the reduced argument, so the result keeps exp_neg's accuracy."""
+    to the reduced argument, so the result keeps exp_neg's accuracy.
+    """
     return np.exp(z - m)
 
 

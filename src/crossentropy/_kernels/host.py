@@ -117,10 +117,10 @@ def cross_entropy(call: CECall, *, want_loss: bool = True, want_grad: bool = Tru
     index = call.kind == "index"
     if index:
         t = np.ascontiguousarray(call.y, dtype=np.int64).reshape(R)
-        w = np.empty(0) if call.weight is None else np.ascontiguousarray(call.weight, np.float64)
+        w = np.empty(0) if call.weight is None else np.asarray(call.weight, np.float64)
     else:
         y = np.ascontiguousarray(call.y, dtype=z.dtype).reshape(zr.shape)
-        w = np.empty(0, z.dtype) if call.weight is None else np.ascontiguousarray(call.weight, z.dtype)
+        w = np.empty(0, z.dtype) if call.weight is None else np.asarray(call.weight, z.dtype)
     has_w = call.weight is not None
     denom = 1.0
     if opts.reduction == "mean":

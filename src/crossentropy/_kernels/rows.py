@@ -51,9 +51,11 @@ __all__ = [
 
 
 def _rows_kernel(fn):
-    """Compile ``fn`` twice, with rows in parallel (``prange``) and serially,
-    and dispatch on the size of the first argument. The serial copy is a
-    distinct function (its own name) so that numba's caches do not collide."""
+    """Compile ``fn`` twice, rows in parallel (``prange``) and serially; dispatch on size.
+
+    The size is that of the first argument. The serial copy is a
+    distinct function (its own name) so that numba's caches do not collide.
+    """
     parallel = njit(**PARALLEL_JIT)(fn)
     clone = pytypes.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
                                  fn.__defaults__, fn.__closure__)
@@ -96,7 +98,9 @@ def _row_sum_exp(z, i, m):
 @njit(**ROW_JIT)
 def _row_exp_store(z, i, m, out):
     """Pass 2 with a gradient: out[i, c] = exp(z_c - m) and their float64 sum.
-    ``out`` may be ``z``: each element is read before it is written."""
+
+    ``out`` may be ``z``: each element is read before it is written.
+    """
     s = 0.0
     for c in range(z.shape[1]):
         e = exp_diff(z[i, c], m)
@@ -154,8 +158,7 @@ def softmax_kernel(z, out, log):
 
 @njit(**SERIAL_JIT)
 def ce_denominator_kernel(target, weight, has_weight, ignore_index, C):
-    """Sum of w[t_i] over the counted rows, and the first row whose index is
-    out of range (-1 if none)."""
+    """Sum of w[t_i] over the counted rows, and the first row out of range (-1 if none)."""
     denom = 0.0
     for i in range(target.shape[0]):
         t = target[i]
@@ -220,8 +223,10 @@ def _ce_soft_inf_row(z, y, i, weight, has_weight, keep, e_over_c, sc,
 
 @njit(**ROW_JIT)
 def _ce_index_smooth(z, i, m, weight, has_weight):
-    """``sum_c w_c (m - z_c)``, 0 where ``w_c == 0``; read before the gradient
-    may overwrite ``z``."""
+    """``sum_c w_c (m - z_c)``, 0 where ``w_c == 0``.
+
+    Read before the gradient may overwrite ``z``.
+    """
     smooth = 0.0
     if has_weight:
         for c in range(z.shape[1]):
@@ -236,8 +241,10 @@ def _ce_index_smooth(z, i, m, weight, has_weight):
 @njit(**ROW_JIT)
 def _ce_index_finish(z, i, t, m, z_t, smooth, s, weight, has_weight, weight_sum, eps, sc,
                      loss, want_loss, grad, want_grad):
-    """The loss of row ``i`` and pass 3 of its gradient; ``grad[i]`` holds
-    ``exp(z_c - m)`` and ``s`` their sum."""
+    """Finish row ``i``: its loss and pass 3 of its gradient.
+
+    ``grad[i]`` holds ``exp(z_c - m)`` and ``s`` their sum.
+    """
     C = z.shape[1]
     e_over_c = eps / C
     a_t = (1.0 - eps) * (weight[t] if has_weight else 1.0)
@@ -430,9 +437,12 @@ def bce_kernel(
     z, y, weight, has_weight, pos_weight, has_pos_weight, scale,
     loss_mode, loss, loss_rows, grad, want_grad,
 ):  # fmt: skip
-    """loss_mode: 0 no loss, 1 elementwise into loss (R, C), 2 row sums into
+    """Sigmoid cross-entropy from logits, elementwise.
+
+    loss_mode: 0 no loss, 1 elementwise into loss (R, C), 2 row sums into
     loss_rows (R,) float64. weight and pos_weight are (R, C) views (possibly
-    broadcast with zero strides)."""
+    broadcast with zero strides).
+    """
     R, C = z.shape
     for i in prange(R):
         row = 0.0

@@ -31,14 +31,14 @@ import functools
 import keras
 import tensorflow as tf
 
-import crossentropy as _ce
+from crossentropy import _api
 from crossentropy import _engine as E
 from crossentropy import _validate as V
 from crossentropy._validate import CEOptions
 from crossentropy.tensorflow._namespace import unwrap, wrap
 
-#: The same names as :mod:`crossentropy` (written once, there).
-__all__ = list(_ce.__all__)
+#: The same names as :mod:`crossentropy` (the functions are listed once, in ``_api``).
+__all__ = sorted([*_api.__all__, "BCEWithLogitsLoss", "CrossEntropyLoss"])
 
 # The library's code is plain Python over tensors: AutoGraph must not rewrite it.
 _plain = tf.autograph.experimental.do_not_convert
@@ -176,19 +176,19 @@ def _through(func):
     return wrapper
 
 
-logsumexp = _through(_ce.logsumexp)
-softmax = _through(_ce.softmax)
-log_softmax = _through(_ce.log_softmax)
-cross_entropy_from_probs = _through(_ce.cross_entropy_from_probs)
-binary_cross_entropy = _through(_ce.binary_cross_entropy)
-entropy = _through(_ce.entropy)
-kl_divergence = _through(_ce.kl_divergence)
-focal_loss = _through(_ce.focal_loss)
-sigmoid_focal_loss = _through(_ce.sigmoid_focal_loss)
-poly1_cross_entropy = _through(_ce.poly1_cross_entropy)
-cross_entropy_grad = _through(_ce.cross_entropy_grad)
-cross_entropy_with_grad = _through(_ce.cross_entropy_with_grad)
-binary_cross_entropy_with_logits_grad = _through(_ce.binary_cross_entropy_with_logits_grad)
+logsumexp = _through(_api.logsumexp)
+softmax = _through(_api.softmax)
+log_softmax = _through(_api.log_softmax)
+cross_entropy_from_probs = _through(_api.cross_entropy_from_probs)
+binary_cross_entropy = _through(_api.binary_cross_entropy)
+entropy = _through(_api.entropy)
+kl_divergence = _through(_api.kl_divergence)
+focal_loss = _through(_api.focal_loss)
+sigmoid_focal_loss = _through(_api.sigmoid_focal_loss)
+poly1_cross_entropy = _through(_api.poly1_cross_entropy)
+cross_entropy_grad = _through(_api.cross_entropy_grad)
+cross_entropy_with_grad = _through(_api.cross_entropy_with_grad)
+binary_cross_entropy_with_logits_grad = _through(_api.binary_cross_entropy_with_logits_grad)
 
 
 # ---------------------------------------------------------------- Keras
