@@ -89,7 +89,7 @@ def _class_factor(call: CECall, value: Any, name: str) -> Any:
 
 
 @quiet
-def logsumexp(x, axis=-1, keepdims=False):
+def logsumexp(x: Array, axis: int = -1, keepdims: bool = False) -> Array:
     """Log-sum-exp along ``axis``: ``m + log(sum(exp(x - m)))``, ``m`` the max.
 
     Exact for ``-inf`` entries (a row of only ``-inf`` gives ``-inf``); NaN
@@ -123,7 +123,7 @@ def logsumexp(x, axis=-1, keepdims=False):
 
 
 @quiet
-def log_softmax(logits, axis=-1):
+def log_softmax(logits: Array, axis: int = -1) -> Array:
     """Stable log-softmax: ``(z - m) - log(sum(exp(z - m)))``.
 
     A ``-inf`` logit gives ``-inf``; a row of only ``-inf`` gives NaN (it has
@@ -143,7 +143,7 @@ def log_softmax(logits, axis=-1):
 
 
 @quiet
-def softmax(logits, axis=-1):
+def softmax(logits: Array, axis: int = -1) -> Array:
     """Stable softmax ``exp(z - lse)``: rows sum to 1, ``-inf`` logits get exactly 0.
 
     Examples
@@ -162,8 +162,11 @@ def softmax(logits, axis=-1):
 
 @quiet
 @fill
-def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
-                  label_smoothing=0.0, reduction="mean", divisor=None):
+def cross_entropy(
+        logits: Array, target: Any, *, axis: int = -1, weight: Any = None,
+        ignore_index: int = -100, label_smoothing: float = 0.0, reduction: str = "mean",
+        divisor: float | None = None,
+) -> Array:
     """Softmax cross-entropy from logits: ``-sum_c y_c log softmax(z)_c`` per row.
 
     Computed as ``sum_c a_c ((m - z_c) + log sum exp(z - m))`` with ``m`` the
@@ -173,14 +176,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
 
     Parameters
     ----------
-    %(logits)s
-    %(target)s
-    %(axis)s
-    %(weight)s
-    %(ignore_index)s
-    %(label_smoothing)s
-    %(reduction)s
-    %(divisor)s
+    %(cross_entropy_params)s
 
     Returns
     -------
@@ -215,8 +211,11 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
 
 @quiet
 @fill
-def cross_entropy_grad(logits, target, *, axis=-1, weight=None, ignore_index=-100,
-                       label_smoothing=0.0, reduction="mean", divisor=None, out=None):
+def cross_entropy_grad(
+        logits: Array, target: Any, *, axis: int = -1, weight: Any = None,
+        ignore_index: int = -100, label_smoothing: float = 0.0, reduction: str = "mean",
+        divisor: float | None = None, out: Array | None = None,
+) -> Array:
     """The exact gradient of :func:`cross_entropy` with respect to the logits.
 
     Per row, ``(softmax(z) - y) * w_t / denom`` for index targets; in general
@@ -227,14 +226,7 @@ def cross_entropy_grad(logits, target, *, axis=-1, weight=None, ignore_index=-10
 
     Parameters
     ----------
-    %(logits)s
-    %(target)s
-    %(axis)s
-    %(weight)s
-    %(ignore_index)s
-    %(label_smoothing)s
-    %(reduction)s
-    %(divisor)s
+    %(cross_entropy_params)s
     %(out)s
 
     Returns
@@ -258,8 +250,11 @@ def cross_entropy_grad(logits, target, *, axis=-1, weight=None, ignore_index=-10
 
 @quiet
 @fill
-def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, ignore_index=-100,
-                            label_smoothing=0.0, reduction="mean", divisor=None, out=None):
+def cross_entropy_with_grad(
+        logits: Array, target: Any, *, axis: int = -1, weight: Any = None,
+        ignore_index: int = -100, label_smoothing: float = 0.0, reduction: str = "mean",
+        divisor: float | None = None, out: Array | None = None,
+) -> tuple[Array, Array]:
     """``(cross_entropy(...), cross_entropy_grad(...))`` in one pass.
 
     The loss and the gradient share the row max and log-sum-exp, which are
@@ -267,14 +262,7 @@ def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, ignore_inde
 
     Parameters
     ----------
-    %(logits)s
-    %(target)s
-    %(axis)s
-    %(weight)s
-    %(ignore_index)s
-    %(label_smoothing)s
-    %(reduction)s
-    %(divisor)s
+    %(cross_entropy_params)s
     %(out)s
 
     Returns
@@ -302,8 +290,10 @@ def cross_entropy_with_grad(logits, target, *, axis=-1, weight=None, ignore_inde
 
 @quiet
 @fill
-def focal_loss(logits, target, *, gamma=2.0, alpha=None, axis=-1, weight=None,
-               ignore_index=-100, reduction="mean"):
+def focal_loss(
+        logits: Array, target: Any, *, gamma: float = 2.0, alpha: Any = None, axis: int = -1,
+        weight: Any = None, ignore_index: int = -100, reduction: str = "mean",
+) -> Array:
     """Softmax focal loss ``-alpha_t (1 - p_t)^gamma log p_t`` (Lin et al. 2017).
 
     ``1 - p_t`` is computed as ``-expm1(log p_t)``, exact for confident rows.
@@ -344,8 +334,10 @@ def focal_loss(logits, target, *, gamma=2.0, alpha=None, axis=-1, weight=None,
 
 @quiet
 @fill
-def poly1_cross_entropy(logits, target, *, epsilon=1.0, axis=-1, weight=None,
-                        ignore_index=-100, label_smoothing=0.0, reduction="mean"):
+def poly1_cross_entropy(
+        logits: Array, target: Any, *, epsilon: float = 1.0, axis: int = -1, weight: Any = None,
+        ignore_index: int = -100, label_smoothing: float = 0.0, reduction: str = "mean",
+) -> Array:
     """Poly-1 loss: ``CE + epsilon * (1 - p_t)`` per row (Leng et al. 2022).
 
     For probability (and smoothed) targets ``1 - p_t`` is ``sum_c y_c (1 - p_c)``,
@@ -387,8 +379,10 @@ def poly1_cross_entropy(logits, target, *, epsilon=1.0, axis=-1, weight=None,
 
 @quiet
 @fill
-def cross_entropy_from_probs(probs, target, *, axis=-1, weight=None, ignore_index=-100,
-                             reduction="mean", eps=None):
+def cross_entropy_from_probs(
+        probs: Array, target: Any, *, axis: int = -1, weight: Any = None,
+        ignore_index: int = -100, reduction: str = "mean", eps: float | None = None,
+) -> Array:
     """Cross-entropy ``-sum_c y_c log p_c`` from probabilities (the textbook form).
 
     ``probs`` must hold a distribution per row: values in [0, 1] and rows
@@ -426,7 +420,7 @@ def cross_entropy_from_probs(probs, target, *, axis=-1, weight=None, ignore_inde
 
 
 @quiet
-def entropy(p, axis=-1):
+def entropy(p: Array, axis: int = -1) -> Array:
     """Shannon entropy ``H(p) = -sum_c p_c log p_c`` in nats, with ``0 log 0 = 0``.
 
     Parameters
@@ -453,7 +447,7 @@ def entropy(p, axis=-1):
 
 
 @quiet
-def kl_divergence(p, q, axis=-1):
+def kl_divergence(p: Array, q: Any, axis: int = -1) -> Array:
     """Kullback-Leibler divergence ``KL(p || q) = sum_c p_c log(p_c / q_c)`` in nats.
 
     Terms with ``p_c = 0`` are 0 (also when ``q_c = 0``); ``p_c > 0`` with
@@ -490,7 +484,10 @@ def kl_divergence(p, q, axis=-1):
 
 
 @quiet
-def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", eps=None):
+def binary_cross_entropy(
+        probs: Array, target: Any, *, weight: Any = None, reduction: str = "mean",
+        eps: float | None = None,
+) -> Array:
     """Binary cross-entropy ``-[y log p + (1 - y) log(1 - p)]`` from probabilities.
 
     Soft targets ``y`` in [0, 1] are allowed. ``p = 0`` or ``1`` on the wrong
@@ -523,8 +520,10 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", eps=No
 
 
 @quiet
-def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
-                                     reduction="mean"):
+def binary_cross_entropy_with_logits(
+        logits: Array, target: Any, *, weight: Any = None, pos_weight: Any = None,
+        reduction: str = "mean",
+) -> Array:
     """Binary cross-entropy from logits, in the stable form.
 
     ``pos_weight * y * softplus(-z) + (1 - y) * softplus(z)``, never
@@ -559,8 +558,10 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
 
 
 @quiet
-def binary_cross_entropy_with_logits_grad(logits, target, *, weight=None, pos_weight=None,
-                                          reduction="mean"):
+def binary_cross_entropy_with_logits_grad(
+        logits: Array, target: Any, *, weight: Any = None, pos_weight: Any = None,
+        reduction: str = "mean",
+) -> Array:
     """Gradient of :func:`binary_cross_entropy_with_logits`: ``sigmoid(z) - y``, scaled.
 
     With ``pos_weight``: ``(1 - y) sigmoid(z) - pos_weight y sigmoid(-z)``;
@@ -577,7 +578,10 @@ def binary_cross_entropy_with_logits_grad(logits, target, *, weight=None, pos_we
 
 
 @quiet
-def sigmoid_focal_loss(logits, target, *, gamma=2.0, alpha=0.25, reduction="mean"):
+def sigmoid_focal_loss(
+        logits: Array, target: Any, *, gamma: float = 2.0, alpha: float | None = 0.25,
+        reduction: str = "mean",
+) -> Array:
     """Sigmoid focal loss for binary and multi-label problems, as torchvision's.
 
     ``alpha_t (1 - p_t)^gamma BCE(z, y)`` elementwise with ``p = sigmoid(z)``,

@@ -88,6 +88,26 @@ def fmax(typingctx, a, b):
     return a(a, b), codegen
 
 
+@njit(inline="always", fastmath=set(EXP_FASTMATH))
+def _exp_f32(x, err):
+    """float32 ``exp(x + err)`` for ``x <= 0`` and a tiny correction ``err``.
+
+    ``err`` (the rounding error of ``x``, or 0) is added to the reduced argument.
+    """
+    t = x * _F32_LOG2E + _F32_MAGIC
+    k = t - _F32_MAGIC
+    r = x - k * _F32_LN2_HI
+    r = r - k * _F32_LN2_LO
+    r = r + err
+    q = _F32_P4 * r + _F32_P3
+    q = q * r + _F32_P2
+    q = q * r + _F32_P1
+    q = q * r + _F32_P0
+    q = q * (r * r) + r + _F32_ONE
+    y = _add_to_exponent(q, t)
+    return y if x >= F32_XMIN else _F32_ZERO
+
+
 def exp_neg(x):
     """``exp(x)`` for ``-inf <= x <= 0`` inside numba code; see the module doc.
 
@@ -102,17 +122,7 @@ def _exp_neg_overload(x):
     if x == types.float32:
 
         def impl(x):
-            t = x * _F32_LOG2E + _F32_MAGIC
-            k = t - _F32_MAGIC
-            r = x - k * _F32_LN2_HI
-            r = r - k * _F32_LN2_LO
-            q = _F32_P4 * r + _F32_P3
-            q = q * r + _F32_P2
-            q = q * r + _F32_P1
-            q = q * r + _F32_P0
-            q = q * (r * r) + r + _F32_ONE
-            y = _add_to_exponent(q, t)
-            return y if x >= F32_XMIN else _F32_ZERO
+            return _exp_f32(x, _F32_ZERO)
 
         return impl
     if x == types.float64:
@@ -162,18 +172,7 @@ def _exp_diff_overload(z, m):
             # TwoSum(z, -m): err = (z - m) - x exactly (no reassoc here)
             bz = x + m
             err = (z - bz) - (m + (x - bz))
-            t = x * _F32_LOG2E + _F32_MAGIC
-            k = t - _F32_MAGIC
-            r = x - k * _F32_LN2_HI
-            r = r - k * _F32_LN2_LO
-            r = r + err
-            q = _F32_P4 * r + _F32_P3
-            q = q * r + _F32_P2
-            q = q * r + _F32_P1
-            q = q * r + _F32_P0
-            q = q * (r * r) + r + _F32_ONE
-            y = _add_to_exponent(q, t)
-            return y if x >= F32_XMIN else _F32_ZERO
+            return _exp_f32(x, err)
 
         return impl
     if z == types.float64 and m == types.float64:

@@ -115,6 +115,50 @@ def _row_fill(out, i, v):
         out[i, c] = v
 
 
+@njit(**ROW_JIT)
+def _soft_a(y, i, c, keep, e_over_c, weight, has_weight):
+    """``a_c = w_c ((1 - e) y_c + e / C)`` of a probability target."""
+    a_c = keep * y[i, c] + e_over_c
+    return a_c * weight[c] if has_weight else a_c
+
+
+@njit(**ROW_JIT)
+def _skipped_row(t, ignore_index, C, i, loss, want_loss, grad, want_grad):
+    """Zero the loss and gradient of a row whose target is ``ignore_index``; return whether it is.
+
+    An index out of range cannot reach here after validation; skipping it too
+    only keeps memory safe.
+    """
+    if t == ignore_index or t < 0 or t >= C:
+        if want_loss:
+            loss[i] = 0.0
+        if want_grad:
+            _row_fill(grad, i, 0.0)
+        return True
+    return False
+
+
+@njit(**ROW_JIT)
+def _no_distribution(m, i, loss, want_loss, grad, want_grad, bad):
+    """Handle a row whose max ``m`` is -inf or NaN; return whether it was one.
+
+    A row of -inf is left untouched and flagged in ``bad`` (the caller raises
+    if it counts); a NaN row gets NaN loss and gradient.
+    """
+    if m == -np.inf:
+        bad[i] = 1
+        if want_loss:
+            loss[i] = np.nan
+        return True
+    if m != m:
+        if want_loss:
+            loss[i] = np.nan
+        if want_grad:
+            _row_fill(grad, i, np.nan)
+        return True
+    return False
+
+
 # ---------------------------------------------------------------------------
 # row log-sum-exp, softmax, log_softmax
 # ---------------------------------------------------------------------------
@@ -205,18 +249,14 @@ def _ce_soft_inf_row(z, y, i, weight, has_weight, keep, e_over_c, sc,
     big_a = 0.0
     cross = 0.0
     for c in range(C):
-        a_c = keep * y[i, c] + e_over_c
-        if has_weight:
-            a_c *= weight[c]
+        a_c = _soft_a(y, i, c, keep, e_over_c, weight, has_weight)
         big_a += a_c
         cross += float(a_c) * -float(z[i, c]) if a_c != 0.0 else 0.0
     if want_loss:
         loss[i] = cross + big_a * np.inf if big_a != 0.0 else cross
     if want_grad:
         for c in range(C):
-            a_c = keep * y[i, c] + e_over_c
-            if has_weight:
-                a_c *= weight[c]
+            a_c = _soft_a(y, i, c, keep, e_over_c, weight, has_weight)
             p = np.nan if z[i, c] == np.inf else 0.0
             grad[i, c] = (p * big_a - a_c) * sc
 
@@ -276,25 +316,10 @@ def _ce_index_row(z, i, t, weight, has_weight, weight_sum, ignore_index, eps, sc
                   loss, want_loss, grad, want_grad, bad):
     """Row ``i`` of softmax cross-entropy with an index target, all three passes."""
     C = z.shape[1]
-    if t == ignore_index or t < 0 or t >= C:
-        # ignored (an index out of range cannot reach here after validation;
-        # skipping it only keeps memory safe)
-        if want_loss:
-            loss[i] = 0.0
-        if want_grad:
-            _row_fill(grad, i, 0.0)
+    if _skipped_row(t, ignore_index, C, i, loss, want_loss, grad, want_grad):
         return
     m = _row_max(z, i)
-    if m == -np.inf:  # a counted row of -inf: left untouched, the caller raises
-        bad[i] = 1
-        if want_loss:
-            loss[i] = np.nan
-        return
-    if m != m:
-        if want_loss:
-            loss[i] = np.nan
-        if want_grad:
-            _row_fill(grad, i, np.nan)
+    if _no_distribution(m, i, loss, want_loss, grad, want_grad, bad):
         return
     if m == np.inf:
         _ce_index_inf_row(z, i, t, weight, has_weight, weight_sum,
@@ -364,11 +389,7 @@ def ce_index_small_kernel(
             e[k] = exp_diff(zb[k], shift[k])
         for i in range(r0, r1):
             t = target[i]
-            if t == ignore_index or t < 0 or t >= C:
-                if want_loss:
-                    loss[i] = 0.0
-                if want_grad:
-                    _row_fill(grad, i, 0.0)
+            if _skipped_row(t, ignore_index, C, i, loss, want_loss, grad, want_grad):
                 continue
             er = e[(i - r0) * C : (i - r0 + 1) * C]
             s = 0.0
@@ -388,16 +409,7 @@ def ce_soft_kernel(
     e_over_c = like(eps / C, z)
     for i in prange(R):
         m = _row_max(z, i)
-        if m == -np.inf:  # a row of -inf: left untouched, the caller raises
-            bad[i] = 1
-            if want_loss:
-                loss[i] = np.nan
-            continue
-        if m != m:
-            if want_loss:
-                loss[i] = np.nan
-            if want_grad:
-                _row_fill(grad, i, np.nan)
+        if _no_distribution(m, i, loss, want_loss, grad, want_grad, bad):
             continue
         if m == np.inf:
             _ce_soft_inf_row(z, y, i, weight, has_weight, keep, e_over_c, scale,
@@ -408,9 +420,7 @@ def ce_soft_kernel(
         big_a = 0.0
         cross = 0.0
         for c in range(C):
-            a_c = keep * y[i, c] + e_over_c
-            if has_weight:
-                a_c *= weight[c]
+            a_c = _soft_a(y, i, c, keep, e_over_c, weight, has_weight)
             big_a += a_c
             if want_loss:
                 cross += float(a_c) * (float(m) - float(z[i, c])) if a_c != 0.0 else 0.0
@@ -421,9 +431,7 @@ def ce_soft_kernel(
             k1 = like(scale * big_a / s, z)
             k2 = like(scale, z)
             for c in range(C):
-                a_c = keep * y[i, c] + e_over_c
-                if has_weight:
-                    a_c *= weight[c]
+                a_c = _soft_a(y, i, c, keep, e_over_c, weight, has_weight)
                 grad[i, c] = grad[i, c] * k1 - k2 * a_c
 
 

@@ -27,6 +27,7 @@ and dtypes are checked, as under ``jax.jit``.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -59,8 +60,9 @@ def _option(x):
 
 
 @_plain
-def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
-                  label_smoothing=0.0, reduction="mean", divisor=None):
+def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = None,
+                  ignore_index: int = -100, label_smoothing: float = 0.0,
+                  reduction: str = "mean", divisor: float | None = None) -> tf.Tensor:
     """:func:`crossentropy.cross_entropy` as a TensorFlow op with the analytic gradient.
 
     The gradient with respect to the logits is the one of
@@ -114,8 +116,9 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
 
 
 @_plain
-def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
-                                     reduction="mean"):
+def binary_cross_entropy_with_logits(logits: Any, target: Any, *, weight: Any = None,
+                                     pos_weight: Any = None,
+                                     reduction: str = "mean") -> tf.Tensor:
     """:func:`crossentropy.binary_cross_entropy_with_logits` with the analytic gradient.
 
     The backward is ``(1 - y) sigmoid(z) - pos_weight y sigmoid(-z)`` (that is,
@@ -239,8 +242,10 @@ class CrossEntropyLoss(keras.losses.Loss):
     ``CategoricalCrossentropy(from_logits=True)``.
     """
 
-    def __init__(self, *, sparse=None, weight=None, ignore_index=-100, label_smoothing=0.0,
-                 axis=-1, reduction="sum_over_batch_size", name="cross_entropy", dtype=None):
+    def __init__(self, *, sparse: bool | None = None, weight: Any = None, ignore_index: int = -100,
+                 label_smoothing: float = 0.0, axis: int = -1,
+                 reduction: str = "sum_over_batch_size", name: str = "cross_entropy",
+                 dtype: Any = None) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.sparse = sparse
         self.weight = None if weight is None else [float(v) for v in tf.reshape(weight, [-1])]
@@ -258,7 +263,7 @@ class CrossEntropyLoss(keras.losses.Loss):
         return rank_t == rank_z and y_true.shape[ax] == 1 and y_pred.shape[ax] != 1
 
     @_plain
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Any, y_pred: Any) -> tf.Tensor:
         y_pred = _tensor(y_pred)
         y_true = _tensor(y_true)
         weight = None if self.weight is None else tf.constant(self.weight, y_pred.dtype)
@@ -278,7 +283,7 @@ class CrossEntropyLoss(keras.losses.Loss):
             rows = rows * tf.math.divide_no_nan(total, tf.reduce_sum(counted))
         return rows
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(sparse=self.sparse, weight=self.weight, ignore_index=self.ignore_index,
                       label_smoothing=self.label_smoothing, axis=self.axis)
@@ -309,14 +314,15 @@ class BCEWithLogitsLoss(keras.losses.Loss):
     0.6931
     """
 
-    def __init__(self, *, weight=None, pos_weight=None, reduction="sum_over_batch_size",
-                 name="bce_with_logits", dtype=None):
+    def __init__(self, *, weight: Any = None, pos_weight: Any = None,
+                 reduction: str = "sum_over_batch_size", name: str = "bce_with_logits",
+                 dtype: Any = None) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.weight = None if weight is None else tf.constant(weight).numpy().tolist()
         self.pos_weight = None if pos_weight is None else tf.constant(pos_weight).numpy().tolist()
 
     @_plain
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Any, y_pred: Any) -> tf.Tensor:
         y_pred = _tensor(y_pred)
         y_true = tf.cast(_tensor(y_true), y_pred.dtype)
 
@@ -328,7 +334,7 @@ class BCEWithLogitsLoss(keras.losses.Loss):
             reduction="none")
         return tf.reduce_mean(elements, axis=-1)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(weight=self.weight, pos_weight=self.pos_weight)
         return config
