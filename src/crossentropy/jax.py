@@ -22,7 +22,8 @@ from crossentropy import _engine as E
 from crossentropy import _validate as V
 from crossentropy._validate import CEOptions
 
-__all__ = ["binary_cross_entropy_with_logits", "bce_op", "ce_op", "cross_entropy"]
+#: The ops ``ce_op`` and ``bce_op`` are what ``crossentropy._api`` dispatches to.
+__all__ = ["binary_cross_entropy_with_logits", "cross_entropy"]
 
 Array = TypeVar("Array", bound=Any)
 
