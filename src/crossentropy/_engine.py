@@ -14,8 +14,9 @@ Framework shells (``crossentropy.torch``, ``crossentropy.jax``,
 returns the loss and what the backward needs (:class:`Saved`: the row max,
 the row log-sum-exp and the mean's divisor), and later :func:`ce_backward`
 with the same call, rebuilt without checks by
-:func:`~crossentropy._validate.trusted_ce_call`. The engine never imports a
-shell; ``_api`` looks the shells up by name.
+:func:`~crossentropy._validate.trusted_ce_call`. Shells and layers import only
+this module's public names (``__all__``); the engine never imports a shell:
+``_api`` looks the shells up by name.
 """
 
 from __future__ import annotations
@@ -27,13 +28,34 @@ from typing import Any
 
 from crossentropy import _numerics as N
 from crossentropy import _validate as V
-from crossentropy._backend import Namespace, count
+from crossentropy._backend import Namespace, count, quiet
 from crossentropy._numerics import RowStats
-from crossentropy._validate import BinaryCall, CECall
+from crossentropy._validate import (
+    BinaryCall,
+    CECall,
+    CEOptions,
+    binary_call,
+    ce_call,
+    reduction,
+    trusted_binary_call,
+    trusted_ce_call,
+)
 
+# The engine's interface to the shells and layers: the checked-call constructors
+# (re-exported from ``_validate``), the row statistics a forward saves, and the
+# computations below. Shells import nothing else of the core.
 __all__ = [
+    "BinaryCall",
+    "CECall",
+    "CEOptions",
     "RowStats",
     "Saved",
+    "binary_call",
+    "ce_call",
+    "quiet",
+    "reduction",
+    "trusted_binary_call",
+    "trusted_ce_call",
     "bce_logits_backward",
     "bce_logits_loss",
     "bce_probs_loss",

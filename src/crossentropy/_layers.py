@@ -10,10 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from crossentropy import _engine as E
-from crossentropy import _validate as V
 from crossentropy._api import shell_for
-from crossentropy._backend import quiet
-from crossentropy._validate import CEOptions
 
 __all__ = ["BCEWithLogitsLoss", "CrossEntropyLoss"]
 
@@ -52,7 +49,7 @@ class CrossEntropyLoss(_Layer):
     def __init__(self, weight: Any = None, ignore_index: int = -100,
                  label_smoothing: float = 0.0, reduction: str = "mean", axis: int = -1) -> None:
         self.weight = weight
-        self.options = CEOptions.checked(axis=axis, ignore_index=ignore_index,
+        self.options = E.CEOptions.checked(axis=axis, ignore_index=ignore_index,
                                          label_smoothing=label_smoothing, reduction=reduction)
         self.ignore_index = self.options.ignore_index
         self.label_smoothing = self.options.label_smoothing
@@ -60,15 +57,15 @@ class CrossEntropyLoss(_Layer):
         self.axis = axis
         self._saved = None
 
-    @quiet
+    @E.quiet
     def forward(self, logits: Any, target: Any) -> Any:
         """The loss; keeps the checked call and the per-row statistics for :meth:`backward`."""
-        call = V.ce_call(logits, target, self.weight, self.options)
+        call = E.ce_call(logits, target, self.weight, self.options)
         loss, saved = E.ce_forward(call)
         self._saved = (call, saved)
         return loss
 
-    @quiet
+    @E.quiet
     def backward(self, grad_output: Any = 1.0) -> Any:
         """``dL/dlogits`` of the last forward, times ``grad_output``.
 
@@ -98,13 +95,13 @@ class BCEWithLogitsLoss(_Layer):
                  reduction: str = "mean") -> None:
         self.weight = weight
         self.pos_weight = pos_weight
-        self.reduction = V.reduction(reduction)
+        self.reduction = E.reduction(reduction)
         self._saved = None
 
-    @quiet
+    @E.quiet
     def forward(self, logits: Any, target: Any) -> Any:
         """The loss; keeps the checked call for :meth:`backward`."""
-        call = V.binary_call(logits, target, self.weight, self.reduction, "logits",
+        call = E.binary_call(logits, target, self.weight, self.reduction, "logits",
                              self.pos_weight)
         self._saved = call
         shell = shell_for(logits)  # a torch tensor that requires grad, or a JAX array
@@ -112,7 +109,7 @@ class BCEWithLogitsLoss(_Layer):
             return shell.bce_op(logits, target, self.weight, self.pos_weight, self.reduction)
         return E.bce_logits_loss(call)
 
-    @quiet
+    @E.quiet
     def backward(self, grad_output: Any = 1.0) -> Any:
         """``dL/dlogits`` of the last forward, times ``grad_output``."""
         return E.bce_logits_backward(self._saved_or_raise(), grad_output)[0]

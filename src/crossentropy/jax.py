@@ -19,8 +19,6 @@ from typing import Any, TypeVar
 import jax
 
 from crossentropy import _engine as E
-from crossentropy import _validate as V
-from crossentropy._validate import CEOptions
 
 #: The ops ``ce_op`` and ``bce_op`` are what ``crossentropy._api`` dispatches to.
 __all__ = ["binary_cross_entropy_with_logits", "cross_entropy"]
@@ -29,21 +27,21 @@ Array = TypeVar("Array", bound=Any)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
-def ce_op(logits: Array, target: Any, weight: Any, opts: CEOptions) -> Array:
+def ce_op(logits: Array, target: Any, weight: Any, opts: E.CEOptions) -> Array:
     """Softmax cross-entropy of checked options as a ``jax.custom_vjp`` op."""
     return _ce_fwd(logits, target, weight, opts)[0]
 
 
-def _ce_fwd(logits, target, weight, opts: CEOptions):
-    call = V.ce_call(logits, target, weight, opts)
+def _ce_fwd(logits, target, weight, opts: E.CEOptions):
+    call = E.ce_call(logits, target, weight, opts)
     loss, saved = E.ce_forward(call)
     stats = saved.stats
     return loss, (logits, call.y, call.weight, stats.m, stats.m0, stats.log_s, saved.denom)
 
 
-def _ce_bwd(opts: CEOptions, residuals, grad_loss):
+def _ce_bwd(opts: E.CEOptions, residuals, grad_loss):
     logits, y, w, m, m0, log_s, denom = residuals
-    call = V.trusted_ce_call(logits, y, w, opts)
+    call = E.trusted_ce_call(logits, y, w, opts)
     saved = E.Saved(stats=E.RowStats(m=m, m0=m0, log_s=log_s), denom=denom)
     grad_logits = E.ce_backward(call, saved, grad_loss)
     grad_target = None
@@ -68,7 +66,7 @@ def cross_entropy(logits: Array, target: Any, *, axis: int = -1, weight: Any = N
     >>> print(grad.round(4))
     [[-0.341   0.2424  0.0986]]
     """
-    opts = CEOptions.checked(axis=axis, ignore_index=ignore_index,
+    opts = E.CEOptions.checked(axis=axis, ignore_index=ignore_index,
                              label_smoothing=label_smoothing, reduction=reduction,
                              divisor=divisor)
     return ce_op(logits, target, weight, opts)
@@ -81,13 +79,13 @@ def bce_op(logits: Array, target: Any, weight: Any, pos_weight: Any, reduction: 
 
 
 def _bce_fwd(logits, target, weight, pos_weight, reduction):
-    call = V.binary_call(logits, target, weight, reduction, "logits", pos_weight)
+    call = E.binary_call(logits, target, weight, reduction, "logits", pos_weight)
     return E.bce_logits_loss(call), (logits, call.y, call.weight, call.pos_weight)
 
 
 def _bce_bwd(reduction, residuals, grad_loss):
     logits, y, w, pw = residuals
-    call = V.trusted_binary_call(logits, y, w, pw, reduction)
+    call = E.trusted_binary_call(logits, y, w, pw, reduction)
     g, gy = E.bce_logits_backward(call, grad_loss, target_grad=True)
     return g, gy, None, None
 
@@ -98,4 +96,4 @@ bce_op.defvjp(_bce_fwd, _bce_bwd)
 def binary_cross_entropy_with_logits(logits: Array, target: Any, *, weight: Any = None,
                                      pos_weight: Any = None, reduction: str = "mean") -> Array:
     """:func:`crossentropy.binary_cross_entropy_with_logits` as a ``jax.custom_vjp`` op."""
-    return bce_op(logits, target, weight, pos_weight, V.reduction(reduction))
+    return bce_op(logits, target, weight, pos_weight, E.reduction(reduction))

@@ -34,8 +34,6 @@ import tensorflow as tf
 
 from crossentropy import _api
 from crossentropy import _engine as E
-from crossentropy import _validate as V
-from crossentropy._validate import CEOptions
 from crossentropy.tensorflow._namespace import unwrap, wrap
 
 #: The same names as :mod:`crossentropy` (the functions are listed once, in ``_api``).
@@ -84,13 +82,13 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
     index targets, ``CategoricalCrossentropy(from_logits=True)`` for probabilities.
     """
     logits, target = _tensor(logits), _tensor(target)
-    opts = CEOptions.checked(axis=axis, ignore_index=ignore_index,
+    opts = E.CEOptions.checked(axis=axis, ignore_index=ignore_index,
                              label_smoothing=label_smoothing, reduction=reduction,
                              divisor=divisor)
     w = _option(weight)
 
     def forward(z, y, soft):
-        call = V.ce_call(wrap(z), wrap(y), w, opts)
+        call = E.ce_call(wrap(z), wrap(y), w, opts)
         loss, saved = E.ce_forward(call)
 
         def backward(grad_loss):
@@ -141,13 +139,13 @@ def binary_cross_entropy_with_logits(logits: Any, target: Any, *, weight: Any = 
     """
     logits, target = _tensor(logits), _tensor(target)
     w, pw = _option(weight), _option(pos_weight)
-    reduction = V.reduction(reduction)
+    reduction = E.reduction(reduction)
     if not target.dtype.is_floating:
         target = tf.cast(target, logits.dtype)
 
     @tf.custom_gradient
     def op(z, y):
-        call = V.binary_call(wrap(z), wrap(y), w, reduction, "logits", pw)
+        call = E.binary_call(wrap(z), wrap(y), w, reduction, "logits", pw)
 
         def backward(grad_loss):
             dz, dy = E.bce_logits_backward(call, wrap(grad_loss), target_grad=True)

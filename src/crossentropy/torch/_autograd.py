@@ -14,16 +14,14 @@ from typing import Any
 import torch
 
 from crossentropy import _engine as E
-from crossentropy import _validate as V
-from crossentropy._validate import CEOptions
 
 __all__ = ["bce_op", "binary_cross_entropy_with_logits", "ce_op", "cross_entropy"]
 
 
 class _CrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, target, weight, opts: CEOptions):
-        call = V.ce_call(logits, target, weight, opts)
+    def forward(ctx, logits, target, weight, opts: E.CEOptions):
+        call = E.ce_call(logits, target, weight, opts)
         loss, saved = E.ce_forward(call)
         ctx.opts = opts
         stats = saved.stats
@@ -35,7 +33,7 @@ class _CrossEntropy(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
         logits, y, w, m, m0, log_s, denom = ctx.saved_tensors
-        call = V.trusted_ce_call(logits, y, w, ctx.opts)
+        call = E.trusted_ce_call(logits, y, w, ctx.opts)
         saved = E.Saved(stats=E.RowStats(m=m, m0=m0, log_s=log_s), denom=denom)
         grad_logits = grad_target = None
         if ctx.needs_input_grad[0]:
@@ -48,7 +46,7 @@ class _CrossEntropy(torch.autograd.Function):
 class _BCEWithLogits(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, target, weight, pos_weight, reduction: str):
-        call = V.binary_call(logits, target, weight, reduction, "logits", pos_weight)
+        call = E.binary_call(logits, target, weight, reduction, "logits", pos_weight)
         ctx.reduction = reduction
         ctx.save_for_backward(logits, call.y, call.weight, call.pos_weight)
         return E.bce_logits_loss(call)
@@ -57,7 +55,7 @@ class _BCEWithLogits(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
         logits, y, w, pw = ctx.saved_tensors
-        call = V.trusted_binary_call(logits, y, w, pw, ctx.reduction)
+        call = E.trusted_binary_call(logits, y, w, pw, ctx.reduction)
         g, gy = E.bce_logits_backward(call, grad_loss, target_grad=ctx.needs_input_grad[1])
         return (g if ctx.needs_input_grad[0] else None), gy, None, None, None
 
@@ -68,7 +66,7 @@ def _tensor(value: Any, like: torch.Tensor) -> Any:
     return torch.as_tensor(value, device=like.device)
 
 
-def ce_op(logits: torch.Tensor, target: Any, weight: Any, opts: CEOptions) -> torch.Tensor:
+def ce_op(logits: torch.Tensor, target: Any, weight: Any, opts: E.CEOptions) -> torch.Tensor:
     """Softmax cross-entropy of checked options as a differentiable torch op."""
     return _CrossEntropy.apply(logits, _tensor(target, logits), _tensor(weight, logits), opts)
 
@@ -84,7 +82,7 @@ def cross_entropy(logits: torch.Tensor, target: Any, *, axis: int = -1, weight: 
                   ignore_index: int = -100, label_smoothing: float = 0.0,
                   reduction: str = "mean", divisor: float | None = None) -> torch.Tensor:
     """:func:`crossentropy.cross_entropy` as a differentiable torch op."""
-    opts = CEOptions.checked(axis=axis, ignore_index=ignore_index,
+    opts = E.CEOptions.checked(axis=axis, ignore_index=ignore_index,
                              label_smoothing=label_smoothing, reduction=reduction,
                              divisor=divisor)
     return ce_op(logits, target, weight, opts)
@@ -94,4 +92,4 @@ def binary_cross_entropy_with_logits(logits: torch.Tensor, target: Any, *, weigh
                                      pos_weight: Any = None,
                                      reduction: str = "mean") -> torch.Tensor:
     """:func:`crossentropy.binary_cross_entropy_with_logits` as a differentiable torch op."""
-    return bce_op(logits, target, weight, pos_weight, V.reduction(reduction))
+    return bce_op(logits, target, weight, pos_weight, E.reduction(reduction))
