@@ -366,3 +366,38 @@ def test_fast_path_parallel_blocks_equal_generic_path(shape):
                                         **kw)
         assert_close(lf, lg, np.float32, f"loss {kw.keys()}")
         assert_close(gf, gg, np.float32, f"grad {kw.keys()}")
+
+
+def test_fast_path_builds_no_generic_target_arrays(monkeypatch):
+    # Regression (issue 12): the fast path used to build the generic path's
+    # factored targets (an N x C array for soft targets with smoothing or
+    # weights) that the kernel never reads.
+    from crossentropy import _numerics
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the kernel path built generic target arrays")
+
+    rng = np.random.default_rng(7)
+    z = rng.normal(size=(6, 5))
+    soft = rng.dirichlet(np.ones(5), size=6)
+    w = np.array([1.0, 2.0, 0.5, 1.0, 3.0])
+    with K.disabled():
+        expected = ce.cross_entropy_with_grad(z, soft, weight=w, label_smoothing=0.1)
+    monkeypatch.setattr(_numerics, "prob_targets", forbidden)
+    monkeypatch.setattr(_numerics, "index_targets", forbidden)
+    assert K.applicable(z, 1)
+    loss, grad = ce.cross_entropy_with_grad(z, soft, weight=w, label_smoothing=0.1)
+    np.testing.assert_allclose(loss, expected[0], rtol=1e-12)
+    np.testing.assert_allclose(grad, expected[1], rtol=1e-12, atol=1e-15)
+
+
+def test_fast_path_all_neg_inf_row_error_names_the_row():
+    # The kernel flags the row; the check raises from that flag (no faked row max).
+    z = np.zeros((4, 3))
+    z[2] = -np.inf
+    assert K.applicable(z, 1)
+    with pytest.raises(ValueError, match="all -inf at row 2"):
+        ce.cross_entropy(z, np.array([0, 1, 2, 0]))
+    np.testing.assert_array_equal(ce.cross_entropy(z, np.array([0, 1, -100, 0]),
+                                                   reduction="none"), [np.log(3.0)] * 2 + [0.0]
+                                  + [np.log(3.0)])

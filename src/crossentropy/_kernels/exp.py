@@ -5,7 +5,7 @@ minimax polynomial, and a scaling by ``2^n`` built from the exponent bits),
 valid for ``x <= 0``, exact 0 for ``-inf``, NaN for NaN, subnormal results
 kept. It vectorises, where numba's ``math.exp`` on float32 calls libm one
 element at a time. float32: within 1 ulp of the correctly rounded value;
-float64: within 2 ulp (``tests/kernels/test_exp.py`` checks 10^7 points).
+float64: within 2 ulp (``tests/kernels/test_kernels.py`` checks 10^7 points).
 """
 
 from __future__ import annotations
