@@ -1,37 +1,64 @@
 """Tunables of the numba kernels in ``_kernels/``, kept in one place.
 
-Threads: the kernels run rows in parallel with ``numba.prange`` and use as
-many threads as numba is set to use: ``NUMBA_NUM_THREADS`` in the environment
-(read once, at import) or ``numba.set_num_threads(n)`` at run time (at most
-``NUMBA_NUM_THREADS``). ``NUMBA_THREADING_LAYER`` picks the pool (``omp``,
-``tbb``, ``workqueue``).
+Threads: the kernels run blocks of rows in parallel with ``numba.prange`` and
+use as many threads as numba is set to use: ``NUMBA_NUM_THREADS`` in the
+environment (read once, at import) or ``numba.set_num_threads(n)`` at run time
+(at most ``NUMBA_NUM_THREADS``). ``NUMBA_THREADING_LAYER`` picks the pool
+(``omp``, ``tbb``, ``workqueue``); any of them is safe (``_kernels/jit.py``):
+a layer that is not thread-safe (``workqueue``) runs one parallel call at a
+time and the others serially, and a process forked after a parallel call runs
+its kernels serially.
 
 Caching: ``cache=True`` stores the compiled machine code next to the module
 (``__pycache__``) or in ``NUMBA_CACHE_DIR``; the first call of each kernel in
 a fresh environment compiles it (a few seconds), later processes load it.
+Where no cache directory is writable the kernels compile without caching,
+once per process. ``python -m crossentropy._kernels`` compiles (and caches)
+the common signatures ahead of time.
+
+``NUMBA_DISABLE_JIT=1`` sends every call to the generic path (the kernels
+would run as Python, a thousand times slower); the kernels stay importable and
+callable for debugging.
 """
 
 from __future__ import annotations
 
-#: Fast-math flags of the row kernels: ``reassoc`` lets LLVM vectorise the
-#: row reductions (sum, max) with several partial accumulators, ``contract``
-#: allows fused multiply-add, ``nsz`` ignores the sign of zero. No ``nnan`` or
-#: ``ninf``: NaN and infinities are part of the contract and must propagate.
-KERNEL_FASTMATH = frozenset({"reassoc", "contract", "nsz"})
+#: Fast-math flags of the row kernels' arithmetic: only ``contract`` (fused
+#: multiply-add, which only removes a rounding). No ``reassoc``: it rewrites
+#: ``(m - z_t) + log s`` as ``(m + log s) - z_t`` and ``(z - m) - log s`` as
+#: ``z - (m + log s)``, which cancel at large logits. No ``nnan`` or ``ninf``:
+#: NaN and infinities are part of the contract and must propagate.
+KERNEL_FASTMATH = frozenset({"contract"})
+
+#: Flags of the row reductions only (``_row_max``, ``_row_sum_exp``,
+#: ``_row_exp_store``): ``reassoc`` lets LLVM split the float64 sum of
+#: ``exp(z_c - m)`` (non-negative terms: any order is within the same error
+#: bound) and the max (exact in any order) over vector lanes. They are compiled
+#: as functions of their own, so the flag stays on their instructions.
+REDUCE_FASTMATH = frozenset({"reassoc", "contract", "nsz"})
 
 #: Flags of the polynomial ``exp``: only ``contract`` (fused multiply-add). Its
 #: range reduction adds and subtracts a large "magic" constant to round to an
 #: integer, which ``reassoc`` would fold away.
 EXP_FASTMATH = frozenset({"contract"})
 
+#: Whether to cache compiled kernels on disk (falls back to no caching when
+#: numba finds no writable cache directory).
+CACHE = True
+
 #: Options shared by every parallel kernel.
-PARALLEL_JIT = {"nogil": True, "cache": True, "parallel": True, "fastmath": set(KERNEL_FASTMATH)}
+PARALLEL_JIT = {"nogil": True, "cache": CACHE, "parallel": True, "fastmath": set(KERNEL_FASTMATH)}
 
 #: Options of the serial helpers (O(rows) pre-passes).
-SERIAL_JIT = {"nogil": True, "cache": True}
+SERIAL_JIT = {"nogil": True, "cache": CACHE}
 
 #: Options of the row passes, compiled into the kernels that call them.
-ROW_JIT = {"nogil": True, "cache": True, "fastmath": set(KERNEL_FASTMATH), "inline": "always"}
+ROW_JIT = {"nogil": True, "cache": CACHE, "fastmath": set(KERNEL_FASTMATH), "inline": "always"}
+
+#: Options of the row reductions: functions of their own (not inlined by
+#: numba, so that their flags do not leak into the caller; LLVM may inline
+#: them, keeping each instruction's flags).
+REDUCE_JIT = {"nogil": True, "cache": CACHE, "fastmath": set(REDUCE_FASTMATH)}
 
 #: Below this many elements a call runs on one thread: starting the thread
 #: pool costs more than it saves (and on a busy machine much more).
@@ -42,5 +69,7 @@ PARALLEL_MIN_ELEMENTS = 1 << 16
 #: vector units, a block of rows is not.
 SMALL_C = 32
 
-#: Elements per block of the small-class kernel.
+#: Elements per block of rows: the unit of parallel work, and of the partial
+#: sums of a reduced loss (summed in block order, so a result does not depend
+#: on the number of threads).
 BLOCK_ELEMENTS = 4096

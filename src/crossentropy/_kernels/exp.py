@@ -14,10 +14,11 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import prange, types
 from numba.extending import intrinsic, overload
 
 from crossentropy._config import EXP_FASTMATH, PARALLEL_JIT
+from crossentropy._kernels.jit import jit
 
 __all__ = ["F32_XMIN", "F64_XMIN", "exp_diff", "exp_neg", "exp_neg_array", "fmax", "like"]
 
@@ -72,11 +73,7 @@ def _add_to_exponent(typingctx, q, t):
 
 
 @intrinsic
-def fmax(typingctx, a, b):
-    """IEEE 754-2019 ``maximum`` (``llvm.maximum``): NaN if either is NaN.
-
-    Unlike ``if b > a: a = b``, LLVM vectorises it as a reduction.
-    """
+def _llvm_maximum(typingctx, a, b):
     if not (isinstance(a, types.Float) and a == b):
         return None
 
@@ -88,7 +85,29 @@ def fmax(typingctx, a, b):
     return a(a, b), codegen
 
 
-@njit(inline="always", fastmath=set(EXP_FASTMATH))
+def fmax(a, b):
+    """IEEE 754-2019 ``maximum`` (``llvm.maximum``): NaN if either is NaN.
+
+    Unlike ``if b > a: a = b``, LLVM vectorises it as a reduction. This
+    Python body runs only with ``NUMBA_DISABLE_JIT=1``.
+    """
+    if a != a or b != b:
+        return a + b  # NaN of the operands' type
+    return a if a >= b else b
+
+
+@overload(fmax)
+def _fmax_overload(a, b):
+    if isinstance(a, types.Float) and a == b:
+
+        def impl(a, b):
+            return _llvm_maximum(a, b)
+
+        return impl
+    return None
+
+
+@jit(inline="always", fastmath=set(EXP_FASTMATH))
 def _exp_f32(x, err):
     """float32 ``exp(x + err)`` for ``x <= 0`` and a tiny correction ``err``.
 
@@ -106,6 +125,31 @@ def _exp_f32(x, err):
     q = q * (r * r) + r + _F32_ONE
     y = _add_to_exponent(q, t)
     return y if x >= F32_XMIN else _F32_ZERO
+
+
+@jit(inline="always", fastmath=set(EXP_FASTMATH))
+def _exp_f64(x, err):
+    """float64 ``exp(x + err)`` for ``x <= 0`` and a tiny correction ``err``."""
+    c = _F64_C
+    t = x * _F64_LOG2E + _F64_MAGIC
+    k = t - _F64_MAGIC
+    r = x - k * _F64_LN2_HI
+    r = r - k * _F64_LN2_LO
+    r = r + err
+    q = c[13] * r + c[12]
+    q = q * r + c[11]
+    q = q * r + c[10]
+    q = q * r + c[9]
+    q = q * r + c[8]
+    q = q * r + c[7]
+    q = q * r + c[6]
+    q = q * r + c[5]
+    q = q * r + c[4]
+    q = q * r + c[3]
+    q = q * r + c[2]
+    q = q * (r * r) + r + 1.0
+    y = _add_to_exponent(q, t)
+    return y if x >= F64_XMIN else 0.0
 
 
 def exp_neg(x):
@@ -126,27 +170,9 @@ def _exp_neg_overload(x):
 
         return impl
     if x == types.float64:
-        c = _F64_C
 
         def impl(x):
-            t = x * _F64_LOG2E + _F64_MAGIC
-            k = t - _F64_MAGIC
-            r = x - k * _F64_LN2_HI
-            r = r - k * _F64_LN2_LO
-            q = c[13] * r + c[12]
-            q = q * r + c[11]
-            q = q * r + c[10]
-            q = q * r + c[9]
-            q = q * r + c[8]
-            q = q * r + c[7]
-            q = q * r + c[6]
-            q = q * r + c[5]
-            q = q * r + c[4]
-            q = q * r + c[3]
-            q = q * r + c[2]
-            q = q * (r * r) + r + 1.0
-            y = _add_to_exponent(q, t)
-            return y if x >= F64_XMIN else 0.0
+            return _exp_f64(x, 0.0)
 
         return impl
     return None
@@ -155,10 +181,10 @@ def _exp_neg_overload(x):
 def exp_diff(z, m):
     """``exp(z - m)`` for ``z <= m`` inside numba code.
 
-    For float32 the
-    rounding error of ``z - m`` (up to ``|z - m| * 2^-24`` relative in the
-    result, 1e-6 at ``z - m = -16``) is recovered exactly (TwoSum) and added
-    to the reduced argument, so the result keeps exp_neg's accuracy.
+    The rounding error of ``z - m`` (up to ``|z - m| * 2^-24`` relative in
+    the float32 result, 1e-6 at ``z - m = -16``; ``2^-53`` for float64) is
+    recovered exactly (TwoSum) and added to the reduced argument, so the
+    result keeps exp_neg's accuracy.
     """
     return np.exp(z - m)
 
@@ -178,7 +204,10 @@ def _exp_diff_overload(z, m):
     if z == types.float64 and m == types.float64:
 
         def impl(z, m):
-            return exp_neg(z - m)
+            x = z - m
+            bz = x + m
+            err = (z - bz) - (m + (x - bz))
+            return _exp_f64(x, err)
 
         return impl
     return None
@@ -199,7 +228,7 @@ def _like_overload(v, arr):
     return impl
 
 
-@njit(**PARALLEL_JIT)
+@jit(**PARALLEL_JIT)
 def _exp_neg_kernel(x, out):
     n = x.shape[0]
     for i in prange(n):

@@ -3,23 +3,28 @@
 The engine calls these after validation, with NumPy float32 / float64 logits
 that are C-contiguous with the class axis last (:func:`applicable`), seen as
 ``R`` rows of ``C`` classes. They check nothing beyond what keeps memory safe,
-allocate the outputs, pick the kernel and reduce the per-row results in
-float64. A mean over a zero denominator is 0 with a zero gradient.
+allocate the outputs (nothing of the logits' size but a gradient or an
+elementwise loss), pick the kernel and add the kernels' per-block float64
+partial sums in block order. A mean over a zero denominator is 0 with a zero
+gradient. A call that fails (a counted row of all -inf) writes nothing into
+a caller's ``out``: that is checked first.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numba
 import numpy as np
 
-from crossentropy._config import SMALL_C
+from crossentropy._config import BLOCK_ELEMENTS, SMALL_C
 from crossentropy._kernels.rows import (
     bce_kernel,
     ce_denominator_kernel,
     ce_index_kernel,
     ce_index_small_kernel,
     ce_soft_kernel,
+    first_empty_row_kernel,
     lse_kernel,
     softmax_kernel,
 )
@@ -53,10 +58,12 @@ def applicable(z: Any, axis: int, out: Any = None) -> bool:
 
     True for NumPy float32/float64 logits, C-contiguous, the class axis last,
     at least one element; ``out`` (if given) a writeable C-contiguous array of
-    the same shape and dtype.
+    the same shape and dtype. False with ``NUMBA_DISABLE_JIT=1`` (the kernels
+    would run as Python).
     """
     if not (
         ENABLED
+        and not numba.config.DISABLE_JIT
         and type(z) is np.ndarray
         and z.dtype in (np.float32, np.float64)
         and z.ndim >= 1
@@ -93,6 +100,43 @@ def softmax(z: np.ndarray, *, log: bool = False) -> np.ndarray:
     return out
 
 
+def _blocks(C: int, R: int) -> tuple[int, int]:
+    """Rows per block (about ``BLOCK_ELEMENTS`` elements) and the number of blocks."""
+    rows = max(1, BLOCK_ELEMENTS // C)
+    return rows, -(-R // rows)
+
+
+def _rows_view(a: Any, R: int, C: int) -> np.ndarray:
+    """``a`` seen as ``(R, C)`` rows without a copy where its strides allow (else one copy)."""
+    a = np.asarray(a)
+    try:
+        return np.reshape(a, (R, C), copy=False)
+    except ValueError:
+        return np.ascontiguousarray(a).reshape(R, C)
+
+
+def _index_target(y: Any, R: int) -> np.ndarray:
+    """Class indices as a contiguous (R,) int64 or int32 array (a copy only for other dtypes)."""
+    t = np.asarray(y)
+    if t.dtype not in (np.int64, np.int32):
+        t = t.astype(np.int64)
+    return np.ascontiguousarray(t).reshape(R)
+
+
+def _first_bad(block_bad: np.ndarray) -> int:
+    found = block_bad[block_bad >= 0]
+    return int(found.min()) if found.size else -1
+
+
+def _bad_rows(z: np.ndarray, first: int) -> np.ndarray:
+    """What the engine checks: a 0-d False, or a row-shaped mask with the first bad row True."""
+    if first < 0:
+        return np.zeros((), bool)
+    bad = np.zeros(z.shape[:-1], bool)
+    bad.reshape(-1)[first] = True
+    return bad
+
+
 def _ce_denominator(t: np.ndarray, w: np.ndarray, has_w: bool, call: CECall) -> float:
     denom, bad = ce_denominator_kernel(t, w, has_w, int(call.opts.ignore_index),
                                       call.num_classes)
@@ -108,20 +152,30 @@ def cross_entropy(call: CECall, *, want_loss: bool = True, want_grad: bool = Tru
 
     Returns ``(loss, grad, bad)``: ``loss`` reduced as ``call.opts.reduction``
     in the logits' dtype (or None), ``grad`` of the logits' shape (``out`` if
-    given, or None), ``bad`` a boolean array of the row shape, True on counted
-    rows whose logits are all -inf (the caller raises).
+    given, or None), ``bad`` a boolean array, True somewhere if a counted row
+    has logits all -inf (then of the row shape, True at the first such row,
+    and the caller raises; ``out`` is then left untouched).
     """
     z, opts, C = call.z, call.opts, call.num_classes
     zr = _as_rows(z)
     R = zr.shape[0]
+    rows, nb = _blocks(C, R)
     index = call.kind == "index"
+    ignore = int(opts.ignore_index)
     if index:
-        t = np.ascontiguousarray(call.y, dtype=np.int64).reshape(R)
-        w = np.empty(0) if call.weight is None else np.asarray(call.weight, np.float64)
+        t = _index_target(call.y, R)
+        w = _EMPTY_F64 if call.weight is None else np.asarray(call.weight, np.float64)
     else:
-        y = np.ascontiguousarray(call.y, dtype=z.dtype).reshape(zr.shape)
-        w = np.empty(0, z.dtype) if call.weight is None else np.asarray(call.weight, z.dtype)
+        t = np.empty(0, np.int64)
+        y = _rows_view(call.y, R, C)
+        w = _EMPTY_F64 if call.weight is None else np.asarray(call.weight)
     has_w = call.weight is not None
+    if want_grad and out is not None:  # a failing call must leave out as it was
+        block_bad = np.empty(nb, np.int64)
+        first_empty_row_kernel(zr, t, index, ignore, rows, block_bad)
+        first = _first_bad(block_bad)
+        if first >= 0:
+            return None, None, _bad_rows(z, first)
     denom = 1.0
     if opts.reduction == "mean":
         if opts.divisor is not None:
@@ -130,33 +184,36 @@ def cross_entropy(call: CECall, *, want_loss: bool = True, want_grad: bool = Tru
             denom = _ce_denominator(t, w, has_w, call) if index else float(R)
     grad = None
     if want_grad:
-        grad = np.empty_like(z) if out is None else out
-    bad = np.zeros(R, np.uint8)
+        grad = np.empty_like(z) if out is None else out  # first touched by the kernel
     if denom == 0.0:
         if grad is not None:
             grad.fill(0)
         loss = np.zeros((), z.dtype) if want_loss else None
-        return loss, grad, bad.view(bool).reshape(z.shape[:-1])
-    rows = np.empty(R, np.float64) if want_loss else _EMPTY_F64
-    g = _as_rows(grad) if want_grad else zr[:0]
+        return loss, grad, _bad_rows(z, -1)
+    per_row = want_loss and opts.reduction == "none"
+    loss_rows = np.empty(R, z.dtype) if per_row else np.empty(0, z.dtype)
+    block_sum = np.empty(nb, np.float64) if want_loss else _EMPTY_F64
+    block_bad = np.empty(nb, np.int64)
+    g = _as_rows(grad) if want_grad else np.empty((0, C), z.dtype)
     scale = 1.0 / denom if opts.reduction == "mean" else 1.0
     eps = float(opts.label_smoothing)
     if index:
         w_sum = float(w.sum()) if has_w else float(C)
         kernel = ce_index_small_kernel if C <= SMALL_C else ce_index_kernel
-        kernel(zr, t, w, has_w, w_sum, int(opts.ignore_index), eps, scale,
-               rows, want_loss, g, want_grad, bad)
+        kernel(zr, t, w, has_w, w_sum, ignore, eps, scale,
+               rows, loss_rows, per_row, block_sum, g, want_grad, block_bad)
     else:
-        ce_soft_kernel(zr, y, w, has_w, eps, scale, rows, want_loss, g, want_grad, bad)
+        ce_soft_kernel(zr, y, w, has_w, eps, scale,
+                       rows, loss_rows, per_row, block_sum, g, want_grad, block_bad)
     loss = None
     if want_loss:
-        if opts.reduction == "none":
-            loss = rows.astype(z.dtype).reshape(z.shape[:-1])
+        if per_row:
+            loss = loss_rows.reshape(z.shape[:-1])
         elif opts.reduction == "sum":
-            loss = np.asarray(rows.sum(), dtype=z.dtype)
+            loss = np.asarray(block_sum.sum(), dtype=z.dtype)
         else:
-            loss = np.asarray(rows.sum() / denom, dtype=z.dtype)
-    return loss, grad, bad.view(bool).reshape(z.shape[:-1])
+            loss = np.asarray(block_sum.sum() / denom, dtype=z.dtype)
+    return loss, grad, _bad_rows(z, _first_bad(block_bad))
 
 
 def bce_with_logits(call: BinaryCall, *, want_grad: bool, grad_output: float = 1.0) -> np.ndarray:
@@ -169,29 +226,31 @@ def bce_with_logits(call: BinaryCall, *, want_grad: bool, grad_output: float = 1
     shape = z.shape
     zr = _as_rows(z)
     R, C = zr.shape
-    yr = np.ascontiguousarray(call.y, dtype=z.dtype).reshape(R, C)
+    rows, nb = _blocks(C, R)
+    yr = _rows_view(call.y, R, C)
     ones = np.broadcast_to(np.ones((1, 1), z.dtype), (R, C))
 
-    def rows(v: Any) -> np.ndarray:
+    def weights(v: Any) -> np.ndarray:
         if v is None:
             return ones
-        return np.broadcast_to(np.asarray(v, z.dtype), shape).reshape(R, C)
+        return _rows_view(np.broadcast_to(np.asarray(v, z.dtype), shape), R, C)
 
-    w, pw = rows(call.weight), rows(call.pos_weight)
+    w, pw = weights(call.weight), weights(call.pos_weight)
     has_w, has_pw = call.weight is not None, call.pos_weight is not None
     n = z.size
+    none2d = np.empty((0, C), z.dtype)
+    block_sum = np.empty(nb, np.float64)
     if want_grad:
         g = np.empty_like(zr)
         scale = float(grad_output) / n if call.reduction == "mean" and n else float(grad_output)
-        bce_kernel(zr, yr, w, has_w, pw, has_pw, scale, 0, zr[:0], _EMPTY_F64, g, True)
+        bce_kernel(zr, yr, w, has_w, pw, has_pw, scale, rows, 0, none2d, block_sum, g, True)
         return g.reshape(shape)
     if call.reduction == "none":
         loss = np.empty_like(zr)
-        bce_kernel(zr, yr, w, has_w, pw, has_pw, 1.0, 1, loss, _EMPTY_F64, zr[:0], False)
+        bce_kernel(zr, yr, w, has_w, pw, has_pw, 1.0, rows, 1, loss, block_sum, none2d, False)
         return loss.reshape(shape)
-    sums = np.empty(R, np.float64)
-    bce_kernel(zr, yr, w, has_w, pw, has_pw, 1.0, 2, zr[:0], sums, zr[:0], False)
-    total = sums.sum()
+    bce_kernel(zr, yr, w, has_w, pw, has_pw, 1.0, rows, 2, none2d, block_sum, none2d, False)
+    total = block_sum.sum()
     if call.reduction == "mean":
         total = total / n if n else 0.0
     return np.asarray(total, dtype=z.dtype)

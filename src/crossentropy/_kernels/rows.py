@@ -1,12 +1,20 @@
 """The numba row kernels of the softmax and sigmoid cross-entropy family.
 
-Kernels take C-contiguous ``(R, C)`` arrays, scalars and output buffers,
-nothing else (the host layer, ``host.py``, prepares them). Each row is read in
-three passes: the max (from memory), the sum of ``exp`` (from cache), and the
-write of the gradient (from cache). Rows run in parallel (``numba.prange``)
-above ``PARALLEL_MIN_ELEMENTS`` elements. There is no N x C temporary: the
-gradient goes straight into the caller's buffer, which may be the logits
-themselves (each row is read in full before it is overwritten).
+Kernels take C-contiguous ``(R, C)`` logits, arrays, scalars and output
+buffers, nothing else (the host layer, ``host.py``, prepares them). Each row
+is read in three passes: the max (from memory), the sum of ``exp`` (from
+cache), and the write of the gradient (from cache). Blocks of rows run in
+parallel (``numba.prange``) above ``PARALLEL_MIN_ELEMENTS`` elements; a
+reduced loss leaves one float64 partial sum per block (``block_sum``), which
+the host adds in block order, and a counted row of all -inf leaves its index
+in ``block_bad`` (-1 if none). There is no N x C temporary: the gradient goes
+straight into the caller's buffer, which may be the logits themselves (each
+row is read in full before it is overwritten).
+
+Exactness: only the reductions (max, sum of ``exp``) are compiled with
+``reassoc`` (``_config.REDUCE_FASTMATH``); every other operation runs in the
+order written, so ``(m - z_t) + log s`` and ``(z - m) - log s`` keep what
+``(m + log s) - z_t`` would cancel at large logits.
 
 Per row ``i`` of a softmax cross-entropy, with class weights ``w`` (all 1 by
 default) and label smoothing ``e``:
@@ -18,26 +26,20 @@ default) and label smoothing ``e``:
   is no cancellation, and a term with ``a_c == 0`` is exactly 0 even where
   ``z_c = -inf``;
 * gradient ``g_c = scale (p_c A - a_c)``, ``p_c = exp(z_c - m) / s``,
-  ``A = sum_c a_c``.
+  ``A = sum_c a_c`` (without smoothing ``A = w_t``: the weight of a class
+  no row targets never enters, as in PyTorch).
 """
 
 from __future__ import annotations
 
 import math
-import types as pytypes
 
-import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from crossentropy._config import (
-    BLOCK_ELEMENTS,
-    PARALLEL_JIT,
-    PARALLEL_MIN_ELEMENTS,
-    ROW_JIT,
-    SERIAL_JIT,
-)
+from crossentropy._config import PARALLEL_JIT, REDUCE_JIT, ROW_JIT, SERIAL_JIT
 from crossentropy._kernels.exp import exp_diff, fmax, like
+from crossentropy._kernels.jit import jit, rows_kernel
 
 __all__ = [
     "bce_kernel",
@@ -45,39 +47,20 @@ __all__ = [
     "ce_index_kernel",
     "ce_index_small_kernel",
     "ce_soft_kernel",
+    "first_empty_row_kernel",
     "lse_kernel",
     "softmax_kernel",
 ]
 
-
-def _rows_kernel(fn):
-    """Compile ``fn`` twice, rows in parallel (``prange``) and serially; dispatch on size.
-
-    The size is that of the first argument. The serial copy is a
-    distinct function (its own name) so that numba's caches do not collide.
-    """
-    parallel = njit(**PARALLEL_JIT)(fn)
-    clone = pytypes.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
-                                 fn.__defaults__, fn.__closure__)
-    clone.__qualname__ = fn.__qualname__ + "_serial"
-    serial = njit(**{**PARALLEL_JIT, "parallel": False})(clone)
-
-    def launch(*args):
-        big = args[0].size >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1
-        return (parallel if big else serial)(*args)
-
-    launch.parallel, launch.serial = parallel, serial
-    launch.__name__ = launch.__qualname__ = fn.__name__
-    launch.__doc__ = fn.__doc__
-    return launch
+_rows_kernel = rows_kernel(PARALLEL_JIT)
 
 
 # ---------------------------------------------------------------------------
-# row passes (compiled into the kernels that call them)
+# row reductions (functions of their own: the only code compiled with reassoc)
 # ---------------------------------------------------------------------------
 
 
-@njit(**ROW_JIT)
+@jit(**REDUCE_JIT)
 def _row_max(z, i):
     """Pass 1: the row max, NaN if the row holds a NaN."""
     m = z[i, 0]
@@ -86,7 +69,7 @@ def _row_max(z, i):
     return m
 
 
-@njit(**ROW_JIT)
+@jit(**REDUCE_JIT)
 def _row_sum_exp(z, i, m):
     """Pass 2 without a gradient: sum_c exp(z_c - m), accumulated in float64."""
     s = 0.0
@@ -95,7 +78,7 @@ def _row_sum_exp(z, i, m):
     return s
 
 
-@njit(**ROW_JIT)
+@jit(**REDUCE_JIT)
 def _row_exp_store(z, i, m, out):
     """Pass 2 with a gradient: out[i, c] = exp(z_c - m) and their float64 sum.
 
@@ -109,54 +92,42 @@ def _row_exp_store(z, i, m, out):
     return s
 
 
-@njit(**ROW_JIT)
+@jit(**REDUCE_JIT)
+def _sum(v):
+    s = 0.0
+    for k in range(v.shape[0]):
+        s += v[k]
+    return s
+
+
+# ---------------------------------------------------------------------------
+# row helpers (inlined into the kernels)
+# ---------------------------------------------------------------------------
+
+
+@jit(**ROW_JIT)
 def _row_fill(out, i, v):
     for c in range(out.shape[1]):
         out[i, c] = v
 
 
-@njit(**ROW_JIT)
+@jit(**ROW_JIT)
 def _soft_a(y, i, c, keep, e_over_c, weight, has_weight):
-    """``a_c = w_c ((1 - e) y_c + e / C)`` of a probability target."""
-    a_c = keep * y[i, c] + e_over_c
-    return a_c * weight[c] if has_weight else a_c
+    """``a_c = w_c ((1 - e) y_c + e / C)`` of a probability target (float64)."""
+    a_c = keep * float(y[i, c]) + e_over_c
+    return a_c * float(weight[c]) if has_weight else a_c
 
 
-@njit(**ROW_JIT)
-def _skipped_row(t, ignore_index, C, i, loss, want_loss, grad, want_grad):
-    """Zero the loss and gradient of a row whose target is ``ignore_index``; return whether it is.
-
-    An index out of range cannot reach here after validation; skipping it too
-    only keeps memory safe.
-    """
-    if t == ignore_index or t < 0 or t >= C:
-        if want_loss:
-            loss[i] = 0.0
-        if want_grad:
-            _row_fill(grad, i, 0.0)
-        return True
-    return False
+@jit(**ROW_JIT)
+def _skipped(t, ignore_index, C):
+    """Whether a row is skipped: target ``ignore_index`` (or out of range, unreachable)."""
+    return t == ignore_index or t < 0 or t >= C
 
 
-@njit(**ROW_JIT)
-def _no_distribution(m, i, loss, want_loss, grad, want_grad, bad):
-    """Handle a row whose max ``m`` is -inf or NaN; return whether it was one.
-
-    A row of -inf is left untouched and flagged in ``bad`` (the caller raises
-    if it counts); a NaN row gets NaN loss and gradient.
-    """
-    if m == -np.inf:
-        bad[i] = 1
-        if want_loss:
-            loss[i] = np.nan
-        return True
-    if m != m:
-        if want_loss:
-            loss[i] = np.nan
-        if want_grad:
-            _row_fill(grad, i, np.nan)
-        return True
-    return False
+@jit(**ROW_JIT)
+def _block(b, rows, R):
+    r0 = b * rows
+    return r0, min(R, r0 + rows)
 
 
 # ---------------------------------------------------------------------------
@@ -170,7 +141,7 @@ def lse_kernel(z, lse):
     for i in prange(R):
         m = _row_max(z, i)
         if m > -np.inf and m < np.inf:
-            lse[i] = m + math.log(_row_sum_exp(z, i, m))
+            lse[i] = float(m) + math.log(_row_sum_exp(z, i, m))
         else:  # NaN, a row of -inf (-inf), or +inf in the row (+inf)
             lse[i] = m
 
@@ -185,14 +156,15 @@ def softmax_kernel(z, out, log):
                 out[i, c] = np.nan if z[i, c] == np.inf else (-np.inf if log else 0.0)
         elif not (m > -np.inf):  # NaN, or a row of -inf: no distribution
             _row_fill(out, i, np.nan)
-        elif log:
-            log_s = like(math.log(_row_sum_exp(z, i, m)), z)
+        elif log:  # (z - m) - log s in float64, rounded once
+            log_s = math.log(_row_sum_exp(z, i, m))
+            mf = float(m)
             for c in range(C):
-                out[i, c] = (z[i, c] - m) - log_s
+                out[i, c] = (float(z[i, c]) - mf) - log_s
         else:
-            inv_s = like(1.0 / _row_exp_store(z, i, m, out), z)
+            inv_s = 1.0 / _row_exp_store(z, i, m, out)
             for c in range(C):
-                out[i, c] *= inv_s
+                out[i, c] = float(out[i, c]) * inv_s
 
 
 # ---------------------------------------------------------------------------
@@ -200,7 +172,7 @@ def softmax_kernel(z, out, log):
 # ---------------------------------------------------------------------------
 
 
-@njit(**SERIAL_JIT)
+@jit(**SERIAL_JIT)
 def ce_denominator_kernel(target, weight, has_weight, ignore_index, C):
     """Sum of w[t_i] over the counted rows, and the first row out of range (-1 if none)."""
     denom = 0.0
@@ -214,14 +186,42 @@ def ce_denominator_kernel(target, weight, has_weight, ignore_index, C):
     return denom, -1
 
 
+@_rows_kernel
+def first_empty_row_kernel(z, target, index, ignore_index, rows, block_bad):
+    """Per block, the first counted row whose logits are all -inf (-1 if none).
+
+    Run before a kernel that writes into a caller's buffer, so that a call
+    that fails changes nothing. A row stops at its first logit above -inf
+    (usually the first), so this reads little more than one element per row.
+    """
+    R, C = z.shape
+    for b in prange(block_bad.shape[0]):
+        r0, r1 = _block(b, rows, R)
+        first = -1
+        for i in range(r0, r1):
+            if index and _skipped(target[i], ignore_index, C):
+                continue
+            empty = True
+            for c in range(C):
+                if z[i, c] > -np.inf or z[i, c] != z[i, c]:
+                    empty = False
+                    break
+            if empty:
+                first = i
+                break
+        block_bad[b] = first
+
+
 # A row holding +inf (rare): the generic path's arithmetic with the shift 0 and
 # log s = +inf, written out element by element.
 
 
-@njit(**ROW_JIT)
+@jit(**ROW_JIT)
 def _ce_index_inf_row(z, i, t, weight, has_weight, weight_sum, a_t, e_over_c, sc,
-                      loss, want_loss, grad, want_grad):
+                      want_loss, grad, want_grad):
     C = z.shape[1]
+    li = 0.0
+    big_a = a_t + e_over_c * weight_sum if e_over_c > 0.0 else a_t
     if want_loss:
         li = a_t * -float(z[i, t]) if a_t != 0.0 else 0.0
         if e_over_c > 0.0:
@@ -230,131 +230,160 @@ def _ce_index_inf_row(z, i, t, weight, has_weight, weight_sum, a_t, e_over_c, sc
                 w_c = weight[c] if has_weight else 1.0
                 smooth += w_c * -float(z[i, c]) if w_c != 0.0 else 0.0
             li += e_over_c * smooth
-        big_a = a_t + e_over_c * weight_sum
-        loss[i] = li + big_a * np.inf if big_a != 0.0 else li
+        li = li + big_a * np.inf if big_a != 0.0 else li
     if want_grad:
-        big_a = a_t + e_over_c * weight_sum
         for c in range(C):
             p = np.nan if z[i, c] == np.inf else 0.0
-            a_c = e_over_c * (weight[c] if has_weight else 1.0)
+            a_c = e_over_c * (weight[c] if has_weight else 1.0) if e_over_c > 0.0 else 0.0
             if c == t:
                 a_c += a_t
             grad[i, c] = (p * big_a - a_c) * sc
+    return li
 
 
-@njit(**ROW_JIT)
-def _ce_soft_inf_row(z, y, i, weight, has_weight, keep, e_over_c, sc,
-                     loss, want_loss, grad, want_grad):
+@jit(**ROW_JIT)
+def _ce_soft_inf_row(z, y, i, weight, has_weight, keep, e_over_c, sc, want_loss, grad, want_grad):
     C = z.shape[1]
     big_a = 0.0
     cross = 0.0
     for c in range(C):
         a_c = _soft_a(y, i, c, keep, e_over_c, weight, has_weight)
         big_a += a_c
-        cross += float(a_c) * -float(z[i, c]) if a_c != 0.0 else 0.0
+        cross += a_c * -float(z[i, c]) if a_c != 0.0 else 0.0
+    li = 0.0
     if want_loss:
-        loss[i] = cross + big_a * np.inf if big_a != 0.0 else cross
+        li = cross + big_a * np.inf if big_a != 0.0 else cross
     if want_grad:
         for c in range(C):
             a_c = _soft_a(y, i, c, keep, e_over_c, weight, has_weight)
             p = np.nan if z[i, c] == np.inf else 0.0
             grad[i, c] = (p * big_a - a_c) * sc
+    return li
 
 
-@njit(**ROW_JIT)
+@jit(**ROW_JIT)
 def _ce_index_smooth(z, i, m, weight, has_weight):
     """``sum_c w_c (m - z_c)``, 0 where ``w_c == 0``.
 
     Read before the gradient may overwrite ``z``.
     """
     smooth = 0.0
+    mf = float(m)
     if has_weight:
         for c in range(z.shape[1]):
             w_c = weight[c]
-            smooth += w_c * (m - z[i, c]) if w_c != 0.0 else 0.0
+            smooth += w_c * (mf - float(z[i, c])) if w_c != 0.0 else 0.0
     else:
         for c in range(z.shape[1]):
-            smooth += m - z[i, c]
+            smooth += mf - float(z[i, c])
     return smooth
 
 
-@njit(**ROW_JIT)
+@jit(**ROW_JIT)
 def _ce_index_finish(z, i, t, m, z_t, smooth, s, weight, has_weight, weight_sum, eps, sc,
-                     loss, want_loss, grad, want_grad):
-    """Finish row ``i``: its loss and pass 3 of its gradient.
+                     want_loss, grad, want_grad):
+    """Finish row ``i``: return its loss, and run pass 3 of its gradient.
 
     ``grad[i]`` holds ``exp(z_c - m)`` and ``s`` their sum.
     """
     C = z.shape[1]
     e_over_c = eps / C
     a_t = (1.0 - eps) * (weight[t] if has_weight else 1.0)
+    li = 0.0
     if want_loss:
         log_s = math.log(s)
         li = a_t * ((float(m) - float(z_t)) + log_s) if a_t != 0.0 else 0.0
         if eps > 0.0:
             li += e_over_c * (smooth + weight_sum * log_s)
-        loss[i] = li
     if want_grad:
-        # g_c = scale (exp(z_c - m) / s * A - a_c)
-        k1 = like(sc * (a_t + e_over_c * weight_sum) / s, z)
-        if eps > 0.0 and has_weight:
+        # g_c = scale (exp(z_c - m) / s * A - a_c); without smoothing A = a_t, so
+        # the weights of other classes never enter (a NaN there stays out)
+        big_a = a_t + e_over_c * weight_sum if eps > 0.0 else a_t
+        k1 = like(sc * big_a / s, z)
+        if eps > 0.0:
             k2 = like(sc * e_over_c, z)
-            for c in range(C):
-                grad[i, c] = grad[i, c] * k1 - k2 * like(weight[c], z)
-        elif eps > 0.0:
-            k2 = like(sc * e_over_c, z)
-            for c in range(C):
-                grad[i, c] = grad[i, c] * k1 - k2
+            if has_weight:
+                for c in range(C):
+                    grad[i, c] = grad[i, c] * k1 - k2 * like(weight[c], z)
+            else:
+                for c in range(C):
+                    grad[i, c] = grad[i, c] * k1 - k2
         else:
             for c in range(C):
                 grad[i, c] *= k1
         grad[i, t] -= like(sc * a_t, z)
+    return li
 
 
-@njit(**ROW_JIT)
+@jit(**ROW_JIT)
 def _ce_index_row(z, i, t, weight, has_weight, weight_sum, ignore_index, eps, sc,
-                  loss, want_loss, grad, want_grad, bad):
-    """Row ``i`` of softmax cross-entropy with an index target, all three passes."""
+                  want_loss, grad, want_grad):
+    """Row ``i`` of softmax cross-entropy with an index target: ``(loss, all -inf)``."""
     C = z.shape[1]
-    if _skipped_row(t, ignore_index, C, i, loss, want_loss, grad, want_grad):
-        return
+    if _skipped(t, ignore_index, C):
+        if want_grad:
+            _row_fill(grad, i, 0.0)
+        return 0.0, False
     m = _row_max(z, i)
-    if _no_distribution(m, i, loss, want_loss, grad, want_grad, bad):
-        return
+    if m == -np.inf:  # no distribution: left untouched, the caller raises
+        return np.nan, True
+    if m != m:
+        if want_grad:
+            _row_fill(grad, i, np.nan)
+        return np.nan, False
     if m == np.inf:
-        _ce_index_inf_row(z, i, t, weight, has_weight, weight_sum,
-                          (1.0 - eps) * (weight[t] if has_weight else 1.0), eps / C, sc,
-                          loss, want_loss, grad, want_grad)
-        return
+        li = _ce_index_inf_row(z, i, t, weight, has_weight, weight_sum,
+                               (1.0 - eps) * (weight[t] if has_weight else 1.0), eps / C, sc,
+                               want_loss, grad, want_grad)
+        return li, False
     z_t = z[i, t]
     smooth = _ce_index_smooth(z, i, m, weight, has_weight) if want_loss and eps > 0.0 else 0.0
     s = _row_exp_store(z, i, m, grad) if want_grad else _row_sum_exp(z, i, m)
-    _ce_index_finish(z, i, t, m, z_t, smooth, s, weight, has_weight, weight_sum, eps, sc,
-                     loss, want_loss, grad, want_grad)
+    li = _ce_index_finish(z, i, t, m, z_t, smooth, s, weight, has_weight, weight_sum, eps, sc,
+                          want_loss, grad, want_grad)
+    return li, False
 
 
 @_rows_kernel
 def ce_index_kernel(
-    z, target, weight, has_weight, weight_sum, ignore_index, eps,
-    scale, loss, want_loss, grad, want_grad, bad,
+    z, target, weight, has_weight, weight_sum, ignore_index, eps, scale,
+    rows, loss, per_row, block_sum, grad, want_grad, block_bad,
 ):  # fmt: skip
-    for i in prange(z.shape[0]):
-        _ce_index_row(z, i, target[i], weight, has_weight, weight_sum, ignore_index, eps, scale,
-                      loss, want_loss, grad, want_grad, bad)
+    """Softmax cross-entropy, index targets, ``rows`` rows per block.
+
+    ``per_row``: each row's loss into ``loss`` (R,); else only the block sums.
+    """
+    R = z.shape[0]
+    want_loss = block_sum.shape[0] > 0
+    for b in prange(block_bad.shape[0]):
+        r0, r1 = _block(b, rows, R)
+        acc = 0.0
+        first = -1
+        for i in range(r0, r1):
+            li, empty = _ce_index_row(z, i, target[i], weight, has_weight, weight_sum,
+                                      ignore_index, eps, scale, want_loss, grad, want_grad)
+            if empty and first < 0:
+                first = i
+            if per_row:
+                loss[i] = li
+            acc += li
+        if want_loss:
+            block_sum[b] = acc
+        block_bad[b] = first
 
 
 @_rows_kernel
 def ce_index_small_kernel(
-    z, target, weight, has_weight, weight_sum, ignore_index, eps,
-    scale, loss, want_loss, grad, want_grad, bad,
+    z, target, weight, has_weight, weight_sum, ignore_index, eps, scale,
+    rows, loss, per_row, block_sum, grad, want_grad, block_bad,
 ):  # fmt: skip
+    """As :func:`ce_index_kernel`, for few classes: ``exp`` over a block's contiguous elements."""
     R, C = z.shape
-    rows = max(1, BLOCK_ELEMENTS // C)
+    want_loss = block_sum.shape[0] > 0
     zf = z.reshape(-1)
     gf = grad.reshape(-1)
-    for b in prange((R + rows - 1) // rows):
-        r0 = b * rows
-        r1 = min(R, r0 + rows)
+    for b in prange(block_bad.shape[0]):
+        r0, r1 = _block(b, rows, R)
         n = (r1 - r0) * C
         shift = np.empty(n, z.dtype)  # the row max of each element's row
         m_row = np.empty(r1 - r0, z.dtype)
@@ -365,7 +394,7 @@ def ce_index_small_kernel(
         for i in range(r0, r1):
             m = like(0.0, z)
             t = target[i]
-            if not (t == ignore_index or t < 0 or t >= C):
+            if not _skipped(t, ignore_index, C):
                 m = _row_max(z, i)
                 if not (m > -np.inf and m < np.inf):
                     special = True
@@ -377,62 +406,92 @@ def ce_index_small_kernel(
             for _ in range(C):
                 shift[j] = m
                 j += 1
+        acc = 0.0
+        first = -1
         if special:  # a row of NaN or infinities: this block goes row by row
             for i in range(r0, r1):
-                _ce_index_row(z, i, target[i], weight, has_weight, weight_sum, ignore_index,
-                              eps, scale, loss, want_loss, grad, want_grad, bad)
-            continue
-        # pass 2 over the block's contiguous elements (slices: no index checks)
-        zb = zf[r0 * C : r1 * C]
-        e = gf[r0 * C : r1 * C] if want_grad else np.empty(n, z.dtype)
-        for k in range(n):
-            e[k] = exp_diff(zb[k], shift[k])
-        for i in range(r0, r1):
-            t = target[i]
-            if _skipped_row(t, ignore_index, C, i, loss, want_loss, grad, want_grad):
-                continue
-            er = e[(i - r0) * C : (i - r0 + 1) * C]
-            s = 0.0
-            for c in range(C):
-                s += er[c]
-            _ce_index_finish(z, i, t, m_row[i - r0], z_t[i - r0], smooth[i - r0], s, weight,
-                             has_weight, weight_sum, eps, scale, loss, want_loss, grad, want_grad)
+                li, empty = _ce_index_row(z, i, target[i], weight, has_weight, weight_sum,
+                                          ignore_index, eps, scale, want_loss, grad, want_grad)
+                if empty and first < 0:
+                    first = i
+                if per_row:
+                    loss[i] = li
+                acc += li
+        else:
+            # pass 2 over the block's contiguous elements (slices: no index checks)
+            zb = zf[r0 * C : r1 * C]
+            e = gf[r0 * C : r1 * C] if want_grad else np.empty(n, z.dtype)
+            for k in range(n):
+                e[k] = exp_diff(zb[k], shift[k])
+            for i in range(r0, r1):
+                t = target[i]
+                li = 0.0
+                if _skipped(t, ignore_index, C):
+                    if want_grad:
+                        _row_fill(grad, i, 0.0)
+                else:
+                    s = _sum(e[(i - r0) * C : (i - r0 + 1) * C])
+                    li = _ce_index_finish(z, i, t, m_row[i - r0], z_t[i - r0], smooth[i - r0],
+                                          s, weight, has_weight, weight_sum, eps, scale,
+                                          want_loss, grad, want_grad)
+                if per_row:
+                    loss[i] = li
+                acc += li
+        if want_loss:
+            block_sum[b] = acc
+        block_bad[b] = first
 
 
 @_rows_kernel
 def ce_soft_kernel(
     z, y, weight, has_weight, eps, scale,
-    loss, want_loss, grad, want_grad, bad,
+    rows, loss, per_row, block_sum, grad, want_grad, block_bad,
 ):  # fmt: skip
+    """Softmax cross-entropy, probability targets ``y`` (any float dtype, ``(R, C)`` view)."""
     R, C = z.shape
-    keep = like(1.0 - eps, z)
-    e_over_c = like(eps / C, z)
-    for i in prange(R):
-        m = _row_max(z, i)
-        if _no_distribution(m, i, loss, want_loss, grad, want_grad, bad):
-            continue
-        if m == np.inf:
-            _ce_soft_inf_row(z, y, i, weight, has_weight, keep, e_over_c, scale,
-                             loss, want_loss, grad, want_grad)
-            continue
-        # A = sum_c a_c and sum_c a_c (m - z_c) (0 where a_c == 0), read
-        # before grad may overwrite z
-        big_a = 0.0
-        cross = 0.0
-        for c in range(C):
-            a_c = _soft_a(y, i, c, keep, e_over_c, weight, has_weight)
-            big_a += a_c
-            if want_loss:
-                cross += float(a_c) * (float(m) - float(z[i, c])) if a_c != 0.0 else 0.0
-        s = _row_exp_store(z, i, m, grad) if want_grad else _row_sum_exp(z, i, m)
+    want_loss = block_sum.shape[0] > 0
+    keep = 1.0 - eps
+    e_over_c = eps / C
+    for b in prange(block_bad.shape[0]):
+        r0, r1 = _block(b, rows, R)
+        acc = 0.0
+        first = -1
+        for i in range(r0, r1):
+            li = np.nan
+            m = _row_max(z, i)
+            if m == -np.inf:
+                if first < 0:
+                    first = i
+            elif m != m:
+                if want_grad:
+                    _row_fill(grad, i, np.nan)
+            elif m == np.inf:
+                li = _ce_soft_inf_row(z, y, i, weight, has_weight, keep, e_over_c, scale,
+                                      want_loss, grad, want_grad)
+            else:
+                # A = sum_c a_c and sum_c a_c (m - z_c) (0 where a_c == 0), read
+                # before grad may overwrite z
+                big_a = 0.0
+                cross = 0.0
+                mf = float(m)
+                for c in range(C):
+                    a_c = _soft_a(y, i, c, keep, e_over_c, weight, has_weight)
+                    big_a += a_c
+                    if want_loss:
+                        cross += a_c * (mf - float(z[i, c])) if a_c != 0.0 else 0.0
+                s = _row_exp_store(z, i, m, grad) if want_grad else _row_sum_exp(z, i, m)
+                li = cross + big_a * math.log(s) if want_loss else 0.0
+                if want_grad:
+                    k1 = like(scale * big_a / s, z)
+                    for c in range(C):
+                        a_c = _soft_a(y, i, c, keep, e_over_c, weight, has_weight)
+                        grad[i, c] = grad[i, c] * k1 - like(scale * a_c, z)
+            if per_row:
+                loss[i] = li
+            acc += li
         if want_loss:
-            loss[i] = cross + big_a * math.log(s)
-        if want_grad:
-            k1 = like(scale * big_a / s, z)
-            k2 = like(scale, z)
-            for c in range(C):
-                a_c = _soft_a(y, i, c, keep, e_over_c, weight, has_weight)
-                grad[i, c] = grad[i, c] * k1 - k2 * a_c
+            block_sum[b] = acc
+        block_bad[b] = first
 
 
 # ---------------------------------------------------------------------------
@@ -443,42 +502,43 @@ def ce_soft_kernel(
 @_rows_kernel
 def bce_kernel(
     z, y, weight, has_weight, pos_weight, has_pos_weight, scale,
-    loss_mode, loss, loss_rows, grad, want_grad,
+    rows, loss_mode, loss, block_sum, grad, want_grad,
 ):  # fmt: skip
-    """Sigmoid cross-entropy from logits, elementwise.
+    """Sigmoid cross-entropy from logits, elementwise, ``rows`` rows per block.
 
-    loss_mode: 0 no loss, 1 elementwise into loss (R, C), 2 row sums into
-    loss_rows (R,) float64. weight and pos_weight are (R, C) views (possibly
-    broadcast with zero strides).
+    loss_mode: 0 no loss, 1 elementwise into loss (R, C), 2 block sums into
+    block_sum (float64). y, weight and pos_weight are (R, C) views (any float
+    dtype; weights possibly broadcast with zero strides).
     """
     R, C = z.shape
-    for i in prange(R):
-        row = 0.0
-        for c in range(C):
-            zc = float(z[i, c])
-            yc = float(y[i, c])
-            pw = float(pos_weight[i, c]) if has_pos_weight else 1.0
-            wc = float(weight[i, c]) if has_weight else 1.0
-            e = math.exp(-abs(zc))
-            big = 1.0 / (1.0 + e)  # sigmoid(|z|)
-            small = e / (1.0 + e)  # sigmoid(-|z|)
-            if loss_mode != 0:
-                # pw y softplus(-z) + (1 - y) softplus(z), a zero coefficient
-                # contributing 0 even against an infinite softplus
-                log_term = math.log1p(e)
-                pos = pw * yc
-                li = pos * (max(-zc, 0.0) + log_term) if pos != 0.0 else 0.0
-                if yc != 1.0:
-                    li += (1.0 - yc) * (max(zc, 0.0) + log_term)
-                li = li * wc if wc != 0.0 else 0.0
-                if loss_mode == 1:
-                    loss[i, c] = li
-                else:
-                    row += li
-            if want_grad:
-                # (1 - y) sigmoid(z) - pw y sigmoid(-z)
-                sig, sig_neg = (big, small) if zc >= 0.0 else (small, big)
-                grad[i, c] = scale * wc * ((1.0 - yc) * sig - pw * yc * sig_neg)
+    for b in prange(block_sum.shape[0]):
+        r0, r1 = _block(b, rows, R)
+        acc = 0.0
+        for i in range(r0, r1):
+            for c in range(C):
+                zc = float(z[i, c])
+                yc = float(y[i, c])
+                pw = float(pos_weight[i, c]) if has_pos_weight else 1.0
+                wc = float(weight[i, c]) if has_weight else 1.0
+                e = math.exp(-abs(zc))
+                big = 1.0 / (1.0 + e)  # sigmoid(|z|)
+                small = e / (1.0 + e)  # sigmoid(-|z|)
+                if loss_mode != 0:
+                    # pw y softplus(-z) + (1 - y) softplus(z), a zero coefficient
+                    # contributing 0 even against an infinite softplus
+                    log_term = math.log1p(e)
+                    pos = pw * yc
+                    li = pos * (max(-zc, 0.0) + log_term) if pos != 0.0 else 0.0
+                    if yc != 1.0:
+                        li += (1.0 - yc) * (max(zc, 0.0) + log_term)
+                    li = li * wc if wc != 0.0 else 0.0
+                    if loss_mode == 1:
+                        loss[i, c] = li
+                    else:
+                        acc += li
+                if want_grad:
+                    # (1 - y) sigmoid(z) - pw y sigmoid(-z)
+                    sig, sig_neg = (big, small) if zc >= 0.0 else (small, big)
+                    grad[i, c] = scale * wc * ((1.0 - yc) * sig - pw * yc * sig_neg)
         if loss_mode == 2:
-            loss_rows[i] = row
-
+            block_sum[b] = acc
