@@ -42,6 +42,12 @@ REDUCE_FASTMATH = frozenset({"reassoc", "contract", "nsz"})
 #: integer, which ``reassoc`` would fold away.
 EXP_FASTMATH = frozenset({"contract"})
 
+#: The widest vectors the kernels' loops may use, in bits (the LLVM function
+#: attribute ``prefer-vector-width``). LLVM's tuning for Intel's AVX-512 CPUs
+#: (Skylake-SP to Sapphire Rapids) prefers 256 bits, which halves the
+#: throughput of the ``exp`` polynomial; CPUs without AVX-512 cap it at 256.
+VECTOR_WIDTH = 512
+
 #: Whether to cache compiled kernels on disk (falls back to no caching when
 #: numba finds no writable cache directory).
 CACHE = True
@@ -68,6 +74,10 @@ PARALLEL_MIN_ELEMENTS = 1 << 16
 #: block's contiguous elements: a row of a few classes is too short for the
 #: vector units, a block of rows is not.
 SMALL_C = 32
+
+#: Elements per chunk of a row's ``exp`` when only their sum is wanted (the
+#: scratch buffer of ``rows._row_sum_exp``, in L1).
+SUM_CHUNK = 1024
 
 #: Elements per block of rows: the unit of parallel work, and of the partial
 #: sums of a reduced loss (summed in block order, so a result does not depend

@@ -89,14 +89,15 @@ def logsumexp(z: np.ndarray, keepdims: bool = False) -> np.ndarray:
     """Row log-sum-exp over the last axis; a row of -inf gives -inf, NaN propagates."""
     zr = _as_rows(z)
     lse = np.empty(zr.shape[0], z.dtype)
-    lse_kernel(zr, lse)
+    lse_kernel(zr, _blocks(zr.shape[1], zr.shape[0])[0], lse)
     return lse.reshape(z.shape[:-1] + ((1,) if keepdims else ()))
 
 
 def softmax(z: np.ndarray, *, log: bool = False) -> np.ndarray:
     """Row softmax (``log=True``: log-softmax) over the last axis."""
     out = np.empty_like(z)
-    softmax_kernel(_as_rows(z), _as_rows(out), bool(log))
+    zr = _as_rows(z)
+    softmax_kernel(zr, _blocks(zr.shape[1], zr.shape[0])[0], _as_rows(out), bool(log))
     return out
 
 

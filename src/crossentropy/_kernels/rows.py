@@ -37,8 +37,8 @@ import math
 import numpy as np
 from numba import prange
 
-from crossentropy._config import PARALLEL_JIT, REDUCE_JIT, ROW_JIT, SERIAL_JIT
-from crossentropy._kernels.exp import exp_diff, fmax, like
+from crossentropy._config import PARALLEL_JIT, REDUCE_JIT, ROW_JIT, SERIAL_JIT, SUM_CHUNK
+from crossentropy._kernels.exp import exp_diff, fmax, like, wide_vectors
 from crossentropy._kernels.jit import jit, rows_kernel
 
 __all__ = [
@@ -63,6 +63,7 @@ _rows_kernel = rows_kernel(PARALLEL_JIT)
 @jit(**REDUCE_JIT)
 def _row_max(z, i):
     """Pass 1: the row max, NaN if the row holds a NaN."""
+    wide_vectors()
     m = z[i, 0]
     for c in range(1, z.shape[1]):
         m = fmax(m, z[i, c])
@@ -70,11 +71,24 @@ def _row_max(z, i):
 
 
 @jit(**REDUCE_JIT)
-def _row_sum_exp(z, i, m):
-    """Pass 2 without a gradient: sum_c exp(z_c - m), accumulated in float64."""
+def _row_sum_exp(z, i, m, buf):
+    """Pass 2 without a gradient: sum_c exp(z_c - m), accumulated in float64.
+
+    ``exp`` goes through ``buf`` (a scratch of the logits' dtype) a chunk at
+    a time: a loop that computes float32 ``exp`` and adds float64 runs both at
+    the float64 vector length, two loops run each at its own.
+    """
+    wide_vectors()
+    C = z.shape[1]
+    n = buf.shape[0]
     s = 0.0
-    for c in range(z.shape[1]):
-        s += exp_diff(z[i, c], m)
+    for c0 in range(0, C, n):
+        k = min(C - c0, n)
+        zc = z[i, c0 : c0 + k]  # a view: an index c0 + c would be checked for wraparound
+        for c in range(k):
+            buf[c] = exp_diff(zc[c], m)
+        for c in range(k):
+            s += buf[c]
     return s
 
 
@@ -82,18 +96,22 @@ def _row_sum_exp(z, i, m):
 def _row_exp_store(z, i, m, out):
     """Pass 2 with a gradient: out[i, c] = exp(z_c - m) and their float64 sum.
 
-    ``out`` may be ``z``: each element is read before it is written.
+    ``out`` may be ``z``: each element is read before it is written. Two
+    loops, as in :func:`_row_sum_exp`.
     """
+    wide_vectors()
+    C = z.shape[1]
+    for c in range(C):
+        out[i, c] = exp_diff(z[i, c], m)
     s = 0.0
-    for c in range(z.shape[1]):
-        e = exp_diff(z[i, c], m)
-        out[i, c] = e
-        s += e
+    for c in range(C):
+        s += out[i, c]
     return s
 
 
 @jit(**REDUCE_JIT)
 def _sum(v):
+    wide_vectors()
     s = 0.0
     for k in range(v.shape[0]):
         s += v[k]
@@ -135,36 +153,50 @@ def _block(b, rows, R):
 # ---------------------------------------------------------------------------
 
 
+@jit(**ROW_JIT)
+def _scratch(z):
+    """The chunk buffer of :func:`_row_sum_exp` (one per block of rows)."""
+    return np.empty(min(z.shape[1], SUM_CHUNK), z.dtype)
+
+
 @_rows_kernel
-def lse_kernel(z, lse):
+def lse_kernel(z, rows, lse):
     R = z.shape[0]
-    for i in prange(R):
-        m = _row_max(z, i)
-        if m > -np.inf and m < np.inf:
-            lse[i] = float(m) + math.log(_row_sum_exp(z, i, m))
-        else:  # NaN, a row of -inf (-inf), or +inf in the row (+inf)
-            lse[i] = m
+    for b in prange((R + rows - 1) // rows):
+        wide_vectors()
+        r0, r1 = _block(b, rows, R)
+        buf = _scratch(z)
+        for i in range(r0, r1):
+            m = _row_max(z, i)
+            if m > -np.inf and m < np.inf:
+                lse[i] = float(m) + math.log(_row_sum_exp(z, i, m, buf))
+            else:  # NaN, a row of -inf (-inf), or +inf in the row (+inf)
+                lse[i] = m
 
 
 @_rows_kernel
-def softmax_kernel(z, out, log):
+def softmax_kernel(z, rows, out, log):
     R, C = z.shape
-    for i in prange(R):
-        m = _row_max(z, i)
-        if m == np.inf:  # as the generic path: shift 0, log s = +inf
-            for c in range(C):
-                out[i, c] = np.nan if z[i, c] == np.inf else (-np.inf if log else 0.0)
-        elif not (m > -np.inf):  # NaN, or a row of -inf: no distribution
-            _row_fill(out, i, np.nan)
-        elif log:  # (z - m) - log s in float64, rounded once
-            log_s = math.log(_row_sum_exp(z, i, m))
-            mf = float(m)
-            for c in range(C):
-                out[i, c] = (float(z[i, c]) - mf) - log_s
-        else:
-            inv_s = 1.0 / _row_exp_store(z, i, m, out)
-            for c in range(C):
-                out[i, c] = float(out[i, c]) * inv_s
+    for b in prange((R + rows - 1) // rows):
+        wide_vectors()
+        r0, r1 = _block(b, rows, R)
+        buf = _scratch(z)
+        for i in range(r0, r1):
+            m = _row_max(z, i)
+            if m == np.inf:  # as the generic path: shift 0, log s = +inf
+                for c in range(C):
+                    out[i, c] = np.nan if z[i, c] == np.inf else (-np.inf if log else 0.0)
+            elif not (m > -np.inf):  # NaN, or a row of -inf: no distribution
+                _row_fill(out, i, np.nan)
+            elif log:  # (z - m) - log s in float64, rounded once
+                log_s = math.log(_row_sum_exp(z, i, m, buf))
+                mf = float(m)
+                for c in range(C):
+                    out[i, c] = (float(z[i, c]) - mf) - log_s
+            else:
+                inv_s = 1.0 / _row_exp_store(z, i, m, out)
+                for c in range(C):
+                    out[i, c] = float(out[i, c]) * inv_s
 
 
 # ---------------------------------------------------------------------------
@@ -196,6 +228,7 @@ def first_empty_row_kernel(z, target, index, ignore_index, rows, block_bad):
     """
     R, C = z.shape
     for b in prange(block_bad.shape[0]):
+        wide_vectors()
         r0, r1 = _block(b, rows, R)
         first = -1
         for i in range(r0, r1):
@@ -317,7 +350,7 @@ def _ce_index_finish(z, i, t, m, z_t, smooth, s, weight, has_weight, weight_sum,
 
 @jit(**ROW_JIT)
 def _ce_index_row(z, i, t, weight, has_weight, weight_sum, ignore_index, eps, sc,
-                  want_loss, grad, want_grad):
+                  want_loss, grad, want_grad, buf):
     """Row ``i`` of softmax cross-entropy with an index target: ``(loss, all -inf)``."""
     C = z.shape[1]
     if _skipped(t, ignore_index, C):
@@ -338,7 +371,7 @@ def _ce_index_row(z, i, t, weight, has_weight, weight_sum, ignore_index, eps, sc
         return li, False
     z_t = z[i, t]
     smooth = _ce_index_smooth(z, i, m, weight, has_weight) if want_loss and eps > 0.0 else 0.0
-    s = _row_exp_store(z, i, m, grad) if want_grad else _row_sum_exp(z, i, m)
+    s = _row_exp_store(z, i, m, grad) if want_grad else _row_sum_exp(z, i, m, buf)
     li = _ce_index_finish(z, i, t, m, z_t, smooth, s, weight, has_weight, weight_sum, eps, sc,
                           want_loss, grad, want_grad)
     return li, False
@@ -356,12 +389,14 @@ def ce_index_kernel(
     R = z.shape[0]
     want_loss = block_sum.shape[0] > 0
     for b in prange(block_bad.shape[0]):
+        wide_vectors()
         r0, r1 = _block(b, rows, R)
+        buf = _scratch(z)
         acc = 0.0
         first = -1
         for i in range(r0, r1):
             li, empty = _ce_index_row(z, i, target[i], weight, has_weight, weight_sum,
-                                      ignore_index, eps, scale, want_loss, grad, want_grad)
+                                      ignore_index, eps, scale, want_loss, grad, want_grad, buf)
             if empty and first < 0:
                 first = i
             if per_row:
@@ -383,6 +418,7 @@ def ce_index_small_kernel(
     zf = z.reshape(-1)
     gf = grad.reshape(-1)
     for b in prange(block_bad.shape[0]):
+        wide_vectors()
         r0, r1 = _block(b, rows, R)
         n = (r1 - r0) * C
         shift = np.empty(n, z.dtype)  # the row max of each element's row
@@ -409,9 +445,10 @@ def ce_index_small_kernel(
         acc = 0.0
         first = -1
         if special:  # a row of NaN or infinities: this block goes row by row
+            buf = _scratch(z)
             for i in range(r0, r1):
                 li, empty = _ce_index_row(z, i, target[i], weight, has_weight, weight_sum,
-                                          ignore_index, eps, scale, want_loss, grad, want_grad)
+                                          ignore_index, eps, scale, want_loss, grad, want_grad, buf)
                 if empty and first < 0:
                     first = i
                 if per_row:
@@ -453,7 +490,9 @@ def ce_soft_kernel(
     keep = 1.0 - eps
     e_over_c = eps / C
     for b in prange(block_bad.shape[0]):
+        wide_vectors()
         r0, r1 = _block(b, rows, R)
+        buf = _scratch(z)
         acc = 0.0
         first = -1
         for i in range(r0, r1):
@@ -479,7 +518,7 @@ def ce_soft_kernel(
                     big_a += a_c
                     if want_loss:
                         cross += a_c * (mf - float(z[i, c])) if a_c != 0.0 else 0.0
-                s = _row_exp_store(z, i, m, grad) if want_grad else _row_sum_exp(z, i, m)
+                s = _row_exp_store(z, i, m, grad) if want_grad else _row_sum_exp(z, i, m, buf)
                 li = cross + big_a * math.log(s) if want_loss else 0.0
                 if want_grad:
                     k1 = like(scale * big_a / s, z)
@@ -512,6 +551,7 @@ def bce_kernel(
     """
     R, C = z.shape
     for b in prange(block_sum.shape[0]):
+        wide_vectors()
         r0, r1 = _block(b, rows, R)
         acc = 0.0
         for i in range(r0, r1):
