@@ -19,6 +19,7 @@ EXPECTED = {
     "separable_growth.png": (500, 800),
     "computation_graph.png": (500, 800),
     "decision_boundaries.png": (500, 1200),
+    "bits_perplexity.png": (500, 1200),
 }
 
 
@@ -73,6 +74,10 @@ def _axes_of_every_figure():
     plot_cmd.decision_boundaries(fig)
     yield "decision_boundaries", [a for a in fig.axes]
     plt.close(fig)
+    fig = plt.figure()
+    plot_cmd.bits_and_perplexity(fig)
+    yield "bits_and_perplexity", [a for a in fig.axes]
+    plt.close(fig)
 
 
 def test_plot_every_axes_has_labels_title_and_legend():
@@ -87,7 +92,7 @@ def test_plot_every_axes_has_labels_title_and_legend():
             assert ax.get_title(), name
             assert ax.get_legend() is not None, name
             assert len(ax.get_legend().get_texts()) >= 1, name
-    assert seen == 12
+    assert seen == 14
 
 
 def test_plot_curves_are_finite_where_shown():
@@ -143,3 +148,13 @@ def test_plot_kl_directions_forward_covers_reverse_picks_a_mode():
     assert "mean +0.0" in labels[0] and "sd 2.1" in labels[0]
     assert ("mean +2.0" in labels[1] or "mean -2.0" in labels[1]) and "sd 0.70" in labels[1]
     plt.close(fig)
+
+
+def test_plot_draw_takes_a_name_or_a_glob():
+    import matplotlib.pyplot as plt
+
+    fig = plot_cmd.draw("hinge_vs_*.png")
+    assert fig.axes[0].get_title().startswith("Binary losses")
+    plt.close(fig)
+    with pytest.raises(KeyError, match="expected one of"):
+        plot_cmd.draw("nope.png")

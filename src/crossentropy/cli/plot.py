@@ -20,9 +20,13 @@ DPI = 100
 
 
 def _pyplot():
+    """pyplot without a window: Agg, unless MPLBACKEND names a backend (a notebook's inline)."""
+    import os
+
     import matplotlib
 
-    matplotlib.use("Agg")
+    if not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
@@ -363,49 +367,91 @@ def computation_graph(ax) -> None:
     ax.legend(loc="upper left", fontsize=8)
 
 
+def bits_and_perplexity(fig) -> None:
+    """A token's loss in nats and bits, and perplexity against the mean loss."""
+    import numpy as np
+
+    import crossentropy as ce
+
+    ax_loss, ax_ppl = fig.subplots(1, 2)
+    p = np.geomspace(1e-4, 1.0, 300)
+    nats = ce.cross_entropy_from_probs(np.stack([p, 1 - p], axis=-1),
+                                       np.zeros(len(p), dtype=np.int64), reduction="none")
+    ax_loss.plot(p, nats, linewidth=2.5, label="nats  -ln p")
+    ax_loss.plot(p, nats / np.log(2), linestyle="--", label="bits  -log2 p = nats / ln 2")
+    ax_loss.set(xscale="log", xlabel="probability p the model gave the right token",
+                ylabel="loss of that token", title="One token's loss in nats and in bits")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    mean_nats = np.linspace(0, 7.5, 300)
+    ax_ppl.plot(mean_nats, np.exp(mean_nats), linewidth=2.5, label="perplexity = e^(mean nats)")
+    for k in (2, 10, 100, 1000):
+        uniform = float(ce.cross_entropy(np.zeros((1, k)), np.zeros(1, dtype=np.int64)))
+        ax_ppl.plot(uniform, np.exp(uniform), "o", color="tab:red")
+        ax_ppl.annotate(f"uniform over {k}: loss ln {k} = {uniform:.2f}",
+                        (uniform, np.exp(uniform)), textcoords="offset points",
+                        xytext=(-150, 8), fontsize=8)
+    ax_ppl.plot([], [], "o", color="tab:red", label="a uniform guess among k tokens")
+    ax_ppl.set(yscale="log", xlabel="mean loss per token (nats)", ylabel="perplexity",
+               title="Perplexity: the number of equally likely choices")
+    ax_ppl.legend(loc="lower right")
+    ax_ppl.grid(alpha=0.3)
+
+
+#: Every figure, in the order ``crossentropy plot`` writes them: file name ->
+#: (draw function, what it draws on, width as a multiple of FIGSIZE's).
+#: "ax" functions draw on one axes, "fig" functions lay out their own axes,
+#: "fig_ax" functions take both (for a colour bar).
+FIGURES = {
+    "loss_vs_probability.png": (loss_vs_probability, "ax", 1.0),
+    "gradient_vs_logit.png": (gradient_vs_logit, "ax", 1.0),
+    "label_smoothing.png": (label_smoothing_effect, "ax", 1.0),
+    "binary_ce_surface.png": (binary_surface, "fig_ax", 1.0),
+    "temperature.png": (temperature_effect, "fig", 1.5),
+    "hinge_vs_cross_entropy.png": (hinge_vs_cross_entropy, "ax", 1.0),
+    "kl_directions.png": (kl_directions, "ax", 1.0),
+    "separable_growth.png": (separable_growth, "ax", 1.0),
+    "computation_graph.png": (computation_graph, "ax", 1.0),
+    "decision_boundaries.png": (decision_boundaries, "fig", 1.5),
+    "bits_perplexity.png": (bits_and_perplexity, "fig", 1.5),
+}
+
+
+def draw(name: str):
+    """Draw the figure ``name`` (a key of FIGURES, or a glob that matches one) and return it.
+
+    The notebooks generated from the documentation call this where a page shows
+    a figure, so the figure is drawn by the same code as the site's.
+    """
+    import fnmatch
+
+    plt = _pyplot()
+    hits = fnmatch.filter(FIGURES, name)
+    if not hits:
+        raise KeyError(f"figure: expected one of {', '.join(FIGURES)}, got {name!r}")
+    function, kind, width = FIGURES[hits[0]]
+    fig = plt.figure(figsize=(FIGSIZE[0] * width, FIGSIZE[1]))
+    if kind == "fig":
+        function(fig)
+    elif kind == "fig_ax":
+        function(fig, fig.subplots())
+    else:
+        function(fig.subplots())
+    fig.tight_layout()
+    return fig
+
+
 def make_figures(out: Path) -> list[Path]:
     """Write every figure into ``out`` and return the paths."""
     plt = _pyplot()
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-
-    def save(fig, name: str) -> None:
-        fig.tight_layout()
+    for name in FIGURES:
+        fig = draw(name)
         path = out / name
         fig.savefig(path, dpi=DPI)
         plt.close(fig)
         paths.append(path)
-
-    for name, draw in (
-        ("loss_vs_probability.png", loss_vs_probability),
-        ("gradient_vs_logit.png", gradient_vs_logit),
-        ("label_smoothing.png", label_smoothing_effect),
-    ):
-        fig, ax = plt.subplots(figsize=FIGSIZE)
-        draw(ax)
-        save(fig, name)
-
-    fig, ax = plt.subplots(figsize=FIGSIZE)
-    binary_surface(fig, ax)
-    save(fig, "binary_ce_surface.png")
-
-    fig = plt.figure(figsize=(FIGSIZE[0] * 1.5, FIGSIZE[1]))
-    temperature_effect(fig)
-    save(fig, "temperature.png")
-
-    for name, draw in (
-        ("hinge_vs_cross_entropy.png", hinge_vs_cross_entropy),
-        ("kl_directions.png", kl_directions),
-        ("separable_growth.png", separable_growth),
-        ("computation_graph.png", computation_graph),
-    ):
-        fig, ax = plt.subplots(figsize=FIGSIZE)
-        draw(ax)
-        save(fig, name)
-
-    fig = plt.figure(figsize=(FIGSIZE[0] * 1.5, FIGSIZE[1]))
-    decision_boundaries(fig)
-    save(fig, "decision_boundaries.png")
     return paths
 
 
@@ -418,7 +464,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "error, focal), gradient magnitude vs logit, the binary cross-entropy "
             "surface, the effect of label smoothing and of the softmax temperature, "
             "hinge vs cross-entropy, decision boundaries on spirals, forward vs reverse "
-            "KL, weight growth on separable data and the computation graph."
+            "KL, weight growth on separable data, the computation graph, bits and "
+            "perplexity."
         ),
     )
     parser.add_argument(
