@@ -143,16 +143,18 @@ def _ex2_mistakes():
     ]
 
 
-def _ex2_explain() -> str:
+def _ex2_explain() -> list[str]:
     p = _ce().softmax(_EX2_LOGITS)
-    return (
-        "Write CE = log sum_c exp(z_c) - z_t. The derivative of the log-sum-exp is the "
-        "softmax, and the derivative of -z_t is -1 at the true class, so "
-        f"dCE/dz = softmax(z) - onehot(t) = {_vec(p)} - [0, 1, 0] = {_vec(_ex2_grad())}. "
-        f"The true class's component is p_1 - 1 = {_ex2_answer():.4f}: negative, so "
+    return [
+        "1. -log softmax(z)_t = -(z_t - log sum_c exp(z_c)), so CE = log sum_c exp(z_c) - z_t.",
+        "2. The derivative of the log-sum-exp with respect to z_k is exp(z_k) / sum_c "
+        "exp(z_c) = softmax(z)_k.",
+        "3. The derivative of -z_t is -1 at k = t and 0 elsewhere: -onehot(t).",
+        f"4. dCE/dz = softmax(z) - onehot(t) = {_vec(p)} - [0, 1, 0] = {_vec(_ex2_grad())}.",
+        f"5. The true class's component is p_1 - 1 = {_ex2_answer():.4f}: negative, so "
         "gradient descent raises that logit; the others are positive and sum to its "
-        "magnitude (each row of the gradient sums to 0)."
-    )
+        "magnitude (each row of the gradient sums to 0).",
+    ]
 
 
 # 3 ------------------------------------------------------------------------- #
@@ -683,7 +685,7 @@ def _stability_finding(got, want, what: str, logs: bool = True) -> Finding:
                                                    if got.ndim else [[0]])[:, 0]})
         hint = ("exp(1e4) overflows to inf (inf / inf is nan), and a row of logits near "
                 "-1e4 underflows to 0 (0 / 0 is nan). Subtract each row's own maximum "
-                "before exp: z - z.max(axis=-1, keepdims=True).")
+                "before exp, m = z.max(axis=-1, keepdims=True), and exponentiate z - m.")
         if logs:
             hint += (" And never take log(softmax(z)): exp(-1e4) underflows to 0 and log 0 "
                      "is -inf; use (m - z_t) + log(sum(exp(z - m))).")
