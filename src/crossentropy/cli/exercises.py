@@ -781,7 +781,9 @@ def _grade_cross_entropy(module) -> list[Finding]:
             "You computed lse(z) - z_t: lse is near 1e4, where float32's numbers are about "
             "0.001 apart, and the loss is near 2. Subtract first: (m - z_t) + "
             "log(sum(exp(z - m))), where m - z_t is exact.")
-        findings.append(Finding(label, ok, f"relative error {rel:.1e} (at most 1e-05)", hint))
+        detail = (f"relative error {rel:.1e} (at most 1e-05)" if math.isfinite(rel)
+                  else f"non-finite ({float(got32.reshape(-1)[0]):g}): see the check above")
+        findings.append(Finding(label, ok, detail, hint))
     return findings
 
 
