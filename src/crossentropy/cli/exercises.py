@@ -602,6 +602,39 @@ def _ex17_explain() -> str:
     )
 
 
+# 21: poly-1 (after the coding exercises, so their numbers stay) ------------- #
+_EX21_EPS = 1.0
+
+
+def _ex21_answer() -> float:
+    np = _np()
+    logits = np.log(np.asarray([_EX14_P]))  # softmax(log p) = p
+    return _f(_ce().poly1_cross_entropy(logits, np.asarray([0]), epsilon=_EX21_EPS,
+                                        reduction="sum"))
+
+
+def _ex21_mistakes():
+    plain = -math.log(_EX14_P[0])
+    return [
+        (plain, "That is plain cross-entropy; poly-1 adds epsilon * (1 - p_t)."),
+        (plain + _EX21_EPS * _EX14_P[0], "The added term is epsilon * (1 - p_t), the first "
+                                         "term of -log p_t's series in (1 - p_t), not "
+                                         "epsilon * p_t."),
+        (plain + 2.0 * (1 - _EX14_P[0]), "That is epsilon = 2, optax's default; the question "
+                                         "(and this library's default) has epsilon = 1."),
+    ]
+
+
+def _ex21_explain() -> str:
+    plain = -math.log(_EX14_P[0])
+    return (
+        f"-log p_t = sum_j (1 - p_t)^j / j; poly-1 raises the first coefficient by epsilon: "
+        f"L = -log 0.6 + 1 * (1 - 0.6) = {plain:.4f} + 0.4 = {_ex21_answer():.4f} "
+        "(crossentropy.poly1_cross_entropy). Positive epsilon pushes harder on examples that "
+        "are already mostly right."
+    )
+
+
 # 18-20: coding exercises ---------------------------------------------------- #
 #: The logits and targets a learner's code is graded on: a random batch, then rows
 #: near 1e4 (exp overflows), a row whose max is far from another row's (a shift by
@@ -1008,6 +1041,12 @@ EXERCISES: tuple[Exercise, ...] = (
         _coding_question("cross_entropy_grad(z, t)", "Return the gradient of that mean "
                          "loss with respect to z, shape (N, C)."),
         None, _ex20_explain, "theory/gradient.md", kind="coding", grade=_grade_gradient,
+    ),
+    _exercise(
+        "Poly-1",
+        "The same 3-class model gives the true class the probability 0.6. What is its "
+        "poly-1 loss, -log p_t + epsilon * (1 - p_t), with epsilon = 1?",
+        _ex21_answer, _ex21_explain, "theory/variants.md", mistakes=_ex21_mistakes,
     ),
 )
 
