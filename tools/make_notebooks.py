@@ -155,6 +155,7 @@ def page_to_notebook(page: str):
 
 
 def write_notebooks(out: Path, pages=PAGES) -> list[Path]:
+    """Write one notebook per page under ``out``; return their paths."""
     import nbformat
 
     paths = []
@@ -167,6 +168,7 @@ def write_notebooks(out: Path, pages=PAGES) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: write the notebooks of the given pages (default: all)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("pages", nargs="*", metavar="PAGE",
                         help=f"pages under docs/ (default: all {len(PAGES)})")
