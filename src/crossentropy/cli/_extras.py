@@ -29,6 +29,8 @@ PROVIDERS: dict[str, tuple[str, str]] = {
 #: before the command runs. (``bench`` checks its own: it depends on the options.)
 NEEDS: dict[str, tuple[str, ...]] = {
     "demo": ("sklearn", "tqdm", "matplotlib", "tabulate"),
+    "examples": ("tabulate",),
+    "explain": ("tabulate",),
     "plot": ("matplotlib",),
 }
 
