@@ -177,3 +177,17 @@ def test_tests_run_from_the_unpacked_sdist(dists, tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert re.search(r"\b4 passed\b", proc.stdout), proc.stdout[-2000:]
+
+
+def test_install_instructions_name_this_versions_wheel_and_no_index_install():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    wheels = set()
+    for page in pages:
+        text = page.read_text()
+        wheels |= set(re.findall(r"crossentropy-[\w.]+-py3-none-any\.whl", text))
+        # `pip install crossentropy` would look on the package index, where it is not
+        # (the CLI's own missing-extra message, quoted, names the extra that way).
+        for line in text.splitlines():
+            if "error: needs" not in line:
+                assert not re.search(r"pip install ['\"]?crossentropy\b", line), (page, line)
+    assert wheels == {f"crossentropy-{__version__}-py3-none-any.whl"}
