@@ -29,6 +29,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from crossentropy.cli._args import (
     error,
@@ -244,8 +245,8 @@ def load_mnist(data_dir: Path):
 @dataclass
 class DemoResult:
     test_accuracy: float
-    confusion: object  # (10, 10) int array, rows = true digit, columns = predicted
-    recall: object  # (10,) per digit: the diagonal over the row's total
+    confusion: Any  # (10, 10) int array, rows = true digit, columns = predicted
+    recall: Any  # (10,) per digit: the diagonal over the row's total
     history: dict = field(default_factory=dict)  # per epoch: train/test loss and accuracy
     seconds: float = 0.0
     n_train: int = 0

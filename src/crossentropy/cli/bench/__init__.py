@@ -314,7 +314,7 @@ def format_table(rows: list[dict], floor_name: str) -> str:
     return "\n".join([text, *failed])
 
 
-def _parse_shapes(args) -> tuple[tuple[int, int], ...] | None:
+def _parse_shapes(args) -> tuple[tuple[int, int], ...]:
     shapes = []
     for part in args.shapes.split(","):
         try:
@@ -412,11 +412,12 @@ def run(args) -> int:
     from crossentropy.cli._progress import bar
 
     if args.threads is not None:
-        if args.threads > numba.config.NUMBA_NUM_THREADS:
-            error(args, f"argument --threads: expected at most {numba.config.NUMBA_NUM_THREADS} "
+        most = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+        if args.threads > most:
+            error(args, f"argument --threads: expected at most {most} "
                   f"(numba's NUMBA_NUM_THREADS), got {args.threads}")
         numba.set_num_threads(args.threads)
-    shapes = _parse_shapes(args) if args.shapes else (
+    shapes: tuple[tuple[int, int], ...] = _parse_shapes(args) if args.shapes else (
         QUICK_SHAPES if args.quick else FULL_SHAPES)
     rounds = args.rounds or (3 if args.quick else 7)
     peers_arg = args.peers or ("all" if not args.quick else
@@ -482,7 +483,7 @@ def run(args) -> int:
             med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
             floor_ms = med[floor_name]
             peer_names = [k for k in callables if not k.startswith("crossentropy")]
-            best_peer = min(peer_names, key=med.get) if peer_names else None
+            best_peer = min(peer_names, key=lambda k: med[k]) if peer_names else None
             best_ms = med[best_peer] if best_peer else None
             progress.set_postfix_str(f"{n} x {c}, {what}: memory")
             rows = []
