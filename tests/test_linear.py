@@ -349,29 +349,6 @@ def test_linear_cross_entropy_chunk_size_does_not_change_result(chunk_size):
     torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kw", [{}, {"label_smoothing": 0.1, "z_loss": 0.01, "softcap": 3.0},
-                                {"reduction": "none"}], ids=_ids)
-@pytest.mark.parametrize("block_rows", [1, 3, 4, 11])
-def test_linear_cross_entropy_vocabulary_blocks_do_not_change_result(monkeypatch, block_rows,
-                                                                      kw, mode):
-    """The pipeline that walks the weight in vocabulary blocks (adding a chunk's
-    gradients, then the next chunk's logits, block by block) gives the naive loss
-    and gradients for every block size, including blocks that do not divide V."""
-    if mode == "eager" and kw.get("reduction") == "none":
-        pytest.skip("eager needs a reduced loss")
-    from crossentropy.torch import _chunk
-
-    hidden, weight, target, bias = make(n=13, d=5, v=11)
-    monkeypatch.setattr(_chunk, "VOCAB_BLOCK_BYTES", block_rows * 5 * 8)  # rows of float64 W
-    loss = _linear_cross_entropy(hidden, weight, target, bias, chunk_size=4, mode=mode, **kw)
-    want = reference(hidden, weight, target, bias, **kw)
-    torch.testing.assert_close(loss, want, rtol=1e-12, atol=1e-12)
-    grads = grads_of(loss.sum(), (hidden, weight, bias))
-    for got, ref in zip(grads, grads_of(want.sum(), (hidden, weight, bias)), strict=True):
-        torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
-
-
 def test_linear_cross_entropy_partial_requires_grad_and_no_grad():
     hidden, weight, target, bias = make(grad=False)
     weight.requires_grad_()

@@ -72,8 +72,6 @@ MEMORY_BUDGET = 64 * 2**20
 MIN_CHUNK_BYTES = 8 * 2**20
 #: Target number of chunks: a chunk is about 1/CHUNKS_PER_PASS of the full logits.
 CHUNKS_PER_PASS = 12
-#: Bytes of ``weight`` per vocabulary block of the eager pipeline (see ``_Linear.step``).
-VOCAB_BLOCK_BYTES = 32 * 2**20
 #: Chunks of fewer logits take the generic softmax path (see ``_softmax_``).
 _FUSED_SOFTMAX_MIN = 2**16
 
@@ -491,53 +489,6 @@ class _Linear:
             else:
                 grad_b.add_(g.sum(dim=0))
 
-    def step(self, ws: _Workspace, g, rows: slice, following: slice | None):
-        """Add chunk ``rows``' gradient ``g`` (if any), then return the logits of the
-        ``following`` chunk (if any), written over ``g`` in the same buffer.
-
-        Both walk the vocabulary in blocks of ``weight`` rows (``VOCAB_BLOCK_BYTES``):
-        block ``b``'s ``g @ W_b``, ``g.T @ h`` into ``d W_b`` and the next chunk's
-        ``h' @ W_b.T`` run back to back, so ``W_b`` comes from memory once per chunk
-        rather than twice (each chunk's weight traffic is what makes small chunks
-        slow). The next chunk's logits of block ``b`` overwrite ``g``'s, already
-        consumed. (float16/bfloat16, whose matmuls go through a cast buffer: one
-        step after the other.)
-        """
-        if g is None or following is None or ws.low is not None:
-            if g is not None:
-                self.add(ws, g, rows)
-            return None if following is None else self.logits(ws, following)
-        grad_h, grad_w, grad_b = self.grads
-        weight, bias, first = self.weight, self.bias, rows.start == 0
-        h_c, h_next = self.hidden[rows], self.hidden[following]
-        h_w = None if grad_w is None else h_c.to(grad_w.dtype)
-        z_next = ws.z[: h_next.shape[0]]
-        n_cls = weight.shape[0]
-        block = max(1, VOCAB_BLOCK_BYTES // max(1, weight.shape[1] * weight.element_size()))
-        for lo in range(0, n_cls, block):
-            cols = slice(lo, min(n_cls, lo + block))
-            w_b, g_b = weight[cols], g[:, cols]
-            if grad_h is not None:
-                if lo == 0:
-                    torch.mm(g_b, w_b, out=grad_h[rows])
-                else:
-                    grad_h[rows].addmm_(g_b, w_b)
-            if grad_w is not None:
-                if first:
-                    torch.mm(g_b.t(), h_w, out=grad_w[cols])
-                else:
-                    grad_w[cols].addmm_(g_b.t(), h_w)
-            if grad_b is not None:
-                if first:
-                    torch.sum(g_b, dim=0, out=grad_b[cols])
-                else:
-                    grad_b[cols].add_(g_b.sum(dim=0))
-            if bias is None:
-                torch.mm(h_next, w_b.t(), out=z_next[:, cols])
-            else:
-                torch.addmm(bias[cols], h_next, w_b.t(), out=z_next[:, cols])
-        return ws.capped(z_next)
-
     def finish(self, go, dtypes):
         """The gradients scaled by ``go`` (in place), ``d hidden`` summed over ranks."""
         if self.grads[0] is not None:
@@ -560,29 +511,8 @@ class _Logits:
         if self.grads[0] is not None:
             self.grads[0][rows] = g
 
-    def step(self, ws: _Workspace, g, rows: slice, following: slice | None):
-        """Write chunk ``rows``' gradient ``g`` (if any); the ``following`` chunk's logits."""
-        if g is not None:
-            self.add(ws, g, rows)
-        return None if following is None else self.logits(ws, following)
-
     def finish(self, go, dtypes):
         return _scaled(self.grads, go, dtypes)
-
-
-def _chunks(io, ws: _Workspace, n_rows: int, chunk_size: int):
-    """The chunk loop: yields ``(rows, z, t)``, the logits of each chunk of rows in
-    turn; the caller leaves the chunk's gradient (or None) in ``io.pending``, which
-    the source's ``step`` adds before it computes the next chunk's logits."""
-    starts = range(0, n_rows, chunk_size)
-    io.pending = None
-    zt = io.logits(ws, slice(0, chunk_size)) if n_rows else None
-    for start in starts:
-        rows = slice(start, start + chunk_size)
-        yield rows, *zt
-        following = slice(start + chunk_size, start + 2 * chunk_size)
-        zt = io.step(ws, io.pending, rows, following if following.start < n_rows else None)
-        io.pending = None
 
 
 def _scaled(grads, go, dtypes):
@@ -651,10 +581,14 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         loss_rows = torch.empty(n_rows, dtype=cdt, device=device)
         shift, log_s, coef = (torch.empty(n_rows, dtype=cdt, device=device) for _ in range(3))
         ws = _Workspace(min(o.chunk_size, n_rows), x.dtype, device, target, o)
-        for sl, z, t in _chunks(io, ws, n_rows, o.chunk_size):
+        for start in range(0, n_rows, o.chunk_size):
+            sl = slice(start, start + o.chunk_size)
+            z, t = io.logits(ws, sl)
             loss_rows[sl], shift[sl], log_s[sl], coef[sl], g = _forward_rows(
                 ws, z, t, rows[sl], wc, scale[sl], o, want_grad=eager)
-            io.pending = g
+            if eager:
+                io.add(ws, g, sl)
+            del z, t, g
         _validate.some_finite_logit(namespace(x, "logits")[0], log_s, rows.keep)
         ctx.o, ctx.linear, ctx.inv = o, linear, inv
         ctx.eager = io if eager else None
@@ -689,9 +623,13 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         grad_y = (torch.empty(target.shape, dtype=cdt, device=device)
                   if o.soft and ctx.needs_input_grad[1] else None)
         ws = _Workspace(min(o.chunk_size, n_rows), x.dtype, device, target, o)
-        for sl, z, t in _chunks(io, ws, n_rows, o.chunk_size):
-            io.pending = _backward_rows(ws, z, t, rows[sl], wc, scale[sl], shift[sl], log_s[sl],
-                                        coef[sl], o, None if grad_y is None else grad_y[sl])
+        for start in range(0, n_rows, o.chunk_size):
+            sl = slice(start, start + o.chunk_size)
+            z, t = io.logits(ws, sl)
+            g = _backward_rows(ws, z, t, rows[sl], wc, scale[sl], shift[sl], log_s[sl], coef[sl], o,
+                               None if grad_y is None else grad_y[sl])
+            io.add(ws, g, sl)
+            del z, t, g
         grads = io.finish(None, dtypes)
         grad_y = None if grad_y is None else grad_y.to(target.dtype)
         return None, grad_y, None, *grads
