@@ -418,13 +418,13 @@ class _Workspace:
     holding two of them.
     """
 
-    def __init__(self, rows: int, dtype: torch.dtype, device, target, o: Options):
+    def __init__(self, rows: int, dtype: torch.dtype, device, o: Options, matmul: bool):
         cdt = compute_dtype(dtype)
         shape = (rows, o.local)
         self.z = torch.empty(shape, dtype=cdt, device=device)  # logits, then g
         self.t = torch.empty(shape, dtype=cdt, device=device) if o.softcap is not None else None
         self.low = (torch.empty(shape, dtype=dtype, device=device)
-                    if dtype != cdt else None)  # matmul output, then g cast down
+                    if matmul and dtype != cdt else None)  # matmul output, then g cast down
         self.y = (torch.empty(shape, dtype=cdt, device=device)
                   if o.soft else None)  # soft target mass
         self.softcap = o.softcap
@@ -515,6 +515,13 @@ class _Logits:
         return _scaled(self.grads, go, dtypes)
 
 
+def _chunks(io, ws: _Workspace, n_rows: int, chunk_size: int):
+    """The chunk loop: ``(rows, z, t)`` for each chunk of rows, its logits in ``ws``."""
+    for start in range(0, n_rows, chunk_size):
+        rows = slice(start, start + chunk_size)
+        yield rows, *io.logits(ws, rows)
+
+
 def _scaled(grads, go, dtypes):
     out = []
     for g_x, dtype in zip(grads, dtypes, strict=True):
@@ -580,15 +587,12 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         io = _Linear(*inputs, needs, o) if linear else _Logits(x, needs if eager else (False,), o)
         loss_rows = torch.empty(n_rows, dtype=cdt, device=device)
         shift, log_s, coef = (torch.empty(n_rows, dtype=cdt, device=device) for _ in range(3))
-        ws = _Workspace(min(o.chunk_size, n_rows), x.dtype, device, target, o)
-        for start in range(0, n_rows, o.chunk_size):
-            sl = slice(start, start + o.chunk_size)
-            z, t = io.logits(ws, sl)
+        ws = _Workspace(min(o.chunk_size, n_rows), x.dtype, device, o, matmul=linear)
+        for sl, z, t in _chunks(io, ws, n_rows, o.chunk_size):
             loss_rows[sl], shift[sl], log_s[sl], coef[sl], g = _forward_rows(
                 ws, z, t, rows[sl], wc, scale[sl], o, want_grad=eager)
             if eager:
                 io.add(ws, g, sl)
-            del z, t, g
         _validate.some_finite_logit(namespace(x, "logits")[0], log_s, rows.keep)
         ctx.o, ctx.linear, ctx.inv = o, linear, inv
         ctx.eager = io if eager else None
@@ -619,17 +623,15 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         rows = _targets(target, wc, o, n_rows, device, cdt)
         scale = rows.keep.to(cdt) * ctx.inv * grad_out.to(cdt)
         needs = tuple(bool(a) and t is not None for a, t in zip(want, inputs, strict=True))
-        io = _Linear(*inputs, needs, o) if ctx.linear else _Logits(x, needs, o)
+        linear = ctx.linear
+        io = _Linear(*inputs, needs, o) if linear else _Logits(x, needs, o)
         grad_y = (torch.empty(target.shape, dtype=cdt, device=device)
                   if o.soft and ctx.needs_input_grad[1] else None)
-        ws = _Workspace(min(o.chunk_size, n_rows), x.dtype, device, target, o)
-        for start in range(0, n_rows, o.chunk_size):
-            sl = slice(start, start + o.chunk_size)
-            z, t = io.logits(ws, sl)
+        ws = _Workspace(min(o.chunk_size, n_rows), x.dtype, device, o, matmul=linear)
+        for sl, z, t in _chunks(io, ws, n_rows, o.chunk_size):
             g = _backward_rows(ws, z, t, rows[sl], wc, scale[sl], shift[sl], log_s[sl], coef[sl], o,
                                None if grad_y is None else grad_y[sl])
             io.add(ws, g, sl)
-            del z, t, g
         grads = io.finish(None, dtypes)
         grad_y = None if grad_y is None else grad_y.to(target.dtype)
         return None, grad_y, None, *grads
