@@ -186,7 +186,7 @@ def auto_chunk_size(
 
 @dataclass(frozen=True)
 class Shard:
-    """This rank's contiguous slice ``[start, start + local)`` of ``classes`` classes."""
+    """A rank's contiguous slice ``[start, start + local)`` of ``classes`` classes."""
 
     group: Any  # the process group handle (None: the default group)
     world: int
@@ -312,8 +312,11 @@ def _finite(x: torch.Tensor) -> torch.Tensor:
 
 
 def _target_terms(z, rows: _Rows, w, o: Options, ws):
-    """``(A_r, D_r, a)`` of a chunk; ``z`` already shifted by its row max, except for
-    index targets without smoothing (then ``D_r = -w_t z_t``, completed by the caller)."""
+    """Return ``(A_r, D_r, a)`` of a chunk.
+
+    ``z`` is already shifted by its row max, except for index targets without
+    smoothing (then ``D_r = -w_t z_t``, completed by the caller).
+    """
     e = o.label_smoothing
     if o.soft:
         a = _target_mass(ws, rows, w, o)
@@ -393,9 +396,12 @@ def _gradient_(p, t, share, rows: _Rows, w, coef, scale, o: Options, a=None):
 
 def _backward_rows(ws, z, t, rows: _Rows, w, scale, shift, log_s, coef, o: Options,
                    grad_y=None):
-    """``g`` of a chunk (in place of ``z``) from the saved row statistics (``lse = shift +
-    log_s``, ``coef``): no communication. ``grad_y`` (probability targets that require
-    grad) receives ``d loss / d y = (1 - e) w (lse - z)``, scaled per row."""
+    """Write a chunk's gradient ``g`` in place of ``z``, from the saved row statistics.
+
+    The statistics are ``lse = shift + log_s`` and ``coef``: no communication.
+    ``grad_y`` (probability targets that require grad) receives
+    ``d loss / d y = (1 - e) w (lse - z)``, scaled per row.
+    """
     if grad_y is not None:
         d = torch.sub(shift[:, None], z, out=grad_y).add_(log_s[:, None])
         if w is not None:
@@ -570,8 +576,12 @@ def _inverse_denominator(rows: _Rows, o: Options, device, cdt) -> torch.Tensor:
 
 
 class ChunkedCrossEntropy(torch.autograd.Function):
-    """``apply(o, target, class_weight, *inputs)``: ``inputs`` are ``(hidden, weight, bias)``
-    (the linear form) or ``(logits,)``; returns the reduced loss or the row losses."""
+    """The chunked loss as one autograd Function.
+
+    ``apply(o, target, class_weight, *inputs)``: ``inputs`` are
+    ``(hidden, weight, bias)`` (the linear form) or ``(logits,)``; returns the
+    reduced loss or the row losses.
+    """
 
     @staticmethod
     def forward(ctx, o: Options, target, w, *inputs):
