@@ -26,7 +26,8 @@ def test_bench_quick_writes_json(tmp_path, capsys):
                    "--peers", "numpy,scipy", "--json", str(path)])
     assert status == 0
     printed = capsys.readouterr().out
-    assert "copy floor" in printed and "read floor" in printed and "numpy" in printed
+    assert "fwd+bwd floor" in printed and "forward floor" in printed and "numpy" in printed
+    assert "set by" in printed and ("AVX" in printed or "SSE" in printed or "unknown" in printed)
     data = json.loads(path.read_text())
     assert set(data) >= {"command", "settings", "runtime", "first_call_s", "results"}
     assert data["settings"]["shapes"] == [[256, 10], [32, 2000]]
@@ -37,14 +38,25 @@ def test_bench_quick_writes_json(tmp_path, capsys):
     assert [(r["shape"], r["mode"]) for r in results] == [
         ([256, 10], "fwd_bwd"), ([256, 10], "fwd"), ([32, 2000], "fwd_bwd"), ([32, 2000], "fwd")]
     for r in results:
-        assert r["floor"] == ("copy floor" if r["mode"] == "fwd_bwd" else "read floor")
+        assert r["floor"] == ("fwd+bwd floor" if r["mode"] == "fwd_bwd" else "forward floor")
         names = [m["name"] for m in r["methods"]]
-        assert {"read floor", "copy floor", "crossentropy fast", "crossentropy generic",
+        memory_pass = "copy" if r["mode"] == "fwd_bwd" else "read"
+        assert {r["floor"], f"{memory_pass}: numpy", f"{memory_pass}: numba", "exp: numpy",
+                "exp: numba", "crossentropy fast", "crossentropy generic",
                 "numpy naive", "scipy log_softmax"} <= set(names)
+        # the floor is the slower of the fastest memory pass and the fastest exp pass
+        ms = {m["name"]: m["ms"] for m in r["methods"] if "ms" in m}
+        fastest = [min((k for k in ms if k.startswith(kind + ": ")), key=ms.get)
+                   for kind in (memory_pass, "exp")]
+        assert sorted(r["floor_set_by"]) == sorted(fastest)
+        assert r["floor_ms"] == max(ms[k] for k in fastest)
         assert ("crossentropy fast, out=" in names) == (r["mode"] == "fwd_bwd")
         assert r["best_peer"] in ("numpy naive", "scipy log_softmax")
         for m in r["methods"]:
-            assert m["group"] in ("floor", "ours", "peer")
+            assert m["group"] in ("floor", "floor pass", "ours", "peer")
+            if m["group"] == "floor":
+                assert m["ms"] == r["floor_ms"] and m["x_floor"] == 1.0
+                continue
             assert len(m["times_ms"]) == 2 and all(x > 0 for x in m["times_ms"])
             assert m["ms"] == pytest.approx(sorted(m["times_ms"])[0] / 2
                                             + sorted(m["times_ms"])[1] / 2)

@@ -4,9 +4,12 @@ Softmax cross-entropy with float32 logits, int64 class indices and the mean
 reduction, forward + backward (loss and dL/dlogits) and forward alone. Every
 method runs in this one process, in interleaved rounds (method A, B, C, A, B,
 C, ...), and the table shows the median. The floors are what no method can
-beat: reading the logits once (a sum) and copying them once into a buffer
-that already exists (``np.copyto``); forward + backward must at least read
-the logits and write a gradient of the same size.
+beat (``crossentropy.cli.bench.floors``): forward + backward must read the
+logits, compute an ``exp`` per element and write a gradient, so its floor is
+the larger of the fastest copy and the fastest ``exp`` pass over the logits;
+the forward's is the larger of the fastest read and that ``exp`` pass. Each
+pass is the fastest of NumPy, PyTorch and a numba ``prange`` loop, and the
+table says which set the floor.
 
 Peak extra memory is the growth of the resident set during one call (Linux:
 the high-water mark ``VmHWM`` reset through ``/proc/self/clear_refs``), which
@@ -35,6 +38,8 @@ from pathlib import Path
 
 from crossentropy.cli import _extras
 from crossentropy.cli._args import error, positive_int
+from crossentropy.cli.bench.floors import FLOOR_NAMES, combine
+from crossentropy.cli.bench.floors import passes as floor_passes
 from crossentropy.cli.bench.memory import describe, peak_extra
 from crossentropy.cli.bench.memory import method as memory_method
 
@@ -72,6 +77,9 @@ def register(subparsers) -> None:
     parser.add_argument("--memory", action="store_true",
                         help="instead: peak memory of torch fwd+bwd, crossentropy vs "
                         "F.cross_entropy, each in its own process (default 8192x32000)")
+    parser.add_argument("--warmup", action="store_true",
+                        help="instead: compile (and cache) the fast-path kernels ahead of "
+                        "time, e.g. in an install step; needs only the fast extra")
     parser.set_defaults(func=run, _parser=parser)
 
 
@@ -236,19 +244,6 @@ _PEER_SETUP = {
 }
 
 
-def _floors(np, z):
-    buf = np.empty_like(z)
-    np.copyto(buf, z)  # touch the pages once
-
-    def read():
-        z.sum()
-
-    def copy():
-        np.copyto(buf, z)
-
-    return {"read floor": read, "copy floor": copy}
-
-
 # ---------------------------------------------------------------- report
 
 
@@ -260,6 +255,7 @@ def _runtime_info(np) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": _cpu_name(),
+        "isa": _isa(),
         "cpus": os.cpu_count(),
         "numpy": np.__version__,
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
@@ -278,6 +274,20 @@ def _runtime_info(np) -> dict:
 
     info["numba_threads"] = numba.get_num_threads()
     return info
+
+
+def _isa() -> str:
+    """The widest x86 vector ISA LLVM (numba's compiler) sees on this CPU, and its CPU name."""
+    try:
+        import llvmlite.binding as ll
+
+        features = {k for k, v in ll.get_host_cpu_features().items() if v}
+        name = ll.get_host_cpu_name()
+    except Exception:  # noqa: BLE001 - no llvmlite, or not x86
+        return "unknown"
+    isa = ("AVX-512" if "avx512f" in features else "AVX2" if "avx2" in features
+           else "SSE/other")
+    return f"{isa} (LLVM CPU {name})"
 
 
 def _cpu_name() -> str:
@@ -397,7 +407,23 @@ def _run_memory(args) -> int:
     return 0
 
 
+def _run_warmup() -> int:
+    status = _extras.require("bench --warmup", ("numba",))
+    if status:
+        return status
+    from crossentropy._kernels.jit import CACHING
+    from crossentropy._kernels.warmup import warmup
+
+    seconds = warmup(verbose=True)
+    where = ("cached for later processes" if CACHING
+             else "not cached: numba found no writable cache directory (NUMBA_CACHE_DIR)")
+    print(f"fast-path kernels ready in {seconds:.1f} s, {where}")
+    return 0
+
+
 def run(args) -> int:
+    if args.warmup:
+        return _run_warmup()
     _check_json_path(args)
     if args.linear:
         return _run_linear(args)
@@ -429,7 +455,7 @@ def run(args) -> int:
 
     print(f"crossentropy bench: {dtype} logits, int64 targets, mean reduction; "
           f"{rounds} interleaved rounds, median ms")
-    print(f"machine: {info['cpu']} ({info['cpus']} CPUs), {info['platform']}, "
+    print(f"machine: {info['cpu']}, {info['isa']} ({info['cpus']} CPUs), {info['platform']}, "
           f"Python {info['python']}")
     print(f"numba {info.get('numba')} ({info.get('numba_threads')} threads: NUMBA_NUM_THREADS "
           f"or --threads), torch {info.get('torch')}, jax {info.get('jax')}, "
@@ -461,8 +487,8 @@ def run(args) -> int:
                 methods.update(_PEER_SETUP[name][1](np, z, t, dtype))
             except Exception as exc:  # a peer that cannot even set up is reported, not fatal
                 progress.write(f"  ({name}: setup failed: {exc})", file=sys.stderr)
-        floors = _floors(np, z)
-        for mode, floor_name in (("fwd_bwd", "copy floor"), ("fwd", "read floor")):
+        floors = floor_passes(np, z)
+        for mode, floor_name in FLOOR_NAMES.items():
             idx = 0 if mode == "fwd_bwd" else 1
             what = "forward + backward" if mode == "fwd_bwd" else "forward only"
             progress.set_postfix_str(f"{n} x {c}, {what}: warm-up")
@@ -476,22 +502,27 @@ def run(args) -> int:
                     errors[name] = f"{type(exc).__name__}: {exc}"[:200]
                     del callables[name]
             progress.update()
-            timed = dict(floors)
+            skip = "read: " if mode == "fwd_bwd" else "copy: "
+            mode_floors = {k: v for k, v in floors.items() if not k.startswith(skip)}
+            timed = dict(mode_floors)
             timed.update(callables)
             progress.set_postfix_str(f"{n} x {c}, {what}: timing")
             times = interleaved(timed, rounds, tick=progress.update)
             med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-            floor_ms = med[floor_name]
+            floor_ms, set_by = combine(med, mode)
             peer_names = [k for k in callables if not k.startswith("crossentropy")]
             best_peer = min(peer_names, key=lambda k: med[k]) if peer_names else None
             best_ms = med[best_peer] if best_peer else None
             progress.set_postfix_str(f"{n} x {c}, {what}: memory")
-            rows = []
-            for name in [*floors, *callables]:
+            rows = [{"name": floor_name, "group": "floor", "ms": floor_ms, "times_ms": [],
+                     "x_floor": 1.0, "x_best_peer": floor_ms / best_ms if best_ms else None,
+                     "peak_extra_mb": 0.0, "memory": memory_kind, "tracemalloc_mb": 0.0,
+                     "set_by": set_by}]
+            for name in [*mode_floors, *callables]:
                 mem = peak_extra(timed[name])
                 rows.append({
                     "name": name,
-                    "group": ("floor" if name in floors else
+                    "group": ("floor pass" if name in mode_floors else
                               "ours" if name.startswith("crossentropy") else "peer"),
                     "ms": med[name],
                     "times_ms": [x * 1e3 for x in times[name]],
@@ -504,7 +535,9 @@ def run(args) -> int:
             progress.update()
             rows.extend({"name": k, "group": "peer", "error": v} for k, v in errors.items())
             title = f"{what}, {n} x {c} ({z.nbytes / 2**20:.0f} MB of logits)"
-            lines = ["", title, format_table(rows, floor_name.split()[0])]
+            lines = ["", title, format_table(rows, "floor"),
+                     f"{floor_name}: {floor_ms:.2f} ms, set by {set_by[0]} "
+                     f"(then {set_by[1]}, {med[set_by[1]]:.2f} ms)"]
             ours = "crossentropy fast, out=" if mode == "fwd_bwd" else "crossentropy fast"
             fast = next(r for r in rows if r["name"] == ours)
             if best_peer:
@@ -516,6 +549,7 @@ def run(args) -> int:
             progress.write("\n".join(lines), file=sys.stdout)
             results.append({
                 "shape": [n, c], "mode": mode, "floor": floor_name, "floor_ms": floor_ms,
+                "floor_set_by": set_by,
                 "best_peer": best_peer, "best_peer_ms": best_ms, "methods": rows,
             })
             del callables, timed
