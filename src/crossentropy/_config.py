@@ -13,7 +13,7 @@ Caching: ``cache=True`` stores the compiled machine code next to the module
 (``__pycache__``) or in ``NUMBA_CACHE_DIR``; the first call of each kernel in
 a fresh environment compiles it (a few seconds), later processes load it.
 Where no cache directory is writable the kernels compile without caching,
-once per process. ``python -m crossentropy._kernels`` compiles (and caches)
+once per process. ``crossentropy bench --warmup`` compiles (and caches)
 the common signatures ahead of time.
 
 ``NUMBA_DISABLE_JIT=1`` sends every call to the generic path (the kernels

@@ -160,3 +160,91 @@ print("threads")
 """
     r = _run(code, env={"NUMBA_THREADING_LAYER": "workqueue"})
     assert r.returncode == 0 and "threads" in r.stdout, r.stderr[-2000:]
+
+
+# -------------------------------- issue 14: pre-compilation, allocations
+
+
+@pytest.mark.slow
+def test_bench_warmup_fills_the_cache_that_later_processes_load(tmp_path):
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "crossentropy", "bench", "--warmup"],
+                       env={**os.environ, **env}, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0 and "cached for later processes" in r.stdout, r.stderr[-2000:]
+    assert list(tmp_path.rglob("*.nbi"))
+    r = _run("""
+import numpy as np, crossentropy as ce
+from crossentropy._kernels import rows
+z = np.random.default_rng(0).normal(size=(4096, 64)).astype(np.float32)
+ce.cross_entropy_with_grad(z, np.arange(4096) % 64)
+k = rows.ce_index_kernel.parallel
+print("misses", sum(k.stats.cache_misses.values()), "hits", sum(k.stats.cache_hits.values()))
+""", env=env)
+    assert "misses 0 hits 1" in r.stdout, (r.stdout, r.stderr[-2000:])
+
+
+def _peak(fn):
+    import tracemalloc
+
+    fn()  # compile / load outside the measurement
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        result = fn()
+        return tracemalloc.get_traced_memory()[1] - before, result
+    finally:
+        tracemalloc.stop()
+
+
+def test_loss_only_few_classes_allocates_no_logits_sized_buffer():
+    # 2e7 x 2 allocated 2.6x the logits (per-row float64 losses, a row mask)
+    z = np.random.default_rng(1).normal(size=(400_000, 2)).astype(np.float32)
+    t = np.arange(z.shape[0]) % 2
+    peak, loss = _peak(lambda: ce.cross_entropy(z, t))
+    assert np.isfinite(loss)
+    # what is left is the validation of the targets (a few bytes per row)
+    assert peak < 0.6 * z.nbytes, peak / z.nbytes
+
+
+@pytest.mark.parametrize("kind", ["index", "prob", "bce", "bce_grad", "bce_none"])
+@pytest.mark.parametrize("C", [2, 500])
+def test_kernel_host_allocates_only_its_outputs(kind, C):
+    from crossentropy import _kernels as K
+    from crossentropy._validate import CEOptions, binary_call, ce_call
+
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(200_000 // C * 2, C)).astype(np.float32)
+    if kind in ("index", "prob"):
+        y = (np.arange(z.shape[0]) % C if kind == "index"
+             else np.full(z.shape, 1.0 / C, np.float32))
+        call = ce_call(z, y, None, CEOptions())
+        peak, _ = _peak(lambda: K.cross_entropy(call, want_loss=True, want_grad=False))
+        output = 0
+    else:
+        y = (rng.uniform(size=z.shape) > 0.5).astype(np.float32)
+        reduction = "none" if kind == "bce_none" else "mean"
+        call = binary_call(z, y, np.float32(2.0), reduction, "logits")
+        peak, _ = _peak(lambda: K.bce_with_logits(call, want_grad=kind == "bce_grad"))
+        output = z.nbytes if kind in ("bce_grad", "bce_none") else 0
+    assert peak - output < 0.05 * z.nbytes, (peak - output) / z.nbytes
+
+
+def test_kernels_run_as_python_with_jit_disabled():
+    # NUMBA_DISABLE_JIT: the engine takes the generic path; the kernels
+    # themselves still run (as Python, for debugging) and agree with it.
+    r = _run("""
+import numpy as np, crossentropy as ce
+from crossentropy import _kernels as K
+from crossentropy._validate import CEOptions, ce_call
+z = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
+t = np.array([0, 6, 3, 2, 1])
+assert not K.applicable(z, 1)
+loss, grad, bad = K.cross_entropy(ce_call(z, t, None, CEOptions()))
+l2, g2 = ce.cross_entropy_with_grad(z, t)
+np.testing.assert_allclose(loss, l2, rtol=1e-6)
+np.testing.assert_allclose(grad, g2, rtol=1e-5, atol=1e-7)
+np.testing.assert_allclose(K.softmax(z, log=True), ce.log_softmax(z), rtol=1e-6)
+print("python ok")
+""", env={"NUMBA_DISABLE_JIT": "1"})
+    assert r.returncode == 0 and "python ok" in r.stdout, r.stderr[-2000:]

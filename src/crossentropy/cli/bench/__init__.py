@@ -412,7 +412,7 @@ def _run_warmup() -> int:
     if status:
         return status
     from crossentropy._kernels.jit import CACHING
-    from crossentropy._kernels.warmup import warmup
+    from crossentropy.cli.bench.warmup import warmup
 
     seconds = warmup(verbose=True)
     where = ("cached for later processes" if CACHING
