@@ -10,7 +10,9 @@ same results to rounding; the tests run both). Three layers, one module each:
 * ``host``: wrappers that take a checked call (``_validate.CECall`` /
   ``BinaryCall``), allocate outputs and reduce.
 
-Threads and caching follow numba's settings; the flags live in ``_config``.
+``jit`` compiles and launches them safely (no writable cache, fork, threading
+layers); ``floors`` holds the bench's numba passes. Threads and caching
+follow numba's settings; the flags live in ``_config``.
 Importing this package imports numba (the optional extra ``crossentropy[fast]``).
 """
 
