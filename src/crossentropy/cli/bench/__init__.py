@@ -364,18 +364,18 @@ def _run_linear(args) -> int:
     status = _extras.require("bench --linear", ("torch",))
     if status:
         return status
-    from crossentropy import _bench_linear
+    from crossentropy.cli.bench import linear
 
     shapes = None
     if args.shapes:
         try:
-            shapes = [_bench_linear._parse_shape(s) for s in args.shapes.split(",")]
+            shapes = [linear.parse_shape(s) for s in args.shapes.split(",")]
         except (ValueError, argparse.ArgumentTypeError):
             error(args, f"argument --shapes: with --linear, expected NxDxV,..., "
                   f"got {args.shapes!r}")
-    linear_args = argparse.Namespace(shapes=shapes, json=bool(args.json), dtype=args.dtype,
+    linear_args = argparse.Namespace(shapes=shapes, json=args.json, dtype=args.dtype,
                                      threads=args.threads)
-    return _bench_linear.run(linear_args)
+    return linear.run(linear_args)
 
 
 def _run_memory(args) -> int:
