@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from crossentropy.cli._args import (
+    add_command,
     error,
     non_negative_int,
-    number,
     positive_int,
+    positive_number,
     unit_interval,
 )
 
@@ -389,16 +390,9 @@ def hidden_sizes(text: str) -> tuple[int, ...]:
         ) from None
 
 
-def positive_number(text: str) -> float:
-    value = number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "demo",
+    parser = add_command(
+        subparsers, "demo", run,
         help="train a digits classifier from scratch with the library's loss",
         description=(
             "Train a small multi-layer perceptron on scikit-learn's handwritten digits "
@@ -442,7 +436,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default="out", metavar="DIR",
         help="where to save digits_training.png (mnist_training.png with MNIST)",
     )
-    parser.set_defaults(func=run, _parser=parser)
 
 
 def _load(args: argparse.Namespace):

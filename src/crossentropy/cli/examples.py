@@ -15,6 +15,8 @@ import argparse
 import textwrap
 from dataclasses import dataclass
 
+from crossentropy.cli._args import add_command
+
 
 @dataclass(frozen=True)
 class WorkedExample:
@@ -78,8 +80,8 @@ COPIED_TABLE_ERRORS = tuple(
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "examples",
+    add_command(
+        subparsers, "examples", run,
         help="the 8-row worked-example table, computed by the library",
         description=(
             "Reproduce the classic worked-example table of cross-entropy values "
@@ -88,7 +90,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "copied table is wrong."
         ),
     )
-    parser.set_defaults(func=run, _parser=parser)
 
 
 def compute_rows() -> list[dict]:

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from crossentropy.cli._args import NEGATIVE_VALUE, error, number
+from crossentropy.cli._args import NEGATIVE_VALUE, add_command, error, existing_file, number
 
 #: An answer is right when it is within this much of the library's value, whatever
 #: its size: "within 0.001" as the list says (give 3 or 4 decimals).
@@ -1186,16 +1186,9 @@ def grade_file(n: int, path: Path) -> tuple[bool, str]:
     return ok, "\n".join(lines)
 
 
-def _existing_file(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"expected a Python file, got {text!r} (no such file)")
-    return path
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "exercises",
+    parser = add_command(
+        subparsers, "exercises", run,
         help="practice problems; 'exercises check N ANSWER' checks an answer",
         description="List practice problems, or check an answer and explain the right one.",
     )
@@ -1209,11 +1202,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check_parser.add_argument("n", metavar="N", type=exercise_number, help="exercise number")
     check_parser.add_argument("answer", metavar="ANSWER", type=number, nargs="?",
                               help="your numeric answer")
-    check_parser.add_argument("--file", type=_existing_file, metavar="FILE",
+    check_parser.add_argument("--file", type=existing_file, metavar="FILE",
                               help="your Python file, for a coding exercise")
     check_parser._negative_number_matcher = NEGATIVE_VALUE  # "-0.37" and "-1e-3" are answers
     check_parser.set_defaults(_parser=check_parser)
-    parser.set_defaults(func=run, _parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:

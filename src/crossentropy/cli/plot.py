@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crossentropy.cli._args import error
+from crossentropy.cli._args import add_command, error
 
 #: Pixel size of every figure: (width, height) at 100 dpi.
 FIGSIZE = (8.0, 5.0)
@@ -456,8 +456,8 @@ def make_figures(out: Path) -> list[Path]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "plot",
+    parser = add_command(
+        subparsers, "plot", run,
         help="save PNG figures of the loss, its gradient, its variants and the theory pages",
         description=(
             "Save PNG figures: loss vs predicted probability (cross-entropy, squared "
@@ -472,7 +472,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=Path("out"), metavar="DIR",
         help="directory for the PNG files (created if missing; default: out)",
     )
-    parser.set_defaults(func=run, _parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:

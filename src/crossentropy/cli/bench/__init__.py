@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from crossentropy.cli import _extras
-from crossentropy.cli._args import error, positive_int
+from crossentropy.cli._args import add_command, error, positive_int
 from crossentropy.cli.bench.memory import describe, peak_extra
 from crossentropy.cli.bench.memory import method as memory_method
 
@@ -44,8 +44,8 @@ PEERS = ("numpy", "scipy", "torch", "torch.compile", "jax")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "bench",
+    parser = add_command(
+        subparsers, "bench", run,
         help="time the fast path against NumPy, SciPy, PyTorch, JAX and the memory floors",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -72,7 +72,6 @@ def register(subparsers) -> None:
     parser.add_argument("--memory", action="store_true",
                         help="instead: peak memory of torch fwd+bwd, crossentropy vs "
                         "F.cross_entropy, each in its own process (default 8192x32000)")
-    parser.set_defaults(func=run, _parser=parser)
 
 
 # ---------------------------------------------------------------- measuring
