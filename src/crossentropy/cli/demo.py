@@ -72,10 +72,12 @@ class Dense:
         self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
 
     def forward(self, x):
+        """``x @ W + b``; keeps ``x`` for the backward."""
         self.x = x  # saved for backward
         return x @ self.params["W"] + self.params["b"]
 
     def backward(self, dy):
+        """Store ``dW = x^T dy`` and ``db``; return ``dy W^T``."""
         self.grads["W"] = self.x.T @ dy
         self.grads["b"] = dy.sum(axis=0)
         return dy @ self.params["W"].T
@@ -87,10 +89,12 @@ class ReLU:
     params: dict = {}
 
     def forward(self, x):
+        """``max(x, 0)``; keeps where ``x`` was positive."""
         self.positive = x > 0
         return x * self.positive
 
     def backward(self, dy):
+        """``dy`` where the input was positive, 0 elsewhere."""
         return dy * self.positive
 
 
@@ -105,11 +109,13 @@ class MLP:
                 self.layers.append(ReLU())
 
     def forward(self, x):
+        """The logits of the batch ``x``."""
         for layer in self.layers:
             x = layer.forward(x)
         return x
 
     def backward(self, dlogits):
+        """Backpropagate ``dlogits`` through every layer; the gradient wrt the input."""
         for layer in reversed(self.layers):
             dlogits = layer.backward(dlogits)
         return dlogits
@@ -130,6 +136,7 @@ class Adam:
         ]
 
     def step(self) -> None:
+        """One Adam update of every parameter from its gradient."""
         import numpy as np
 
         self.t += 1
@@ -245,6 +252,8 @@ def load_mnist(data_dir: Path):
 
 @dataclass
 class DemoResult:
+    """What one training run gives: test metrics, curves and sizes."""
+
     test_accuracy: float
     confusion: Any  # (10, 10) int array, rows = true digit, columns = predicted
     recall: Any  # (10,) per digit: the diagonal over the row's total
@@ -337,8 +346,11 @@ def train(
 
 
 def format_confusion(confusion, recall) -> str:
-    """The confusion matrix as text: one row per true digit, one column per prediction,
-    and each digit's recall (``sklearn.metrics.recall_score``)."""
+    """The confusion matrix as text, with each digit's recall.
+
+    One row per true digit, one column per prediction, and the digit's recall
+    (``sklearn.metrics.recall_score``).
+    """
     from tabulate import tabulate
 
     n = len(confusion)
@@ -391,6 +403,7 @@ def hidden_sizes(text: str) -> tuple[int, ...]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add this subcommand's parser to ``subparsers``."""
     parser = add_command(
         subparsers, "demo", run,
         help="train a digits classifier from scratch with the library's loss",
@@ -467,6 +480,7 @@ def _load(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train, print the results and save the curves; the exit status."""
     if args.out.exists() and not args.out.is_dir():
         return error(args, f"argument --out: expected a directory, got the file {str(args.out)!r}")
     data, description = _load(args)

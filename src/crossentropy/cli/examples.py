@@ -20,6 +20,8 @@ from crossentropy.cli._args import add_command
 
 @dataclass(frozen=True)
 class WorkedExample:
+    """One row of the worked-example table, with its correct and copied loss."""
+
     row: int
     target: tuple[float, ...]
     probs: tuple[float, ...]
@@ -80,6 +82,7 @@ COPIED_TABLE_ERRORS = tuple(
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add this subcommand's parser to ``subparsers``."""
     add_command(
         subparsers, "examples", run,
         help="the 8-row worked-example table, computed by the library",
@@ -130,6 +133,7 @@ def _vec(xs) -> str:
 
 
 def render(rows: list[dict]) -> str:
+    """The table and the notes on the copied table's errors, as text."""
     from tabulate import tabulate
 
     table = tabulate(
@@ -186,5 +190,6 @@ def render(rows: list[dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the worked-example table; the exit status."""
     print(render(compute_rows()))
     return 0

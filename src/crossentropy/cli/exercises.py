@@ -49,6 +49,8 @@ def _no_mistakes() -> list[tuple[float, str]]:
 
 @dataclass(frozen=True)
 class Exercise:
+    """A practice problem: its question, the library's answer and the explanation."""
+
     title: str
     question: str
     answer: Callable[[], float] | None  # the right answer, computed by the library
@@ -1080,6 +1082,7 @@ def hint_for(ex: Exercise, given: float, expected: float) -> str:
 
 
 def exercise_number(text: str) -> int:
+    """An argparse type: an exercise number from 1 to ``len(EXERCISES)``."""
     try:
         value = int(text)
     except ValueError:
@@ -1092,6 +1095,7 @@ def exercise_number(text: str) -> int:
 
 
 def render_list() -> str:
+    """The list of exercises, with how to answer them."""
     lines = [
         f"{len(EXERCISES)} exercises. Answer with: crossentropy exercises check N ANSWER,",
         "or for a coding exercise: crossentropy exercises check N --file mine.py",
@@ -1187,6 +1191,7 @@ def grade_file(n: int, path: Path) -> tuple[bool, str]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add this subcommand's parser to ``subparsers``."""
     parser = add_command(
         subparsers, "exercises", run,
         help="practice problems; 'exercises check N ANSWER' checks an answer",
@@ -1209,6 +1214,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """List the exercises or check an answer; the exit status (1: wrong answer)."""
     if args.action == "check":
         ex = EXERCISES[args.n - 1]
         if ex.kind == "coding":

@@ -34,6 +34,7 @@ IDENTITY_TOLERANCE = 1e-9
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add this subcommand's parser to ``subparsers``."""
     parser = add_command(
         subparsers, "explain", run,
         help="compute one cross-entropy step by step, with the numbers",
@@ -434,6 +435,7 @@ def _json_safe(x):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print one loss computed step by step (or the steps as JSON); the exit status."""
     problem = _check_lengths(args)
     if problem:
         return error(args, problem)

@@ -20,7 +20,7 @@ DPI = 100
 
 
 def _pyplot():
-    """pyplot without a window: Agg, unless MPLBACKEND names a backend (a notebook's inline)."""
+    """Import ``pyplot`` headless: Agg, unless MPLBACKEND names a backend (notebook inline)."""
     import os
 
     import matplotlib
@@ -456,6 +456,7 @@ def make_figures(out: Path) -> list[Path]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add this subcommand's parser to ``subparsers``."""
     parser = add_command(
         subparsers, "plot", run,
         help="save PNG figures of the loss, its gradient, its variants and the theory pages",
@@ -475,6 +476,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Save every figure under ``--out`` and print their paths; the exit status."""
     if args.out.exists() and not args.out.is_dir():
         return error(args, f"argument --out: expected a directory, got the file {str(args.out)!r}")
     for path in make_figures(args.out):

@@ -44,6 +44,7 @@ PEERS = ("numpy", "scipy", "torch", "torch.compile", "jax")
 
 
 def register(subparsers) -> None:
+    """Add this subcommand's parser to ``subparsers``."""
     parser = add_command(
         subparsers, "bench", run,
         help="time the fast path against NumPy, SciPy, PyTorch, JAX and the memory floors",
@@ -80,7 +81,8 @@ def register(subparsers) -> None:
 def interleaved(methods: dict, rounds: int, tick=None) -> dict:
     """Median seconds of each callable, timed in interleaved rounds.
 
-    ``tick()`` is called after every round (a progress bar's update)."""
+    ``tick()`` is called after every round (a progress bar's update).
+    """
     times: dict = {name: [] for name in methods}
     for _ in range(rounds):
         for name, fn in methods.items():
@@ -397,6 +399,7 @@ def _run_memory(args) -> int:
 
 
 def run(args) -> int:
+    """Run ``crossentropy bench`` (or ``--linear``, ``--memory``); the exit status."""
     _check_json_path(args)
     if args.linear:
         return _run_linear(args)

@@ -52,6 +52,7 @@ def method() -> str:
 
 
 def describe(kind: str) -> str:
+    """A phrase naming what the probe ``kind`` measures, for a table's title."""
     return {
         "rss-hwm": "growth of the resident set during one call (VmHWM)",
         "tracemalloc": "NumPy allocations (tracemalloc)",
