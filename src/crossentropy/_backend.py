@@ -109,19 +109,13 @@ def count(ns: Namespace, x):
     return ns.xp.sum(ns.xp.ones_like(x, dtype=ns.accum))
 
 
-def quiet(func):
-    """Silence NumPy's floating-point warnings inside a public function.
-
-    The library produces infinities on purpose (``log 0``, ``p / 0`` under a
-    mask); NumPy would warn about each. Other libraries do not warn.
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-            return func(*args, **kwargs)
-
-    return wrapper
+#: Silences NumPy's floating-point warnings inside a public function (used as
+#: ``@quiet``). The library produces infinities on purpose (``log 0``,
+#: ``p / 0`` under a mask); NumPy would warn about each, other libraries do
+#: not. NumPy's own ``errstate`` is a context decorator; since NumPy 2.0 it
+#: keeps its state per call (a context variable), so nested and concurrent
+#: calls are safe.
+quiet = np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore")
 
 
 def concrete_bool(x) -> bool | None:
