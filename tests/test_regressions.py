@@ -23,7 +23,7 @@ def _z(rng, n=4, c=3):
     return rng.normal(size=(n, c))
 
 
-# ---------------------------------------------------------------- issue 15, item 1: out= overlap
+# -------------------------------- issue 15, item 1: out= overlap
 
 
 def test_grad_out_aliasing_soft_target_is_rejected(rng):
@@ -62,7 +62,7 @@ def test_grad_out_may_be_the_logits(rng):
     np.testing.assert_allclose(z, expected, rtol=1e-12)
 
 
-# ---------------------------------------------------------------- item 2: NaN / inf weights
+# -------------------------------- item 2: NaN / inf weights
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -89,7 +89,7 @@ def test_inf_weight_on_used_class_sum_matches_torch(rng):
     np.testing.assert_allclose(grad, zt.grad.numpy())
 
 
-# ---------------------------------------------------------------- item 3: torch integer dtypes
+# -------------------------------- item 3: torch integer dtypes
 
 
 @pytest.mark.parametrize("dtype", ["int32", "int16", "int8", "uint8"])
@@ -101,7 +101,7 @@ def test_torch_small_integer_targets_work(rng, dtype):
     torch.testing.assert_close(got, expected)
 
 
-# ---------------------------------------------------------------- item 4: NumPy bfloat16
+# -------------------------------- item 4: NumPy bfloat16
 
 
 def test_numpy_bfloat16_logits_computed_in_float32(rng):
@@ -116,7 +116,7 @@ def test_numpy_bfloat16_logits_computed_in_float32(rng):
     assert g.dtype == ml_dtypes.bfloat16 and g.shape == z.shape
 
 
-# ---------------------------------------------------------------- item 5: NaN in probs
+# -------------------------------- item 5: NaN in probs
 
 
 def test_from_probs_nan_propagates():
@@ -124,7 +124,7 @@ def test_from_probs_nan_propagates():
     assert np.isnan(got)
 
 
-# ---------------------------------------------------------------- item 6: complex
+# -------------------------------- item 6: complex
 
 
 def test_kl_complex_is_type_error():
@@ -139,7 +139,7 @@ def test_bce_complex_weight_is_type_error(arg):
         ce.binary_cross_entropy_with_logits(np.zeros(2), np.ones(2), **kwargs)
 
 
-# ---------------------------------------------------------------- item 7: layer keeps a reference
+# -------------------------------- item 7: layer keeps a reference
 
 
 def test_layer_backward_uses_forward_values_not_a_reference(rng):
@@ -159,7 +159,7 @@ def test_layer_backward_rejects_string_grad_output(rng):
         layer.backward("2")
 
 
-# ---------------------------------------------------------------- item 8: failing call modifies nothing
+# -------------------------------- item 8: failing call modifies nothing
 
 
 def test_out_logits_all_neg_inf_row_leaves_logits_untouched(rng):
@@ -171,7 +171,7 @@ def test_out_logits_all_neg_inf_row_leaves_logits_untouched(rng):
     np.testing.assert_array_equal(z, before)
 
 
-# ---------------------------------------------------------------- item 9: messages name the argument
+# -------------------------------- item 9: messages name the argument
 
 
 def test_out_read_only_names_out(rng):
@@ -203,7 +203,7 @@ def test_ragged_logits_names_logits():
         ce.cross_entropy([[1.0, 2.0], [3.0]], np.array([0, 1]))
 
 
-# ---------------------------------------------------------------- issue 14: fast-path safety/exactness
+# -------------------------------- issue 14: fast-path safety/exactness
 
 
 @pytest.mark.parametrize("fn", ["cross_entropy", "cross_entropy_grad", "bce", "bce_grad", "layer"])
@@ -300,7 +300,7 @@ print("threads")
     assert r.returncode == 0 and "threads" in r.stdout, r.stderr[-2000:]
 
 
-# ---------------------------------------------------------------- issue 15, item 12
+# -------------------------------- issue 15, item 12
 
 
 FUNCTIONS = [
