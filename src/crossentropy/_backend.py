@@ -98,9 +98,11 @@ def namespace(x, name: str, *, floating: bool = True) -> tuple[Namespace, Any]:
 
 
 def count(ns: Namespace, x):
-    """The number of elements of ``x``: an ``int``, or a 0-d ``ns.accum`` array when a
-    dimension is ``None`` (known only at run time, as in a TensorFlow graph; the
-    array API allows it)."""
+    """The number of elements of ``x``.
+
+    An ``int``, or a 0-d ``ns.accum`` array when a dimension is ``None`` (known
+    only at run time, as in a TensorFlow graph; the array API allows it).
+    """
     shape = tuple(x.shape)
     if None not in shape:
         return math.prod(shape)

@@ -1,4 +1,4 @@
-"""Compile flags for the numba kernels in ``_kernels.py``, kept in one place.
+"""Tunables of the numba kernels in ``_kernels/``, kept in one place.
 
 Threads: the kernels run rows in parallel with ``numba.prange`` and use as
 many threads as numba is set to use: ``NUMBA_NUM_THREADS`` in the environment
@@ -29,3 +29,18 @@ PARALLEL_JIT = {"nogil": True, "cache": True, "parallel": True, "fastmath": set(
 
 #: Options of the serial helpers (O(rows) pre-passes).
 SERIAL_JIT = {"nogil": True, "cache": True}
+
+#: Options of the row passes, compiled into the kernels that call them.
+ROW_JIT = {"nogil": True, "cache": True, "fastmath": set(KERNEL_FASTMATH), "inline": "always"}
+
+#: Below this many elements a call runs on one thread: starting the thread
+#: pool costs more than it saves (and on a busy machine much more).
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+#: Up to this many classes, rows go in blocks whose ``exp`` runs over the
+#: block's contiguous elements: a row of a few classes is too short for the
+#: vector units, a block of rows is not.
+SMALL_C = 32
+
+#: Elements per block of the small-class kernel.
+BLOCK_ELEMENTS = 4096

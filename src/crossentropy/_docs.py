@@ -41,6 +41,11 @@ PARAMS = {
         overwrites the logits).""",
 }
 
+#: The parameters of the softmax cross-entropy functions, in their order.
+PARAMS["cross_entropy_params"] = "\n    ".join(
+    PARAMS[name] for name in ("logits", "target", "axis", "weight", "ignore_index",
+                              "label_smoothing", "reduction", "divisor"))
+
 
 def fill(func):
     """Substitute the shared ``%(name)s`` parameter texts into ``func.__doc__``."""

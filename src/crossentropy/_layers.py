@@ -7,16 +7,22 @@ softmax), and ``dZ = layer.backward()`` returns ``dL/dlogits`` for it.
 
 from __future__ import annotations
 
-from crossentropy import _api
-from crossentropy import _validate as V
-from crossentropy._backend import quiet
+from typing import Any
+
+from crossentropy import _engine as E
+from crossentropy._api import shell_for
+
+__all__ = ["BCEWithLogitsLoss", "CrossEntropyLoss"]
 
 
 class _Layer:
-    def __call__(self, logits, target):
+    _saved: Any
+
+    def __call__(self, logits: Any, target: Any) -> Any:
+        """Same as :meth:`forward`."""
         return self.forward(logits, target)
 
-    def _saved_or_raise(self):
+    def _saved_or_raise(self) -> Any:
         if self._saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward: call forward first")
         return self._saved
@@ -40,39 +46,40 @@ class CrossEntropyLoss(_Layer):
      [ 0.0556 -0.0893  0.0337]]
     """
 
-    def __init__(self, weight=None, ignore_index=-100, label_smoothing=0.0, reduction="mean",
-                 axis=-1):
+    def __init__(self, weight: Any = None, ignore_index: int = -100,
+                 label_smoothing: float = 0.0, reduction: str = "mean", axis: int = -1) -> None:
         self.weight = weight
-        self.ignore_index = V.ignore_index(ignore_index)
-        self.label_smoothing = V.label_smoothing(label_smoothing)
-        self.reduction = V.reduction(reduction)
+        self.options = E.CEOptions.checked(axis=axis, ignore_index=ignore_index,
+                                         label_smoothing=label_smoothing, reduction=reduction)
+        self.ignore_index = self.options.ignore_index
+        self.label_smoothing = self.options.label_smoothing
+        self.reduction = self.options.reduction
         self.axis = axis
         self._saved = None
 
-    @quiet
-    def forward(self, logits, target):
-        call = _api._prepare(logits, target, axis=self.axis, weight=self.weight,
-                             ignore_index=self.ignore_index,
-                             label_smoothing=self.label_smoothing, reduction=self.reduction,
-                             divisor=None)
-        loss, stats, denom = _api._ce_forward(call)
-        self._saved = (call, stats, denom)
+    @E.quiet
+    def forward(self, logits: Any, target: Any) -> Any:
+        """The loss; keeps the checked call and the per-row statistics for :meth:`backward`."""
+        call = E.ce_call(logits, target, self.weight, self.options)
+        loss, saved = E.ce_forward(call)
+        self._saved = (call, saved)
         return loss
 
-    @quiet
-    def backward(self, grad_output=1.0):
+    @E.quiet
+    def backward(self, grad_output: Any = 1.0) -> Any:
         """``dL/dlogits`` of the last forward, times ``grad_output``.
 
         ``grad_output`` is a number, or for ``reduction="none"`` an array of
         the per-row losses' shape.
         """
-        call, stats, denom = self._saved_or_raise()
-        return _api._ce_backward(call, stats, denom, grad_output)
+        call, saved = self._saved_or_raise()
+        return E.ce_backward(call, saved, grad_output)
 
 
 class BCEWithLogitsLoss(_Layer):
-    """Binary cross-entropy from logits as a layer (see
-    :func:`crossentropy.binary_cross_entropy_with_logits`).
+    """Binary cross-entropy from logits as a layer.
+
+    Arguments are those of :func:`crossentropy.binary_cross_entropy_with_logits`.
 
     Examples
     --------
@@ -84,24 +91,25 @@ class BCEWithLogitsLoss(_Layer):
     [-0.25  0.25]
     """
 
-    def __init__(self, weight=None, pos_weight=None, reduction="mean"):
+    def __init__(self, weight: Any = None, pos_weight: Any = None,
+                 reduction: str = "mean") -> None:
         self.weight = weight
         self.pos_weight = pos_weight
-        self.reduction = V.reduction(reduction)
+        self.reduction = E.reduction(reduction)
         self._saved = None
 
-    def _kwargs(self):
-        return {"weight": self.weight, "pos_weight": self.pos_weight,
-                "reduction": self.reduction}
+    @E.quiet
+    def forward(self, logits: Any, target: Any) -> Any:
+        """The loss; keeps the checked call for :meth:`backward`."""
+        call = E.binary_call(logits, target, self.weight, self.reduction, "logits",
+                             self.pos_weight)
+        self._saved = call
+        shell = shell_for(logits)  # a torch tensor that requires grad, or a JAX array
+        if shell is not None:
+            return shell.bce_op(logits, target, self.weight, self.pos_weight, self.reduction)
+        return E.bce_logits_loss(call)
 
-    @quiet
-    def forward(self, logits, target):
-        loss = _api.binary_cross_entropy_with_logits(logits, target, **self._kwargs())
-        self._saved = (logits, target)
-        return loss
-
-    @quiet
-    def backward(self, grad_output=1.0):
-        logits, target = self._saved_or_raise()
-        return _api._bce_logits_backward(logits, target, self.weight, self.pos_weight,
-                                         self.reduction, grad_output)[0]
+    @E.quiet
+    def backward(self, grad_output: Any = 1.0) -> Any:
+        """``dL/dlogits`` of the last forward, times ``grad_output``."""
+        return E.bce_logits_backward(self._saved_or_raise(), grad_output)[0]

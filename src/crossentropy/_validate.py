@@ -13,24 +13,11 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from crossentropy._backend import Namespace, concrete_bool, first_true, is_floating
+from crossentropy._backend import Namespace, concrete_bool, first_true, is_floating, namespace
 
 REDUCTIONS = ("mean", "sum", "none")
-
-
-@dataclass(frozen=True)
-class Spec:
-    """The checked options of one softmax-family call."""
-
-    axis: int  # the class axis, non-negative
-    num_classes: int
-    kind: str  # "index" (integer class ids) or "prob" (a distribution per row)
-    reduction: str
-    ignore_index: int
-    label_smoothing: float
-    divisor: float | None
 
 
 def _at(index: tuple[int, ...]) -> str:
@@ -231,9 +218,13 @@ def rows_sum_to_one(ns: Namespace, p, ax: int, name: str = "probs") -> None:
 
 
 def some_finite_logit(ns: Namespace, m, counted, name: str = "logits") -> None:
-    """A counted row whose logits are all -inf has no distribution."""
+    """Raise for a counted row whose max ``m`` is -inf: it has no distribution."""
+    no_empty_rows(ns, (m == -ns.xp.inf) & counted, name)
+
+
+def no_empty_rows(ns: Namespace, bad, name: str = "logits") -> None:
+    """Raise for the first True of ``bad``: a counted row whose logits are all -inf."""
     xp = ns.xp
-    bad = (m == -xp.inf) & counted
     if concrete_bool(xp.any(bad)):
         idx = first_true(xp, bad, tuple(bad.shape))
         raise ValueError(
@@ -242,21 +233,126 @@ def some_finite_logit(ns: Namespace, m, counted, name: str = "logits") -> None:
         )
 
 
-def spec(
-    shape: tuple[int, ...],
-    ax: Any,
-    target_kind: str,
-    reduction_: Any,
-    ignore_index_: int,
-    label_smoothing_: Any,
-    divisor_: Any,
-) -> Spec:
-    return Spec(
-        axis=ax,
-        num_classes=shape[ax],
-        kind=target_kind,
-        reduction=reduction(reduction_),
-        ignore_index=ignore_index_,
-        label_smoothing=label_smoothing(label_smoothing_),
-        divisor=divisor(divisor_),
-    )
+# ---------------------------------------------------------------- checked calls
+
+
+def logits_axis(x, axis_, name: str = "logits") -> tuple[Namespace, Any, int]:
+    """``x`` as an array of its namespace, and the class axis (non-negative, non-empty)."""
+    ns, z = namespace(x, name)
+    ax = axis(axis_, z.ndim, name)
+    if z.shape[ax] == 0:
+        raise ValueError(f"{name}: expected at least one class along axis {ax}, got 0")
+    return ns, z, ax
+
+
+def compute(ns: Namespace, x):
+    """``x`` in the compute dtype (float16 and bfloat16 run in float32)."""
+    return x if x.dtype == ns.compute else ns.xp.astype(x, ns.compute)
+
+
+def _options_axis(value) -> int:
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"axis: expected an integer, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class CEOptions:
+    """The checked scalar options of a softmax cross-entropy call: one frozen, hashable object.
+
+    Built once by the public function (:meth:`checked`); framework shells carry
+    it through autograd / ``custom_vjp`` unchanged.
+    """
+
+    axis: int = -1
+    ignore_index: int = -100
+    label_smoothing: float = 0.0
+    reduction: str = "mean"
+    divisor: float | None = None
+
+    @classmethod
+    def checked(cls, *, axis: Any = -1, ignore_index: Any = -100, label_smoothing: Any = 0.0,
+                reduction: Any = "mean", divisor: Any = None) -> CEOptions:
+        """Check every option (types and ranges that do not depend on the arrays)."""
+        return _checked_options(cls, axis, ignore_index, label_smoothing, reduction, divisor)
+
+
+def _checked_options(cls, ax, ignore, smoothing, red, div) -> CEOptions:
+    return cls(axis=_options_axis(ax), ignore_index=ignore_index(ignore),
+               label_smoothing=label_smoothing(smoothing), reduction=reduction(red),
+               divisor=divisor(div))
+
+
+@dataclass(frozen=True)
+class CECall:
+    """A checked softmax-family call: the arrays, as the engine and the kernels read them."""
+
+    ns: Namespace
+    logits: Any  # as given (for ``out`` checks)
+    z: Any  # the logits in the compute dtype
+    y: Any  # class indices (the row shape) or probabilities (the logits' shape, compute dtype)
+    kind: Literal["index", "prob"]
+    axis: int  # non-negative
+    num_classes: int
+    weight: Any  # (C,) in the compute dtype, or None
+    opts: CEOptions
+
+
+def ce_call(logits, target_, weight_, opts: CEOptions, *, name: str = "logits",
+            probs: bool = False) -> CECall:
+    """Check a softmax-family call once; ``probs=True`` checks ``logits`` as probabilities."""
+    ns, z, ax = logits_axis(logits, opts.axis, name)
+    if probs:
+        in_unit_interval(ns, z, name, "; pass logits to cross_entropy instead")
+    shape = tuple(z.shape)
+    y, kind = target(ns, target_, shape, ax, opts.ignore_index)
+    if probs:
+        rows_sum_to_one(ns, z, ax, name)
+    w = weight(ns, weight_, shape[ax])
+    return CECall(ns=ns, logits=logits, z=compute(ns, z), y=y, kind=kind, axis=ax,
+                  num_classes=shape[ax], weight=w, opts=opts)
+
+
+def trusted_ce_call(logits, y, w, opts: CEOptions) -> CECall:
+    """Rebuild the call a forward checked, from its saved arrays, without checking again."""
+    ns, z = namespace(logits, "logits")
+    ax = opts.axis % z.ndim
+    kind = "index" if ns.xp.isdtype(y.dtype, "integral") else "prob"
+    return CECall(ns=ns, logits=logits, z=compute(ns, z), y=y, kind=kind, axis=ax,
+                  num_classes=z.shape[ax], weight=w, opts=opts)
+
+
+@dataclass(frozen=True)
+class BinaryCall:
+    """A checked elementwise (binary) call."""
+
+    ns: Namespace
+    z: Any  # logits or probabilities, compute dtype
+    y: Any  # targets in [0, 1], compute dtype
+    weight: Any  # broadcasts against z, or None
+    pos_weight: Any  # broadcasts against z, or None
+    reduction: str
+
+
+def binary_call(x, target_, weight_, reduction_value, name: str, pos_weight=None) -> BinaryCall:
+    """Check a binary call: ``target`` of ``x``'s shape in [0, 1], weights that broadcast."""
+    ns, arr = namespace(x, name)
+    y = ns.asarray(target_)
+    same_shape(y, tuple(arr.shape), "target", name)
+    if not ns.xp.isdtype(y.dtype, ("real floating", "integral", "bool")):
+        raise TypeError(f"target: expected real numbers in [0, 1], got dtype {y.dtype}")
+    y = ns.xp.astype(y, ns.compute)
+    in_unit_interval(ns, y, "target")
+    w = elementwise_weight(ns, weight_, tuple(arr.shape), "weight")
+    red = reduction(reduction_value)
+    pw = elementwise_weight(ns, pos_weight, tuple(arr.shape), "pos_weight")
+    return BinaryCall(ns=ns, z=compute(ns, arr), y=y, weight=w, pos_weight=pw, reduction=red)
+
+
+def trusted_binary_call(logits, y, w, pw, reduction_value: str) -> BinaryCall:
+    """Rebuild a checked binary call from its saved arrays, without checking again."""
+    ns, z = namespace(logits, "logits")
+    return BinaryCall(ns=ns, z=compute(ns, z), y=y, weight=w, pos_weight=pw,
+                      reduction=reduction_value)
+

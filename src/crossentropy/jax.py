@@ -3,52 +3,59 @@
 ``crossentropy.cross_entropy`` and ``binary_cross_entropy_with_logits`` route
 JAX arrays here, so ``jax.grad`` of them uses ``softmax(z) * sum(a) - a``
 (scaled) instead of differentiating the forward's operations. The forward
-saves the inputs and the per-row max and log-sum-exp only. ``jit``, ``grad``
-and ``vmap`` work; value checks (index ranges, negative weights) run only on
-concrete arrays, not on tracers under ``jit``. Weights are not
-differentiated (their cotangent is zero); soft targets are.
+checks the call once and saves the inputs, the checked target and the per-row
+max and log-sum-exp only; the backward rebuilds the call from them without
+checking again. ``jit``, ``grad`` and ``vmap`` work; value checks (index
+ranges, negative weights) run only on concrete arrays, not on tracers under
+``jit``. Weights are not differentiated (their cotangent is zero); soft
+targets are.
 """
 
 from __future__ import annotations
 
 from functools import partial
+from typing import Any, TypeVar
 
 import jax
 
-from crossentropy import _api
-from crossentropy import _validate as V
-from crossentropy._numerics import RowStats
+from crossentropy import _engine as E
 
+#: The ops ``ce_op`` and ``bce_op`` are what ``crossentropy._api`` dispatches to.
 __all__ = ["binary_cross_entropy_with_logits", "cross_entropy"]
+
+Array = TypeVar("Array", bound=Any)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _cross_entropy(logits, target, weight, opts: _api.CEOptions):
+def ce_op(logits: Array, target: Any, weight: Any, opts: E.CEOptions) -> Array:
+    """Softmax cross-entropy of checked options as a ``jax.custom_vjp`` op."""
     return _ce_fwd(logits, target, weight, opts)[0]
 
 
-def _ce_fwd(logits, target, weight, opts: _api.CEOptions):
-    call = _api._prepare(logits, target, weight=weight, **opts.kwargs())
-    loss, stats, denom = _api._ce_forward(call)
-    return loss, (logits, target, weight, stats.m, stats.m0, stats.log_s, denom)
+def _ce_fwd(logits, target, weight, opts: E.CEOptions):
+    call = E.ce_call(logits, target, weight, opts)
+    loss, saved = E.ce_forward(call)
+    stats = saved.stats
+    return loss, (logits, call.y, call.weight, stats.m, stats.m0, stats.log_s, saved.denom)
 
 
-def _ce_bwd(opts: _api.CEOptions, residuals, grad_loss):
-    logits, target, weight, m, m0, log_s, denom = residuals
-    call = _api._prepare(logits, target, weight=weight, **opts.kwargs())
-    stats = RowStats(m=m, m0=m0, log_s=log_s)
-    grad_logits = _api._ce_backward(call, stats, denom, grad_loss)
+def _ce_bwd(opts: E.CEOptions, residuals, grad_loss):
+    logits, y, w, m, m0, log_s, denom = residuals
+    call = E.trusted_ce_call(logits, y, w, opts)
+    saved = E.Saved(stats=E.RowStats(m=m, m0=m0, log_s=log_s), denom=denom)
+    grad_logits = E.ce_backward(call, saved, grad_loss)
     grad_target = None
-    if call.tg.kind == "prob":
-        grad_target = _api._ce_target_backward(call, stats, denom, grad_loss)
+    if call.kind == "prob":
+        grad_target = E.ce_target_backward(call, saved, grad_loss)
     return grad_logits, grad_target, None
 
 
-_cross_entropy.defvjp(_ce_fwd, _ce_bwd)
+ce_op.defvjp(_ce_fwd, _ce_bwd)
 
 
-def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
-                  label_smoothing=0.0, reduction="mean", divisor=None):
+def cross_entropy(logits: Array, target: Any, *, axis: int = -1, weight: Any = None,
+                  ignore_index: int = -100, label_smoothing: float = 0.0,
+                  reduction: str = "mean", divisor: float | None = None) -> Array:
     """:func:`crossentropy.cross_entropy` as a ``jax.custom_vjp`` op.
 
     Examples
@@ -59,31 +66,34 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     >>> print(grad.round(4))
     [[-0.341   0.2424  0.0986]]
     """
-    opts = _api.CEOptions.checked(axis, ignore_index, label_smoothing, reduction, divisor)
-    return _cross_entropy(logits, target, weight, opts)
+    opts = E.CEOptions.checked(axis=axis, ignore_index=ignore_index,
+                             label_smoothing=label_smoothing, reduction=reduction,
+                             divisor=divisor)
+    return ce_op(logits, target, weight, opts)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _bce_with_logits(logits, target, weight, pos_weight, reduction: str):
-    return _api._bce_logits_forward(logits, target, weight, pos_weight, reduction)
+def bce_op(logits: Array, target: Any, weight: Any, pos_weight: Any, reduction: str) -> Array:
+    """Binary cross-entropy from logits (checked ``reduction``) as a ``jax.custom_vjp`` op."""
+    return _bce_fwd(logits, target, weight, pos_weight, reduction)[0]
 
 
 def _bce_fwd(logits, target, weight, pos_weight, reduction):
-    loss = _api._bce_logits_forward(logits, target, weight, pos_weight, reduction)
-    return loss, (logits, target, weight, pos_weight)
+    call = E.binary_call(logits, target, weight, reduction, "logits", pos_weight)
+    return E.bce_logits_loss(call), (logits, call.y, call.weight, call.pos_weight)
 
 
 def _bce_bwd(reduction, residuals, grad_loss):
-    logits, target, weight, pos_weight = residuals
-    g, gy = _api._bce_logits_backward(logits, target, weight, pos_weight, reduction, grad_loss,
-                                      target_grad=True)
+    logits, y, w, pw = residuals
+    call = E.trusted_binary_call(logits, y, w, pw, reduction)
+    g, gy = E.bce_logits_backward(call, grad_loss, target_grad=True)
     return g, gy, None, None
 
 
-_bce_with_logits.defvjp(_bce_fwd, _bce_bwd)
+bce_op.defvjp(_bce_fwd, _bce_bwd)
 
 
-def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
-                                     reduction="mean"):
+def binary_cross_entropy_with_logits(logits: Array, target: Any, *, weight: Any = None,
+                                     pos_weight: Any = None, reduction: str = "mean") -> Array:
     """:func:`crossentropy.binary_cross_entropy_with_logits` as a ``jax.custom_vjp`` op."""
-    return _bce_with_logits(logits, target, weight, pos_weight, V.reduction(reduction))
+    return bce_op(logits, target, weight, pos_weight, E.reduction(reduction))

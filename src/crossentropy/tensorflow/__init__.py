@@ -4,7 +4,7 @@ Every function of :mod:`crossentropy` is here with the same arguments, taking
 and returning ``tf.Tensor``s (anything ``tf.convert_to_tensor`` takes works
 too; Python float lists become float32, TensorFlow's default). The math is
 the library's own: the core's array-API code runs on TensorFlow ops through
-:mod:`crossentropy._tf_namespace`, so results equal the NumPy ones.
+:mod:`crossentropy.tensorflow._namespace`, so results equal the NumPy ones.
 
 ``cross_entropy`` and ``binary_cross_entropy_with_logits`` are
 ``tf.custom_gradient`` ops whose backward is the analytic gradient
@@ -27,33 +27,17 @@ and dtypes are checked, as under ``jax.jit``.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import keras
 import tensorflow as tf
 
-import crossentropy as _ce
 from crossentropy import _api
-from crossentropy._tf_namespace import unwrap, wrap
+from crossentropy import _engine as E
+from crossentropy.tensorflow._namespace import unwrap, wrap
 
-__all__ = [
-    "BCEWithLogitsLoss",
-    "CrossEntropyLoss",
-    "binary_cross_entropy",
-    "binary_cross_entropy_with_logits",
-    "binary_cross_entropy_with_logits_grad",
-    "cross_entropy",
-    "cross_entropy_from_probs",
-    "cross_entropy_grad",
-    "cross_entropy_with_grad",
-    "entropy",
-    "focal_loss",
-    "kl_divergence",
-    "log_softmax",
-    "logsumexp",
-    "poly1_cross_entropy",
-    "sigmoid_focal_loss",
-    "softmax",
-]
+#: The same names as :mod:`crossentropy` (the functions are listed once, in ``_api``).
+__all__ = sorted([*_api.__all__, "BCEWithLogitsLoss", "CrossEntropyLoss"])
 
 # The library's code is plain Python over tensors: AutoGraph must not rewrite it.
 _plain = tf.autograph.experimental.do_not_convert
@@ -74,8 +58,9 @@ def _option(x):
 
 
 @_plain
-def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
-                  label_smoothing=0.0, reduction="mean", divisor=None):
+def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = None,
+                  ignore_index: int = -100, label_smoothing: float = 0.0,
+                  reduction: str = "mean", divisor: float | None = None) -> tf.Tensor:
     """:func:`crossentropy.cross_entropy` as a TensorFlow op with the analytic gradient.
 
     The gradient with respect to the logits is the one of
@@ -97,18 +82,20 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     index targets, ``CategoricalCrossentropy(from_logits=True)`` for probabilities.
     """
     logits, target = _tensor(logits), _tensor(target)
-    options = {"axis": axis, "weight": _option(weight), "ignore_index": ignore_index,
-               "label_smoothing": label_smoothing, "reduction": reduction, "divisor": divisor}
+    opts = E.CEOptions.checked(axis=axis, ignore_index=ignore_index,
+                             label_smoothing=label_smoothing, reduction=reduction,
+                             divisor=divisor)
+    w = _option(weight)
 
     def forward(z, y, soft):
-        call = _api._prepare(wrap(z), wrap(y), **options)
-        loss, stats, denom = _api._ce_forward(call)
+        call = E.ce_call(wrap(z), wrap(y), w, opts)
+        loss, saved = E.ce_forward(call)
 
         def backward(grad_loss):
-            dz = unwrap(_api._ce_backward(call, stats, denom, wrap(grad_loss)))
+            dz = unwrap(E.ce_backward(call, saved, wrap(grad_loss)))
             if not soft:
                 return dz
-            return dz, unwrap(_api._ce_target_backward(call, stats, denom, wrap(grad_loss)))
+            return dz, unwrap(E.ce_target_backward(call, saved, wrap(grad_loss)))
 
         return unwrap(loss), backward
 
@@ -127,8 +114,9 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
 
 
 @_plain
-def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
-                                     reduction="mean"):
+def binary_cross_entropy_with_logits(logits: Any, target: Any, *, weight: Any = None,
+                                     pos_weight: Any = None,
+                                     reduction: str = "mean") -> tf.Tensor:
     """:func:`crossentropy.binary_cross_entropy_with_logits` with the analytic gradient.
 
     The backward is ``(1 - y) sigmoid(z) - pos_weight y sigmoid(-z)`` (that is,
@@ -151,19 +139,19 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     """
     logits, target = _tensor(logits), _tensor(target)
     w, pw = _option(weight), _option(pos_weight)
+    reduction = E.reduction(reduction)
     if not target.dtype.is_floating:
         target = tf.cast(target, logits.dtype)
 
     @tf.custom_gradient
     def op(z, y):
-        loss = _api._bce_logits_forward(wrap(z), wrap(y), w, pw, reduction)
+        call = E.binary_call(wrap(z), wrap(y), w, reduction, "logits", pw)
 
         def backward(grad_loss):
-            dz, dy = _api._bce_logits_backward(wrap(z), wrap(y), w, pw, reduction,
-                                               wrap(grad_loss), target_grad=True)
+            dz, dy = E.bce_logits_backward(call, wrap(grad_loss), target_grad=True)
             return unwrap(dz), unwrap(dy)
 
-        return unwrap(loss), backward
+        return unwrap(E.bce_logits_loss(call)), backward
 
     return op(logits, target)
 
@@ -189,19 +177,19 @@ def _through(func):
     return wrapper
 
 
-logsumexp = _through(_ce.logsumexp)
-softmax = _through(_ce.softmax)
-log_softmax = _through(_ce.log_softmax)
-cross_entropy_from_probs = _through(_ce.cross_entropy_from_probs)
-binary_cross_entropy = _through(_ce.binary_cross_entropy)
-entropy = _through(_ce.entropy)
-kl_divergence = _through(_ce.kl_divergence)
-focal_loss = _through(_ce.focal_loss)
-sigmoid_focal_loss = _through(_ce.sigmoid_focal_loss)
-poly1_cross_entropy = _through(_ce.poly1_cross_entropy)
-cross_entropy_grad = _through(_ce.cross_entropy_grad)
-cross_entropy_with_grad = _through(_ce.cross_entropy_with_grad)
-binary_cross_entropy_with_logits_grad = _through(_ce.binary_cross_entropy_with_logits_grad)
+logsumexp = _through(_api.logsumexp)
+softmax = _through(_api.softmax)
+log_softmax = _through(_api.log_softmax)
+cross_entropy_from_probs = _through(_api.cross_entropy_from_probs)
+binary_cross_entropy = _through(_api.binary_cross_entropy)
+entropy = _through(_api.entropy)
+kl_divergence = _through(_api.kl_divergence)
+focal_loss = _through(_api.focal_loss)
+sigmoid_focal_loss = _through(_api.sigmoid_focal_loss)
+poly1_cross_entropy = _through(_api.poly1_cross_entropy)
+cross_entropy_grad = _through(_api.cross_entropy_grad)
+cross_entropy_with_grad = _through(_api.cross_entropy_with_grad)
+binary_cross_entropy_with_logits_grad = _through(_api.binary_cross_entropy_with_logits_grad)
 
 
 # ---------------------------------------------------------------- Keras
@@ -252,8 +240,10 @@ class CrossEntropyLoss(keras.losses.Loss):
     ``CategoricalCrossentropy(from_logits=True)``.
     """
 
-    def __init__(self, *, sparse=None, weight=None, ignore_index=-100, label_smoothing=0.0,
-                 axis=-1, reduction="sum_over_batch_size", name="cross_entropy", dtype=None):
+    def __init__(self, *, sparse: bool | None = None, weight: Any = None, ignore_index: int = -100,
+                 label_smoothing: float = 0.0, axis: int = -1,
+                 reduction: str = "sum_over_batch_size", name: str = "cross_entropy",
+                 dtype: Any = None) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.sparse = sparse
         self.weight = None if weight is None else [float(v) for v in tf.reshape(weight, [-1])]
@@ -271,7 +261,7 @@ class CrossEntropyLoss(keras.losses.Loss):
         return rank_t == rank_z and y_true.shape[ax] == 1 and y_pred.shape[ax] != 1
 
     @_plain
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Any, y_pred: Any) -> tf.Tensor:
         y_pred = _tensor(y_pred)
         y_true = _tensor(y_true)
         weight = None if self.weight is None else tf.constant(self.weight, y_pred.dtype)
@@ -291,7 +281,7 @@ class CrossEntropyLoss(keras.losses.Loss):
             rows = rows * tf.math.divide_no_nan(total, tf.reduce_sum(counted))
         return rows
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(sparse=self.sparse, weight=self.weight, ignore_index=self.ignore_index,
                       label_smoothing=self.label_smoothing, axis=self.axis)
@@ -322,14 +312,15 @@ class BCEWithLogitsLoss(keras.losses.Loss):
     0.6931
     """
 
-    def __init__(self, *, weight=None, pos_weight=None, reduction="sum_over_batch_size",
-                 name="bce_with_logits", dtype=None):
+    def __init__(self, *, weight: Any = None, pos_weight: Any = None,
+                 reduction: str = "sum_over_batch_size", name: str = "bce_with_logits",
+                 dtype: Any = None) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.weight = None if weight is None else tf.constant(weight).numpy().tolist()
         self.pos_weight = None if pos_weight is None else tf.constant(pos_weight).numpy().tolist()
 
     @_plain
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Any, y_pred: Any) -> tf.Tensor:
         y_pred = _tensor(y_pred)
         y_true = tf.cast(_tensor(y_true), y_pred.dtype)
 
@@ -341,7 +332,7 @@ class BCEWithLogitsLoss(keras.losses.Loss):
             reduction="none")
         return tf.reduce_mean(elements, axis=-1)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(weight=self.weight, pos_weight=self.pos_weight)
         return config

@@ -465,7 +465,8 @@ class _Info:
         return {}
 
 
-namespace = types.ModuleType("crossentropy._tf_namespace.namespace", "TensorFlow as an array API.")
+namespace = types.ModuleType("crossentropy.tensorflow._namespace.namespace",
+                             "TensorFlow as an array API.")
 namespace.__dict__.update(
     __array_api_version__="2023.12",
     __array_namespace_info__=_Info,

@@ -165,16 +165,16 @@ def test_cross_entropy_soft_target_grad_matches_finite_differences():
 def test_cross_entropy_backward_is_the_librarys(monkeypatch):
     # The tape calls the core's analytic backward (not autodiff through the forward),
     # once per gradient, with the per-row statistics saved by the forward.
-    from crossentropy import _api
+    from crossentropy import _engine
 
     calls = []
-    original = _api._ce_backward
+    original = _engine.ce_backward
 
-    def spy(call, stats, denom, grad_output=1.0, out=None):
-        calls.append(tuple(stats.log_s.shape))
-        return original(call, stats, denom, grad_output, out)
+    def spy(call, saved, grad_output=1.0, out=None):
+        calls.append(tuple(saved.stats.log_s.shape))
+        return original(call, saved, grad_output, out)
 
-    monkeypatch.setattr(_api, "_ce_backward", spy)
+    monkeypatch.setattr(_engine, "ce_backward", spy)
     z, t = _logits(), _labels()
     _, (grad,) = _value_and_grad(lambda zt: cetf.cross_entropy(zt, t), z)
     assert calls == [(N, 1)]
@@ -416,7 +416,7 @@ def test_top_level_functions_point_to_the_tensorflow_module():
 
 
 def test_array_adapter_indexing_follows_numpy():
-    from crossentropy._tf_namespace import Array, unwrap
+    from crossentropy.tensorflow._namespace import Array, unwrap
 
     x = RNG.normal(size=(3, 4))
     rows, cols = np.arange(3)[:, None], np.array([[1], [3], [0]])

@@ -18,7 +18,9 @@ import pytest
 pytest.importorskip("numba")
 
 import crossentropy as ce  # noqa: E402
+from crossentropy import _config  # noqa: E402
 from crossentropy import _kernels as K  # noqa: E402
+from crossentropy._kernels.exp import F32_XMIN, F64_XMIN, exp_neg_array  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 3e-6, np.float64: 1e-12}
@@ -35,14 +37,14 @@ def ulps(got, exact, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_exp_neg_within_two_ulps_on_ten_million_points(dtype):
-    xmin = float(K._F32_XMIN if dtype == np.float32 else K._F64_XMIN)
+    xmin = float(F32_XMIN if dtype == np.float32 else F64_XMIN)
     rng = np.random.default_rng(0)
     x = np.concatenate([
         rng.uniform(xmin, 0.0, 9_000_000),
         -rng.uniform(0.0, 1.0, 1_000_000) ** 4,  # dense near 0, where exp is near 1
     ]).astype(dtype)
     got = np.empty_like(x)
-    K._exp_neg_kernel(x, got)
+    exp_neg_array(x, got)
     exact = np.exp(x.astype(np.float64))  # float64 exp: exact enough to judge float32
     if dtype == np.float64:
         exact = np.exp(x)
@@ -53,9 +55,9 @@ def test_exp_neg_within_two_ulps_on_ten_million_points(dtype):
 
 def test_exp_neg_float64_against_mpmath():
     mpmath = pytest.importorskip("mpmath")
-    x = np.random.default_rng(1).uniform(float(K._F64_XMIN), 0.0, 400)
+    x = np.random.default_rng(1).uniform(float(F64_XMIN), 0.0, 400)
     got = np.empty_like(x)
-    K._exp_neg_kernel(x, got)
+    exp_neg_array(x, got)
     for xi, gi in zip(x, got, strict=True):
         exact = mpmath.exp(mpmath.mpf(float(xi)))
         assert abs(mpmath.mpf(float(gi)) - exact) <= 2 * np.spacing(float(exact)), xi
@@ -63,11 +65,11 @@ def test_exp_neg_float64_against_mpmath():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_exp_neg_special_values(dtype):
-    xmin = float(K._F32_XMIN if dtype == np.float32 else K._F64_XMIN)
+    xmin = float(F32_XMIN if dtype == np.float32 else F64_XMIN)
     x = np.array([0.0, -0.0, -np.inf, xmin, xmin, 2 * xmin], dtype)
     x[4] = np.nextafter(x[3], dtype(-np.inf))
     got = np.empty_like(x)
-    K._exp_neg_kernel(x, got)
+    exp_neg_array(x, got)
     assert got[0] == 1.0 and got[1] == 1.0  # exactly
     assert got[2] == 0.0  # exactly, never NaN
     assert got[3] > 0.0 and ulps(got[3:4], np.exp(x[3:4].astype(np.float64)), dtype)[0] <= 2
@@ -150,7 +152,7 @@ GRID = list(itertools.product(
 @pytest.mark.parametrize(("C", "dtype", "kind", "weighted", "eps", "reduction", "out_mode"),
                          GRID)
 def test_fast_path_equals_generic_path(C, dtype, kind, weighted, eps, reduction, out_mode):
-    assert (C <= K.SMALL_C) == (C == 11)
+    assert (C <= _config.SMALL_C) == (C == 11)
     case = repr((C, kind, weighted, eps, reduction, out_mode))
     rng = np.random.default_rng(zlib.crc32(case.encode()))
     z = make_logits(rng, (3, 13, C), dtype, neg_inf=True)
@@ -352,7 +354,7 @@ def test_cross_entropy_with_grad_allocates_one_buffer_and_none_with_out():
 def test_fast_path_parallel_blocks_equal_generic_path(shape):
     """Enough elements for the threaded kernels; several blocks of rows, one
     holding a NaN row and one a +inf logit, among ignored rows."""
-    assert shape[0] * shape[1] >= K.PARALLEL_MIN_ELEMENTS
+    assert shape[0] * shape[1] >= _config.PARALLEL_MIN_ELEMENTS
     rng = np.random.default_rng(11)
     z = make_logits(rng, shape, np.float32, neg_inf=True)
     t = make_target(rng, "index", z, ignored=True)
@@ -364,3 +366,38 @@ def test_fast_path_parallel_blocks_equal_generic_path(shape):
                                         **kw)
         assert_close(lf, lg, np.float32, f"loss {kw.keys()}")
         assert_close(gf, gg, np.float32, f"grad {kw.keys()}")
+
+
+def test_fast_path_builds_no_generic_target_arrays(monkeypatch):
+    # Regression (issue 12): the fast path used to build the generic path's
+    # factored targets (an N x C array for soft targets with smoothing or
+    # weights) that the kernel never reads.
+    from crossentropy import _numerics
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the kernel path built generic target arrays")
+
+    rng = np.random.default_rng(7)
+    z = rng.normal(size=(6, 5))
+    soft = rng.dirichlet(np.ones(5), size=6)
+    w = np.array([1.0, 2.0, 0.5, 1.0, 3.0])
+    with K.disabled():
+        expected = ce.cross_entropy_with_grad(z, soft, weight=w, label_smoothing=0.1)
+    monkeypatch.setattr(_numerics, "prob_targets", forbidden)
+    monkeypatch.setattr(_numerics, "index_targets", forbidden)
+    assert K.applicable(z, 1)
+    loss, grad = ce.cross_entropy_with_grad(z, soft, weight=w, label_smoothing=0.1)
+    np.testing.assert_allclose(loss, expected[0], rtol=1e-12)
+    np.testing.assert_allclose(grad, expected[1], rtol=1e-12, atol=1e-15)
+
+
+def test_fast_path_all_neg_inf_row_error_names_the_row():
+    # The kernel flags the row; the check raises from that flag (no faked row max).
+    z = np.zeros((4, 3))
+    z[2] = -np.inf
+    assert K.applicable(z, 1)
+    with pytest.raises(ValueError, match="all -inf at row 2"):
+        ce.cross_entropy(z, np.array([0, 1, 2, 0]))
+    np.testing.assert_array_equal(ce.cross_entropy(z, np.array([0, 1, -100, 0]),
+                                                   reduction="none"), [np.log(3.0)] * 2 + [0.0]
+                                  + [np.log(3.0)])

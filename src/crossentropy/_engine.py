@@ -1,0 +1,347 @@
+"""The engine: checked calls in, losses and gradients out.
+
+The public functions (``_api``) check their inputs once into a
+:class:`~crossentropy._validate.CECall` (softmax family) or
+:class:`~crossentropy._validate.BinaryCall` (elementwise family) and hand it
+here. The softmax cross-entropy entry points pick one of two paths:
+
+* the fused numba kernels (``_kernels``) for NumPy float32 / float64 logits,
+  C-contiguous with the class axis last, when numba is installed;
+* the generic array-API math of ``_numerics`` for everything else.
+
+Framework shells (``crossentropy.torch``, ``crossentropy.jax``,
+``crossentropy.tensorflow``) and the layers call :func:`ce_forward`, which
+returns the loss and what the backward needs (:class:`Saved`: the row max,
+the row log-sum-exp and the mean's divisor), and later :func:`ce_backward`
+with the same call, rebuilt without checks by
+:func:`~crossentropy._validate.trusted_ce_call`. Shells and layers import only
+this module's public names (``__all__``); the engine never imports a shell:
+``_api`` looks the shells up by name.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from crossentropy import _numerics as N
+from crossentropy import _validate as V
+from crossentropy._backend import Namespace, count, quiet
+from crossentropy._numerics import RowStats
+from crossentropy._validate import (
+    BinaryCall,
+    CECall,
+    CEOptions,
+    binary_call,
+    ce_call,
+    reduction,
+    trusted_binary_call,
+    trusted_ce_call,
+)
+
+# The engine's interface to the shells and layers: the checked-call constructors
+# (re-exported from ``_validate``), the row statistics a forward saves, and the
+# computations below. Shells import nothing else of the core.
+__all__ = [
+    "BinaryCall",
+    "CECall",
+    "CEOptions",
+    "RowStats",
+    "Saved",
+    "binary_call",
+    "ce_call",
+    "quiet",
+    "reduction",
+    "trusted_binary_call",
+    "trusted_ce_call",
+    "bce_logits_backward",
+    "bce_logits_loss",
+    "bce_probs_loss",
+    "ce_backward",
+    "ce_forward",
+    "ce_grad",
+    "ce_loss",
+    "ce_target_backward",
+    "ce_with_grad",
+    "entropy",
+    "focal_loss",
+    "kernels",
+    "kl_divergence",
+    "log_softmax",
+    "logsumexp",
+    "nll_from_probs",
+    "poly1_loss",
+    "sigmoid_focal_loss",
+    "softmax",
+]
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What a softmax-family forward leaves for its backward: two numbers per row and one."""
+
+    stats: RowStats
+    denom: Any  # the mean's divisor, a 0-d accum array (None for "sum" / "none")
+
+
+@functools.cache
+def kernels() -> ModuleType | None:
+    """The ``_kernels`` package, or ``None`` without numba (the extra ``crossentropy[fast]``)."""
+    try:
+        from crossentropy import _kernels
+    except ImportError:
+        return None
+    return _kernels
+
+
+def _fast(z: Any, axis: int, out: Any = None) -> bool:
+    k = kernels()
+    return k is not None and k.applicable(z, axis, out)
+
+
+# ---------------------------------------------------------------- log-sum-exp family
+
+
+def logsumexp(ns: Namespace, z: Any, ax: int, keepdims: bool) -> Any:
+    """Row log-sum-exp of checked ``z`` (the input dtype) along ``ax``."""
+    if _fast(z, ax):
+        return kernels().logsumexp(z, keepdims)
+    lse = N.row_stats(ns, V.compute(ns, z), ax).lse(ns)
+    return ns.to_output(lse if keepdims else ns.xp.squeeze(lse, axis=ax))
+
+
+def log_softmax(ns: Namespace, z: Any, ax: int) -> Any:
+    """Row log-softmax of checked ``z``."""
+    if _fast(z, ax):
+        return kernels().softmax(z, log=True)
+    z = V.compute(ns, z)
+    return ns.to_output(N.log_softmax(ns, z, N.row_stats(ns, z, ax)))
+
+
+def softmax(ns: Namespace, z: Any, ax: int) -> Any:
+    """Row softmax of checked ``z``."""
+    if _fast(z, ax):
+        return kernels().softmax(z, log=False)
+    z = V.compute(ns, z)
+    return ns.to_output(N.softmax(ns, z, N.row_stats(ns, z, ax)))
+
+
+# ---------------------------------------------------------------- generic softmax family
+
+
+def _targets(call: CECall) -> N.Targets:
+    """The target in factored form (the generic path only; the kernels read ``call.y``)."""
+    shape = (call.ns, call.y, call.axis, call.z.ndim, call.num_classes)
+    if call.kind == "index":
+        return N.index_targets(*shape, ignore_index=call.opts.ignore_index, weight=call.weight,
+                               label_smoothing=call.opts.label_smoothing)
+    return N.prob_targets(*shape, weight=call.weight, label_smoothing=call.opts.label_smoothing)
+
+
+def _row_stats(call: CECall, tg: N.Targets) -> RowStats:
+    stats = N.row_stats(call.ns, call.z, call.axis)
+    xp = call.ns.xp
+    V.some_finite_logit(call.ns, xp.squeeze(stats.m, axis=call.axis),
+                        xp.squeeze(tg.counted, axis=call.axis))
+    return stats
+
+
+def _denominator(call: CECall, tg: N.Targets) -> Any:
+    return N.denominator(call.ns, tg, call.opts.reduction, call.opts.divisor,
+                         count(call.ns, tg.counted))
+
+
+def _finish(call: CECall, rows: Any, denom: Any) -> Any:
+    """Drop the class axis of per-row losses and reduce."""
+    rows = call.ns.xp.squeeze(rows, axis=call.axis)
+    return N.reduce(call.ns, rows, call.opts.reduction, denom)
+
+
+def _grad_output_rows(call: CECall, grad_output: Any) -> Any:
+    """``grad_output`` as a factor per row (a number, or an array for ``"none"``)."""
+    if isinstance(grad_output, (int, float)):
+        return float(grad_output)
+    ns = call.ns
+    go = ns.xp.astype(ns.asarray(grad_output), ns.compute)
+    if go.ndim == 0:
+        return go
+    row_shape = tuple(call.z.shape[: call.axis] + call.z.shape[call.axis + 1 :])
+    V.same_shape(go, row_shape, "grad_output", "the per-row losses")
+    return ns.xp.expand_dims(go, axis=call.axis)
+
+
+def _write_out(ns: Namespace, g: Any, out: Any, logits: Any) -> Any:
+    if out is None:
+        return g
+    if tuple(out.shape) != tuple(logits.shape):
+        raise ValueError(f"out: expected shape {tuple(logits.shape)} (the logits' shape), "
+                         f"got {tuple(out.shape)}")
+    if out.dtype != ns.dtype:
+        raise TypeError(f"out: expected dtype {ns.dtype} (the logits' dtype), got {out.dtype}")
+    try:
+        out[...] = g
+    except TypeError as exc:  # e.g. JAX arrays are immutable
+        raise TypeError(
+            f"out: expected a mutable array, got {type(out).__name__} ({exc})"
+        ) from None
+    return out
+
+
+def ce_forward(call: CECall) -> tuple[Any, Saved]:
+    """Generic softmax cross-entropy: the loss and what the backward needs."""
+    tg = _targets(call)
+    stats = _row_stats(call, tg)
+    rows = N.ce_rows(call.ns, call.z, tg, call.axis, stats)
+    denom = _denominator(call, tg)
+    return _finish(call, rows, denom), Saved(stats=stats, denom=denom)
+
+
+def ce_backward(call: CECall, saved: Saved, grad_output: Any = 1.0, out: Any = None) -> Any:
+    """``dL/dlogits`` times ``grad_output``, from a forward's :class:`Saved` (no checks)."""
+    ns, tg = call.ns, _targets(call)
+    go = _grad_output_rows(call, grad_output)
+    scale = N.grad_scale(ns, call.opts.reduction, saved.denom, go)
+    g = N.ce_grad(ns, call.z, tg, call.axis, saved.stats, scale)
+    return _write_out(ns, ns.to_output(g), out, call.logits)
+
+
+def ce_target_backward(call: CECall, saved: Saved, grad_output: Any = 1.0) -> Any:
+    """``dL/dtarget`` for probability targets (distillation differentiates it)."""
+    ns, tg = call.ns, _targets(call)
+    go = _grad_output_rows(call, grad_output)
+    scale = N.grad_scale(ns, call.opts.reduction, saved.denom, go)
+    return ns.to_output(N.ce_target_grad(ns, call.z, tg, call.axis, saved.stats, scale))
+
+
+# ---------------------------------------------------------------- kernel | generic
+
+
+def _ce_kernel(call: CECall, *, want_loss: bool, want_grad: bool,
+               out: Any = None) -> tuple[Any, Any]:
+    loss, grad, bad = kernels().cross_entropy(call, want_loss=want_loss, want_grad=want_grad,
+                                              out=out)
+    V.no_empty_rows(call.ns, bad)
+    to_output = call.ns.to_output  # float16 logits ran as their float32 copy
+    return (None if loss is None else to_output(loss)), (None if grad is None else to_output(grad))
+
+
+def ce_loss(call: CECall) -> Any:
+    """Softmax cross-entropy (no autograd): the fused kernel where it applies."""
+    if _fast(call.z, call.axis):
+        return _ce_kernel(call, want_loss=True, want_grad=False)[0]
+    return ce_forward(call)[0]
+
+
+def ce_grad(call: CECall, out: Any = None) -> Any:
+    """The gradient of :func:`ce_loss` with respect to the logits."""
+    if _fast(call.z, call.axis, out):
+        return _ce_kernel(call, want_loss=False, want_grad=True, out=out)[1]
+    tg = _targets(call)
+    saved = Saved(stats=_row_stats(call, tg), denom=_denominator(call, tg))
+    return ce_backward(call, saved, out=out)
+
+
+def ce_with_grad(call: CECall, out: Any = None) -> tuple[Any, Any]:
+    """``(loss, grad)`` sharing the row statistics."""
+    if _fast(call.z, call.axis, out):
+        return _ce_kernel(call, want_loss=True, want_grad=True, out=out)
+    loss, saved = ce_forward(call)
+    return loss, ce_backward(call, saved, out=out)
+
+
+# ---------------------------------------------------------------- variants
+
+
+def focal_loss(call: CECall, gamma: float, alpha: Any) -> Any:
+    """Softmax focal loss of a checked call (``alpha``: None, a float or checked (C,) factors)."""
+    tg = _targets(call)
+    stats = _row_stats(call, tg)
+    rows = N.focal_rows(call.ns, call.z, tg, call.axis, stats, gamma, alpha)
+    return _finish(call, rows, _denominator(call, tg))
+
+
+def poly1_loss(call: CECall, epsilon: float) -> Any:
+    """Poly-1 loss of a checked call: cross-entropy plus ``epsilon (1 - p_t)``."""
+    tg = _targets(call)
+    stats = _row_stats(call, tg)
+    rows = N.ce_rows(call.ns, call.z, tg, call.axis, stats)
+    if epsilon:
+        rows = rows + epsilon * N.one_minus_p_rows(call.ns, call.z, tg, call.axis, stats)
+    return _finish(call, rows, _denominator(call, tg))
+
+
+def nll_from_probs(call: CECall, eps: float | None) -> Any:
+    """Cross-entropy from probabilities (``call.z`` holds them), clipped by ``eps``."""
+    p = call.z if eps is None else call.ns.xp.clip(call.z, eps, 1 - eps)
+    tg = _targets(call)
+    return _finish(call, N.nll_from_probs_rows(call.ns, p, tg, call.axis), _denominator(call, tg))
+
+
+def entropy(ns: Namespace, p: Any, ax: int) -> Any:
+    """Row entropy of checked probabilities."""
+    return ns.to_output(N.entropy_rows(ns, V.compute(ns, p), ax))
+
+
+def kl_divergence(ns: Namespace, p: Any, q: Any, ax: int) -> Any:
+    """Row KL divergence of checked ``p`` and ``q``."""
+    return ns.to_output(N.kl_rows(ns, V.compute(ns, p), ns.xp.astype(q, ns.compute), ax))
+
+
+# ---------------------------------------------------------------- binary
+
+
+def _reduce_elements(call: BinaryCall, elements: Any) -> Any:
+    ns, xp = call.ns, call.ns.xp
+    if call.weight is not None:
+        elements = N.wmul(xp, call.weight, elements)
+    denom = N.as_accum(ns, count(ns, elements)) if call.reduction == "mean" else None
+    rows = elements if call.reduction == "none" else xp.astype(elements, ns.accum)
+    return N.reduce(ns, rows, call.reduction, denom)
+
+
+def bce_probs_loss(call: BinaryCall, eps: float | None) -> Any:
+    """Binary cross-entropy from checked probabilities, clipped by ``eps``."""
+    p = call.z if eps is None else call.ns.xp.clip(call.z, eps, 1 - eps)
+    return _reduce_elements(call, N.bce_probs_elements(call.ns, p, call.y))
+
+
+def bce_logits_loss(call: BinaryCall) -> Any:
+    """Binary cross-entropy from checked logits: the fused kernel where it applies."""
+    z = call.z
+    if _fast(z, z.ndim - 1):
+        return call.ns.to_output(kernels().bce_with_logits(call, want_grad=False))
+    return _reduce_elements(call, N.bce_logits_elements(call.ns, z, call.y, call.pos_weight))
+
+
+def bce_logits_backward(call: BinaryCall, grad_output: Any = 1.0,
+                        target_grad: bool = False) -> tuple[Any, Any]:
+    """``(dL/dlogits, dL/dtarget or None)`` of the binary loss, times ``grad_output``."""
+    ns, z = call.ns, call.z
+    number = isinstance(grad_output, (int, float))
+    if _fast(z, z.ndim - 1) and not target_grad and number:
+        g = kernels().bce_with_logits(call, want_grad=True, grad_output=grad_output)
+        return ns.to_output(g), None
+    scale = grad_output if number else ns.xp.astype(ns.asarray(grad_output), ns.compute)
+    if call.reduction == "mean":
+        n = count(ns, z)
+        scale = scale * (1.0 / max(n, 1) if isinstance(n, int) else N.grad_scale(ns, "mean", n))
+    if call.weight is not None:
+        scale = call.weight * scale
+    g = ns.to_output(N.bce_logits_grad(ns, z, call.y, call.pos_weight) * scale)
+    if not target_grad:
+        return g, None
+    return g, ns.to_output(N.bce_logits_target_grad(ns, z, call.pos_weight) * scale)
+
+
+def sigmoid_focal_loss(call: BinaryCall, gamma: float, alpha: float | None) -> Any:
+    """Sigmoid focal loss of checked logits (``alpha=None``: no class balance)."""
+    xp, z, y = call.ns.xp, call.z, call.y
+    bce = N.bce_logits_elements(call.ns, z, y)
+    sig, sig_neg = N.sigmoid_pair(xp, z)
+    one_minus_pt = sig * (1.0 - y) + sig_neg * y  # 1 - p_t without cancellation
+    elements = bce if gamma == 0 else bce * one_minus_pt**gamma
+    if alpha is not None:
+        elements = (alpha * y + (1.0 - alpha) * (1.0 - y)) * elements
+    return _reduce_elements(call, elements)
