@@ -215,7 +215,9 @@ def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale):
     log_s = xp.astype(xp.where(tg.counted, stats.log_s, zero), ns.compute)
     scale = xp.where(tg.counted, scale * xp.ones_like(log_s), xp.zeros_like(log_s))
     g = xp.exp((z - stats.m0) - log_s)  # the softmax, 0 on all -inf rows that do not count
-    g = g * (tg.total(ns, axis) * scale)
+    # A row whose factor is 0 (not counted, zero weight, a mean over nothing) gets
+    # exactly 0, also where its logits hold NaN, as its loss does (``wmul``).
+    g = wmul(xp, tg.total(ns, axis) * scale, g)
     if tg.kind == "prob":
         return g - tg.a * scale
     if tg.soft:

@@ -294,3 +294,22 @@ def test_ragged_lists_name_the_argument(case):
     name, call = case
     with pytest.raises(ValueError, match=name):
         call()
+
+
+# ------------------------------------------ found by the differential fuzz (generic path)
+
+
+def test_grad_of_ignored_row_with_nan_logits_is_zero():
+    # the generic path gave NaN, the kernel 0; API.md: rows that do not count get 0
+    z = np.array([[np.nan, 1.0], [0.0, 1.0]])
+    g = ce.cross_entropy_grad(z, np.array([-100, 0]))
+    np.testing.assert_array_equal(g[0], 0.0)
+    assert np.isfinite(g[1]).all()
+
+
+def test_mean_over_zero_weight_with_nan_logits_is_zero_with_zero_grad():
+    # API.md: all counted weights zero with "mean" is 0.0 with a zero gradient
+    z = np.array([[np.nan, 1.0], [0.0, 1.0]])
+    loss, g = ce.cross_entropy_with_grad(z, np.array([0, 0]), weight=np.array([0.0, 1.0]))
+    assert loss == 0.0
+    np.testing.assert_array_equal(g, 0.0)
