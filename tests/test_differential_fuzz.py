@@ -224,8 +224,7 @@ def _known_kernel_issue(case: Case) -> str | None:
         return "issue 14: read-only inputs on the fast path"
     if case.scale >= 1e16:
         return "issue 14: float64 logits near 1e16 lose the log-sum-exp on the fast path"
-    if (case.weight is not None and (case.weight == 0).any() and np.isnan(case.z).any()
-            and case.reduction != "mean"):
+    if case.weight is not None and (case.weight == 0).any() and np.isnan(case.z).any():
         return ("open question: a zero-weight row with NaN logits has loss NaN on the fast "
                 "path (and in torch), 0 on the generic path")
     if case.out == "logits" and any(s == ("z", "row -inf") for s in case.specials):
