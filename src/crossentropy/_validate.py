@@ -190,6 +190,14 @@ def _broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     return b
 
 
+def _index_dtype(xp):
+    """The namespace's default indexing dtype (int64; int32 on JAX without x64), or None."""
+    try:
+        return xp.__array_namespace_info__().default_dtypes()["indexing"]
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
 def target(ns: Namespace, value, shape: tuple[int, ...], ax: int, ignore: int):
     """Check a target against logits of ``shape`` with the class axis ``ax``.
 
@@ -214,8 +222,9 @@ def target(ns: Namespace, value, shape: tuple[int, ...], ax: int, ignore: int):
                 f"target: expected class indices in [0, {num_classes}), "
                 f"got {int(y[idx])}{_at(idx)}"
             )
-        if y.dtype != xp.int64:  # torch gathers with int64 indices only
-            y = xp.astype(y, xp.int64)
+        index_dtype = _index_dtype(xp)
+        if index_dtype is not None and y.dtype != index_dtype:  # torch gathers with int64 only
+            y = xp.astype(y, index_dtype)
         return y, "index"
     if is_floating(xp, y.dtype):
         if tuple(y.shape) != shape:
