@@ -151,3 +151,19 @@ def test_double_backward_helper_can_fail():
     z = torch.tensor(np.eye(3), requires_grad=True)
     with pytest.raises(AssertionError):
         _double_backward(lambda a: (a**3).sum(), lambda a: (a**2).sum(), z)
+
+
+# ---------------------------------------------------------------- item 6: complex
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_torch_complex_weight_or_q_is_type_error_naming_it(rng, requires_grad):
+    z = _z(rng, requires_grad=requires_grad)
+    w = torch.tensor([1 + 1j, 1.0, 1.0])
+    with pytest.raises(TypeError, match="weight"):
+        ce.cross_entropy(z, T, weight=w)
+    with pytest.raises(TypeError, match="pos_weight"):
+        ce.binary_cross_entropy_with_logits(z, torch.ones_like(z), pos_weight=w)
+    p = torch.full((3,), 1 / 3, dtype=torch.float64)
+    with pytest.raises(TypeError, match="q"):
+        ce.kl_divergence(p, w / 3)
