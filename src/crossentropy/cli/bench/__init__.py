@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from crossentropy.cli import _extras
-from crossentropy.cli._args import error, positive_int
+from crossentropy.cli._args import add_command, error, positive_int
 from crossentropy.cli.bench.floors import FLOOR_NAMES, combine
 from crossentropy.cli.bench.floors import passes as floor_passes
 from crossentropy.cli.bench.memory import describe, peak_extra
@@ -49,8 +49,9 @@ PEERS = ("numpy", "scipy", "torch", "torch.compile", "jax")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "bench",
+    """Add this subcommand's parser to ``subparsers``."""
+    parser = add_command(
+        subparsers, "bench", run,
         help="time the fast path against NumPy, SciPy, PyTorch, JAX and the memory floors",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -80,7 +81,6 @@ def register(subparsers) -> None:
     parser.add_argument("--warmup", action="store_true",
                         help="instead: compile (and cache) the fast-path kernels ahead of "
                         "time, e.g. in an install step; needs only the fast extra")
-    parser.set_defaults(func=run, _parser=parser)
 
 
 # ---------------------------------------------------------------- measuring
@@ -89,7 +89,8 @@ def register(subparsers) -> None:
 def interleaved(methods: dict, rounds: int, tick=None) -> dict:
     """Median seconds of each callable, timed in interleaved rounds.
 
-    ``tick()`` is called after every round (a progress bar's update)."""
+    ``tick()`` is called after every round (a progress bar's update).
+    """
     times: dict = {name: [] for name in methods}
     for _ in range(rounds):
         for name, fn in methods.items():
@@ -374,18 +375,18 @@ def _run_linear(args) -> int:
     status = _extras.require("bench --linear", ("torch",))
     if status:
         return status
-    from crossentropy import _bench_linear
+    from crossentropy.cli.bench import linear
 
     shapes = None
     if args.shapes:
         try:
-            shapes = [_bench_linear._parse_shape(s) for s in args.shapes.split(",")]
+            shapes = [linear.parse_shape(s) for s in args.shapes.split(",")]
         except (ValueError, argparse.ArgumentTypeError):
             error(args, f"argument --shapes: with --linear, expected NxDxV,..., "
                   f"got {args.shapes!r}")
-    linear_args = argparse.Namespace(shapes=shapes, json=bool(args.json), dtype=args.dtype,
+    linear_args = argparse.Namespace(shapes=shapes, json=args.json, dtype=args.dtype,
                                      threads=args.threads)
-    return _bench_linear.run(linear_args)
+    return linear.run(linear_args)
 
 
 def _run_memory(args) -> int:
@@ -422,6 +423,7 @@ def _run_warmup() -> int:
 
 
 def run(args) -> int:
+    """Run ``crossentropy bench`` (or ``--linear``, ``--memory``, ``--warmup``); the exit status."""
     if args.warmup:
         return _run_warmup()
     _check_json_path(args)
