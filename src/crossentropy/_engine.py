@@ -92,6 +92,7 @@ class Saved:
 
     stats: RowStats | None
     denom: Any  # the mean's divisor, a 0-d accum array (None for "sum" / "none")
+    host: Any = None  # the kernels' saved row statistics (``_kernels.saved``), or None
 
 
 @functools.cache
@@ -102,6 +103,14 @@ def kernels() -> ModuleType | None:
     except ImportError:
         return None
     return _kernels
+
+
+@functools.cache
+def _saved_kernels() -> ModuleType:
+    """``_kernels.saved``: the forward that saves row statistics and its backward."""
+    from crossentropy._kernels import saved
+
+    return saved
 
 
 def _fast(z: Any, axis: int, out: Any = None) -> bool:
@@ -270,6 +279,11 @@ def ce_forward(call: CECall) -> tuple[Any, Saved]:
     """
     k = _kernel_call(call)
     if k is not None:
+        kcall = k[0]
+        if _saved_kernels().saved_applicable(kcall):
+            loss, host, bad = _saved_kernels().ce_index_forward(kcall)
+            V.no_empty_rows(kcall.ns, bad)
+            return _from_host(call, loss), Saved(None, None, host)
         return _ce_kernel(call, *k, want_loss=True, want_grad=False)[0], Saved(None, None)
     tg = _targets(call)
     stats = _row_stats(call, tg)
@@ -289,6 +303,10 @@ def ce_backward(call: CECall, saved: Saved, grad_output: Any = 1.0, out: Any = N
 
     ``out`` receives the gradient (it may be the logits themselves).
     """
+    if saved.host is not None:
+        k = _kernel_call(call, out)
+        if k is not None:
+            return _saved_backward(call, *k, saved.host, grad_output, out)
     if saved.stats is None:
         k = _kernel_call(call, out)
         if k is not None:
@@ -300,6 +318,24 @@ def ce_backward(call: CECall, saved: Saved, grad_output: Any = 1.0, out: Any = N
     scale = N.grad_scale(ns, call.opts.reduction, saved.denom, go)
     g = N.ce_grad(ns, call.z, tg, call.axis, saved.stats, scale)
     return _write_out(ns, ns.to_output(g), out, call.logits)
+
+
+def _saved_backward(call: CECall, kcall: CECall, kout: Any, host: Any, grad_output: Any,
+                    out: Any) -> Any:
+    """The kernels' backward from the forward's saved row statistics."""
+    go = grad_output
+    if not isinstance(go, (int, float)):
+        go = _grad_output_rows(call, go)
+        go = np.asarray(_host_view(go), dtype=np.float64)
+        if go.ndim:
+            go = go.reshape(-1)
+    g = _saved_kernels().ce_index_backward(
+        kcall, host, go, out=None if kout is None or kout is False else kout)
+    if kcall is call:
+        return call.ns.to_output(g) if out is None else out
+    if out is not None and kout is not False:
+        return out
+    return _write_out(call.ns, _from_host(call, g), out, call.logits)
 
 
 def _times_grad_output(call: CECall, g: Any, grad_output: Any) -> Any:

@@ -25,9 +25,9 @@ class _CrossEntropy(torch.autograd.Function):
     def forward(ctx, logits, target, weight, opts: E.CEOptions, inplace: bool):
         call = E.ce_call(logits, target, weight, opts)
         loss, saved = E.ce_forward(call)
-        ctx.opts, ctx.inplace = opts, inplace
+        ctx.opts, ctx.inplace, ctx.host = opts, inplace, saved.host
         stats = saved.stats
-        if stats is None:  # the fused kernels: the backward rereads the logits, nothing else
+        if stats is None:  # the fused kernels: two numbers per row in ``saved.host`` (or none)
             ctx.save_for_backward(logits, call.y, call.weight)
         else:
             ctx.save_for_backward(logits, call.y, call.weight, stats.m, stats.m0, stats.log_s,
@@ -43,7 +43,7 @@ class _CrossEntropy(torch.autograd.Function):
             m, m0, log_s, denom = rest
             saved = E.Saved(stats=E.RowStats(m=m, m0=m0, log_s=log_s), denom=denom)
         else:
-            saved = E.Saved(stats=None, denom=None)
+            saved = E.Saved(stats=None, denom=None, host=ctx.host)
         grad_logits = grad_target = None
         if ctx.needs_input_grad[0]:
             out = logits.detach() if ctx.inplace else None
