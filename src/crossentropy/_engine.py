@@ -221,8 +221,8 @@ def _targets(call: CECall) -> N.Targets:
     return N.prob_targets(*shape, weight=call.weight, label_smoothing=call.opts.label_smoothing)
 
 
-def _row_stats(call: CECall, tg: N.Targets) -> RowStats:
-    stats = N.row_stats(call.ns, call.z, call.axis)
+def _row_stats(call: CECall, tg: N.Targets, keep_exp: bool = False) -> RowStats:
+    stats = N.row_stats(call.ns, call.z, call.axis, keep_exp)
     xp = call.ns.xp
     V.some_finite_logit(call.ns, xp.squeeze(stats.m, axis=call.axis),
                         xp.squeeze(tg.counted, axis=call.axis))
@@ -270,7 +270,7 @@ def _write_out(ns: Namespace, g: Any, out: Any, logits: Any) -> Any:
     return out
 
 
-def ce_forward(call: CECall) -> tuple[Any, Saved]:
+def ce_forward(call: CECall, keep_exp: bool = False) -> tuple[Any, Saved]:
     """Softmax cross-entropy: the loss and what the backward needs.
 
     On the fused kernels (NumPy and CPU torch logits they take) the forward
@@ -286,7 +286,7 @@ def ce_forward(call: CECall) -> tuple[Any, Saved]:
             return _from_host(call, loss), Saved(None, None, host)
         return _ce_kernel(call, *k, want_loss=True, want_grad=False)[0], Saved(None, None)
     tg = _targets(call)
-    stats = _row_stats(call, tg)
+    stats = _row_stats(call, tg, keep_exp)
     rows = N.ce_rows(call.ns, call.z, tg, call.axis, stats)
     denom = _denominator(call, tg)
     return _finish(call, rows, denom), Saved(stats=stats, denom=denom)

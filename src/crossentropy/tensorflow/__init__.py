@@ -89,7 +89,7 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
 
     def forward(z, y, soft):
         call = E.ce_call(wrap(z), wrap(y), w, opts)
-        loss, saved = E.ce_forward(call)
+        loss, saved = E.ce_forward(call, keep_exp=True)
 
         def backward(grad_loss):
             dz = unwrap(E.ce_backward(call, saved, wrap(grad_loss)))
