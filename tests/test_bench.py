@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+import crossentropy
 
 pytest.importorskip("numba")
 
@@ -48,11 +54,72 @@ def test_bench_quick_writes_json(tmp_path, capsys):
         assert floor["x_floor"] == 1.0
 
 
-def test_bench_rejects_unknown_peers_and_bad_shapes():
-    with pytest.raises(SystemExit, match="--peers"):
-        main(["bench", "--quick", "--peers", "tensorflowx"])
-    with pytest.raises(SystemExit, match="--shapes"):
-        main(["bench", "--shapes", "10by10"])
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["--peers", "tensorflowx"], "--peers"),
+        (["--shapes", "10by10"], "--shapes"),
+        (["--shapes", "0x10"], "--shapes"),
+        (["--threads", "0"], "--threads"),
+        (["--threads", "-2"], "--threads"),
+        (["--threads", "two"], "--threads"),
+        (["--rounds", "0"], "--rounds"),
+        (["--rounds", "-1"], "--rounds"),
+        (["--json", "/nonexistent-dir-for-this-test/x.json"], "--json"),
+    ],
+)
+def test_bench_bad_argument_is_a_usage_error_before_any_work(capsys, argv, option):
+    # Regression (issue 15, item 10): --threads 0 and --rounds -1 ended in tracebacks,
+    # --rounds 0 silently ran 3 rounds, and an unwritable --json path was found only
+    # after the whole benchmark had run.
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--quick", *argv])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing measured, nothing printed
+    error_lines = [line for line in captured.err.splitlines() if "error:" in line]
+    assert len(error_lines) == 1 and option in error_lines[0]
+    assert "Traceback" not in captured.err
+
+
+def test_bench_threads_above_numbas_pool_is_a_usage_error(capsys):
+    import numba
+
+    too_many = str(numba.config.NUMBA_NUM_THREADS + 1)
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--quick", "--threads", too_many])
+    assert exc.value.code == 2
+    assert "--threads" in capsys.readouterr().err
+
+
+def test_bench_json_that_is_a_directory_is_an_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--quick", "--json", str(tmp_path)])
+    assert exc.value.code == 2
+    assert capsys.readouterr().out == ""
+
+
+def test_bench_without_numba_says_which_extra_and_prints_no_timing(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba now fails
+    assert main(["bench", "--quick"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # in particular no "first call of the fast path" time
+    assert captured.err.strip().splitlines() == [
+        "crossentropy bench: error: needs numba (not installed): pip install 'crossentropy[fast]'"
+    ]
+
+
+def test_bench_progress_is_off_when_output_is_not_a_terminal(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(Path(crossentropy.__file__).parents[1]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "crossentropy", "bench", "--quick", "--rounds", "1",
+         "--shapes", "64x10", "--peers", "none"],
+        capture_output=True, text=True, env=env, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and "\r" not in proc.stdout
+    assert "bench:" not in proc.stderr  # no bar at all
+    assert "forward only, 64 x 10" in proc.stdout
 
 
 def test_bench_memory_runs_both_variants_in_subprocesses(capsys):

@@ -112,7 +112,8 @@ def test_demo_command_prints_accuracy_confusion_and_saves_curves(tmp_path, capsy
     assert "MLP 64-32-16-10" in out
     assert "Test accuracy:" in out
     assert "Confusion matrix" in out
-    assert "training" in captured.err  # the tqdm progress bar
+    assert "\r" not in captured.err  # no progress bar: the output is not a terminal
+    assert "recall" in out.split("Confusion matrix", 1)[1]
     image = matplotlib.image.imread(tmp_path / "digits_training.png")
     assert image.shape[:2] == (400, 1000)
     assert image[..., :3].std() > 0.05
@@ -156,4 +157,21 @@ def test_demo_defaults_parse_to_the_documented_values():
     args = build_parser().parse_args(["demo"])
     assert args.hidden == (128,)
     assert args.out == Path("out")
-    assert (args.epochs, args.seed, args.label_smoothing) == (30, 0, 0.0)
+    assert (args.dataset, args.data_dir) == ("digits", None)
+    assert args.epochs is None  # 30 on the digits, 10 on MNIST
+    assert (args.seed, args.label_smoothing) == (0, 0.0)
+
+
+def test_demo_recall_column_matches_the_confusion_matrix():
+    result = train(epochs=2, seed=0, progress=False)
+    confusion = result.confusion
+    np.testing.assert_allclose(result.recall, np.diag(confusion) / confusion.sum(axis=1))
+    from crossentropy.cli.demo import format_confusion
+
+    text = format_confusion(confusion, result.recall).splitlines()
+    assert text[0].split() == ["true", "\\", "predicted", *map(str, range(10)), "recall"]
+    for i, line in enumerate(text[1:]):
+        cells = line.split()
+        assert cells[0] == str(i)
+        assert [0 if c == "." else int(c) for c in cells[1:11]] == confusion[i].tolist()
+        assert cells[11] == f"{result.recall[i]:.1%}"

@@ -193,3 +193,39 @@ def test_explain_console_error_has_no_traceback():
     assert proc.stderr.strip().splitlines()[-1].endswith(
         "error: argument --target: expected a class index in [0, 1], got 9"
     )
+
+
+def test_explain_accepts_minus_inf_logits_without_equals(capsys):
+    # Regression (issue 15, item 10): "--logits -inf,2" was refused ("expected one argument").
+    s = run_json(capsys, "--logits", "-inf,2", "--target", "1")
+    assert s["logits"] == ["-inf", 2.0]
+    assert s["loss"] == 0.0 and s["softmax"] == [0.0, 1.0]
+    assert s["gradient"] == [0.0, 0.0]
+    s = run_json(capsys, "--logits", "-1,-Infinity,3", "--target", "2")
+    lse = 3.0 + math.log1p(math.exp(-4.0))
+    assert_close(s["loss"], lse - 3.0)
+    assert s["softmax"][1] == 0.0
+    assert main(["explain", "--logits", "-inf,2", "--target", "1"]) == 0
+    assert "CE = 0" in capsys.readouterr().out
+
+
+def test_explain_masked_true_class_has_infinite_loss(capsys):
+    s = run_json(capsys, "--logits", "-inf,2", "--target", "0")
+    assert s["loss"] == "inf"
+    assert s["gradient"] == [-1.0, 1.0]
+
+
+def test_explain_binary_minus_inf_logit_stable_form_is_not_nan(capsys):
+    s = run_json(capsys, "--binary", "--logits", "-inf", "--target", "0")
+    assert s["loss"] == 0.0 and s["stable_form"] == 0.0
+    s = run_json(capsys, "--binary", "--logits", "-inf", "--target", "1")
+    assert s["loss"] == "inf" and s["stable_form"] == "inf"
+
+
+@pytest.mark.parametrize("logits", ["inf,2", "2,+inf", "nan,1", "-nan,1"])
+def test_explain_plus_inf_and_nan_logits_are_usage_errors(capsys, logits):
+    with pytest.raises(SystemExit) as exc:
+        main(["explain", f"--logits={logits}", "--target", "0"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--logits" in err and "finite numbers or -inf" in err

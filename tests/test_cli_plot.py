@@ -14,6 +14,12 @@ EXPECTED = {
     "binary_ce_surface.png": (500, 800),
     "label_smoothing.png": (500, 800),
     "temperature.png": (500, 1200),
+    "hinge_vs_cross_entropy.png": (500, 800),
+    "kl_directions.png": (500, 800),
+    "separable_growth.png": (500, 800),
+    "computation_graph.png": (500, 800),
+    "decision_boundaries.png": (500, 1200),
+    "bits_perplexity.png": (500, 1200),
 }
 
 
@@ -49,7 +55,9 @@ def _axes_of_every_figure():
     import matplotlib.pyplot as plt
 
     for draw in (plot_cmd.loss_vs_probability, plot_cmd.gradient_vs_logit,
-                 plot_cmd.label_smoothing_effect):
+                 plot_cmd.label_smoothing_effect, plot_cmd.hinge_vs_cross_entropy,
+                 plot_cmd.kl_directions, plot_cmd.separable_growth,
+                 plot_cmd.computation_graph):
         fig, ax = plt.subplots()
         draw(ax)
         yield draw.__name__, [ax]
@@ -61,6 +69,14 @@ def _axes_of_every_figure():
     fig = plt.figure()
     plot_cmd.temperature_effect(fig)
     yield "temperature_effect", [a for a in fig.axes]
+    plt.close(fig)
+    fig = plt.figure()
+    plot_cmd.decision_boundaries(fig)
+    yield "decision_boundaries", [a for a in fig.axes]
+    plt.close(fig)
+    fig = plt.figure()
+    plot_cmd.bits_and_perplexity(fig)
+    yield "bits_and_perplexity", [a for a in fig.axes]
     plt.close(fig)
 
 
@@ -76,7 +92,7 @@ def test_plot_every_axes_has_labels_title_and_legend():
             assert ax.get_title(), name
             assert ax.get_legend() is not None, name
             assert len(ax.get_legend().get_texts()) >= 1, name
-    assert seen == 6
+    assert seen == 14
 
 
 def test_plot_curves_are_finite_where_shown():
@@ -102,3 +118,43 @@ def test_plot_out_that_is_a_file_is_an_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--out" in err
     assert "Traceback" not in err
+
+
+def test_plot_spiral_data_is_the_numpy_guides():
+    """The decision-boundary figure uses the same spirals as docs/guide/numpy.md."""
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs/guide/numpy.md").read_text()
+    block = re.search(r"```python\n(.*?)```", page, re.S)[1]
+    namespace = {}
+    exec(block.replace("print(", "(lambda *a: None)("), namespace)
+    x, y, _ = plot_cmd.spiral_data()
+    np.testing.assert_array_equal(x, namespace["X"])
+    np.testing.assert_array_equal(y, namespace["y"])
+
+
+def test_plot_kl_directions_forward_covers_reverse_picks_a_mode():
+    """Forward KL (maximum likelihood) gives a wide Gaussian over both bumps at 0;
+    reverse KL a narrow one on a single bump at +-2 (the bumps have sd 0.7)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    plot_cmd.kl_directions(ax)
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert "mean +0.0" in labels[0] and "sd 2.1" in labels[0]
+    assert ("mean +2.0" in labels[1] or "mean -2.0" in labels[1]) and "sd 0.70" in labels[1]
+    plt.close(fig)
+
+
+def test_plot_draw_takes_a_name_or_a_glob():
+    import matplotlib.pyplot as plt
+
+    fig = plot_cmd.draw("hinge_vs_*.png")
+    assert fig.axes[0].get_title().startswith("Binary losses")
+    plt.close(fig)
+    with pytest.raises(KeyError, match="expected one of"):
+        plot_cmd.draw("nope.png")

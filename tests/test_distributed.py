@@ -30,6 +30,7 @@ if not dist.is_available():
 
 import torch.multiprocessing as mp  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 import crossentropy  # noqa: E402
 from crossentropy.torch.distributed import (  # noqa: E402
@@ -774,6 +775,80 @@ def test_vocab_parallel_linear_cross_entropy_rejects_bad_shapes():
         vocab_parallel_linear_cross_entropy(
             h, torch.zeros(5, 4), torch.tensor([0, 1, 2]), softcap=0.0
         )
+
+
+@pytest.mark.parametrize(
+    ("chunk_size", "error"),
+    [(2.5, TypeError), ("4", TypeError), (True, TypeError), (0, ValueError), (-3, ValueError)],
+)
+def test_vocab_parallel_linear_cross_entropy_chunk_size_errors_match_linear(chunk_size, error):
+    """Regression: a bad chunk_size was a ValueError here and a TypeError in
+    linear_cross_entropy; both now share one check (type -> TypeError, value -> ValueError)."""
+    from crossentropy.torch import linear_cross_entropy
+
+    h, w, t = torch.zeros(3, 4), torch.zeros(5, 4), torch.tensor([0, 1, 2])
+    match = "chunk_size: expected a positive integer or None"
+    with pytest.raises(error, match=match):
+        vocab_parallel_linear_cross_entropy(h, w, t, chunk_size=chunk_size)
+    with pytest.raises(error, match=match):
+        linear_cross_entropy(h, w, t, chunk_size=chunk_size)
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {},
+        {"label_smoothing": 0.1, "z_loss": 1e-3, "softcap": 3.0, "reduction": "sum"},
+        {"reduction": "none", "divisor": None},
+    ],
+)
+def test_vocab_parallel_linear_world_of_one_is_linear_cross_entropy(opts):
+    """With no process group the sharded pipeline is the single-process one:
+    the same loss and gradients, bit for bit."""
+    from crossentropy.torch import linear_cross_entropy
+
+    gen = torch.Generator().manual_seed(3)
+    h = torch.randn(23, 6, generator=gen, requires_grad=True)
+    w = torch.randn(40, 6, generator=gen, requires_grad=True)
+    b = torch.randn(40, generator=gen, requires_grad=True)
+    t = torch.randint(0, 40, (23,), generator=gen)
+    t[4] = -100
+    results = []
+    for fn in (vocab_parallel_linear_cross_entropy, linear_cross_entropy):
+        loss = fn(h, w, t, b, chunk_size=5, **opts)
+        grads = torch.autograd.grad(loss.sum(), (h, w, b))
+        results.append((loss, *grads))
+    for ours, single in zip(*results, strict=True):
+        assert torch.equal(ours, single)
+
+
+class _CountMatmuls(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.addmm_):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(("reduction", "per_chunk"), [("mean", 3), ("sum", 3), ("none", 4)])
+def test_vocab_parallel_linear_cross_entropy_eager_mode(reduction, per_chunk):
+    """The sharded head computes its gradients in the forward pass (three matmuls
+    per chunk, as linear_cross_entropy) unless the reduction is "none"."""
+    gen = torch.Generator().manual_seed(4)
+    h = torch.randn(20, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(30, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, 30, (20,), generator=gen)
+    with _CountMatmuls() as seen:
+        loss = vocab_parallel_linear_cross_entropy(h, w, t, reduction=reduction, chunk_size=5)
+        loss.sum().backward()
+    assert seen.count == 4 * per_chunk  # 4 chunks of 5 rows
+    h2, w2 = h.detach().requires_grad_(), w.detach().requires_grad_()
+    F.cross_entropy(h2 @ w2.T, t, reduction=reduction).sum().backward()
+    torch.testing.assert_close(h.grad, h2.grad)
+    torch.testing.assert_close(w.grad, w2.grad)
 
 
 def test_vocab_parallel_cross_entropy_without_process_group_rejects_a_group():

@@ -5,6 +5,11 @@
 - The figures come from running ``crossentropy plot`` into a temporary folder;
   pages refer to them as ``figures/<glob>.png`` and the hook resolves the glob
   to the file the command wrote.
+- Search works on the site opened from disk: Material's ``offline`` plugin
+  bundles the search index, and its iframe shim for the search worker (which
+  the plugin loads from a CDN) is served from the site itself
+  (``docs/hooks/iframe_worker.js``). After the build, a page that still asks
+  for a script, style or font from another host fails the build.
 - API reference pages use ``::: crossentropy.<module>``; a module that has not
   landed yet (listed in ``PENDING_MODULES``) is replaced by a visible note
   instead of breaking the build. With ``CROSSENTROPY_DOCS_STRICT=1`` every
@@ -27,6 +32,7 @@ import tempfile
 from pathlib import Path
 
 from mkdocs.structure.files import File, Files
+from mkdocs.utils import get_relative_url
 
 log = logging.getLogger("mkdocs.hooks.crossentropy")
 
@@ -52,6 +58,9 @@ PENDING_PAGES = {
     ),
 }
 MATHJAX_FILES = ("tex-svg.js",)
+#: The offline plugin's script tag, and where this site serves the shim instead.
+CDN_SHIM = '<script src="https://unpkg.com/iframe-worker/shim"></script>'
+LOCAL_SHIM = "assets/javascripts/iframe-worker.js"
 
 _STRICT = os.environ.get("CROSSENTROPY_DOCS_STRICT", "") not in ("", "0")
 _FIGURE_DIR: Path | None = None
@@ -115,6 +124,8 @@ def on_files(files: Files, config) -> Files:
             files.append(
                 File.generated(config, f"figures/{name}", abs_src_path=str(_FIGURE_DIR / name))
             )
+    files.append(File.generated(config, LOCAL_SHIM,
+                                abs_src_path=str(Path(__file__).with_name("iframe_worker.js"))))
     for uri, stub in PENDING_PAGES.items():
         if files.get_file_from_path(uri) is None:
             _missing(f"page {uri} is not in the sources; a stub stands in")
@@ -162,3 +173,44 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     uri = page.file.src_uri
     markdown = _FIGURE_RE.sub(lambda m: _figure(m, uri), markdown)
     return _REFERENCE_RE.sub(lambda m: _reference(m, uri), markdown)
+
+
+def _offline_enabled(config) -> bool:
+    return any(name.endswith("offline") for name in config["plugins"])
+
+
+def _local_shim(html: str, page_url: str, config, where: str) -> str:
+    if not _offline_enabled(config):
+        return html
+    if CDN_SHIM not in html:
+        log.warning("%s: the offline plugin's search-worker shim tag was not found; "
+                    "search from disk may not work (Material changed? see build.py)", where)
+        return html
+    src = get_relative_url(LOCAL_SHIM, page_url)
+    return html.replace(CDN_SHIM, f'<script src="{src}"></script>')
+
+
+def on_post_page(output: str, page, config) -> str:
+    return _local_shim(output, page.url, config, page.file.src_uri)
+
+
+def on_post_template(output_content: str, template_name: str, config) -> str:
+    if template_name == "404.html":
+        return _local_shim(output_content, "404.html", config, template_name)
+    return output_content
+
+
+# A tag that makes the browser fetch from another host: the site would not be offline.
+_EXTERNAL_RE = re.compile(
+    r"<(?:script|img|iframe)\b[^>]*\bsrc=\"(?:https?:)?//[^\"]*\"|"
+    r"<link\b[^>]*\brel=\"(?:stylesheet|preload|modulepreload|icon)\"[^>]*\bhref=\"(?:https?:)?//",
+    re.IGNORECASE,
+)
+
+
+def on_post_build(config) -> None:
+    site = Path(config["site_dir"])
+    for html in sorted(site.rglob("*.html")):
+        for match in _EXTERNAL_RE.finditer(html.read_text(encoding="utf-8")):
+            log.warning("%s: fetches from another host, so it breaks offline: %s",
+                        html.relative_to(site), match[0][:160])

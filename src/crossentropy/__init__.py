@@ -1,8 +1,8 @@
 """crossentropy: the cross-entropy loss family, exact and fast, on any array backend.
 
 Every function takes NumPy, PyTorch, JAX or CuPy arrays (or nested lists) and
-returns arrays of the same library, device and dtype. See ``API.md`` for the
-contract and the documentation site for the theory.
+returns arrays of the same library, device and dtype. The documentation site
+has the theory, the guides and the API reference.
 """
 
 from crossentropy import _api
@@ -24,8 +24,7 @@ from crossentropy._api import (
     softmax,
 )
 from crossentropy._layers import BCEWithLogitsLoss, CrossEntropyLoss
-
-__version__ = "0.1.0"
+from crossentropy._version import __version__
 
 #: Written once: the functions of ``_api`` and the two layers.
 __all__ = sorted([*_api.__all__, "BCEWithLogitsLoss", "CrossEntropyLoss"])

@@ -12,24 +12,24 @@ import argparse
 import math
 import re
 
-#: Command-line words that are values with a leading minus sign ("-1,2", "-.5", "-1e-3"),
-#: not options. Set as a parser's ``_negative_number_matcher`` (argparse has no public
-#: switch for this) so that "--logits -1,2" works without "=".
-NEGATIVE_VALUE = re.compile(r"^-\.?\d")
+#: Command-line words that are values with a leading minus sign ("-1,2", "-.5", "-1e-3",
+#: "-inf,2"), not options. Set as a parser's ``_negative_number_matcher`` (argparse has no
+#: public switch for this) so that "--logits -1,2" works without "=".
+NEGATIVE_VALUE = re.compile(r"^-(?:\.?\d|inf(?:inity)?(?:,|$))", re.IGNORECASE)
 
 
-def _number(text: str) -> float:
+def _number(text: str, *, minus_inf: bool = False) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    if not (math.isfinite(value) or (minus_inf and value == -math.inf)):
+        kind = "a finite number or -inf" if minus_inf else "a finite number"
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
     return value
 
 
-def float_list(text: str) -> list[float]:
-    """``"2.0,1.0,0.1"`` -> ``[2.0, 1.0, 0.1]``."""
+def _list(text: str, *, minus_inf: bool) -> list[float]:
     parts = [part.strip() for part in text.split(",")]
     if not text.strip() or any(part == "" for part in parts):
         raise argparse.ArgumentTypeError(
@@ -38,12 +38,24 @@ def float_list(text: str) -> list[float]:
     values = []
     for i, part in enumerate(parts):
         try:
-            values.append(_number(part))
+            values.append(_number(part, minus_inf=minus_inf))
         except argparse.ArgumentTypeError:
+            kind = "finite numbers or -inf" if minus_inf else "finite numbers"
             raise argparse.ArgumentTypeError(
-                f"expected comma-separated numbers, got {part!r} (at position {i})"
+                f"expected comma-separated {kind}, got {part!r} (at position {i})"
             ) from None
     return values
+
+
+def float_list(text: str) -> list[float]:
+    """``"2.0,1.0,0.1"`` -> ``[2.0, 1.0, 0.1]``: finite numbers."""
+    return _list(text, minus_inf=False)
+
+
+def logit_list(text: str) -> list[float]:
+    """Like :func:`float_list`, but ``-inf`` is allowed: the logit of a masked class
+    (probability 0). NaN and ``+inf`` are not."""
+    return _list(text, minus_inf=True)
 
 
 def number(text: str) -> float:

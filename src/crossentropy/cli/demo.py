@@ -1,7 +1,10 @@
 """``crossentropy demo``: a digits classifier trained from scratch in NumPy.
 
 The network is a small multi-layer perceptron on scikit-learn's bundled
-handwritten digits (1797 images of 8x8 pixels, no download). Everything but
+handwritten digits (1797 images of 8x8 pixels, no download), or, with
+``--dataset mnist --data-dir DIR``, on the standard MNIST files a user has
+(60000 + 10000 images of 28x28 pixels, the IDX files raw or gzipped).
+Everything but
 the loss is written out here, each piece with its forward and its backward
 side by side:
 
@@ -11,18 +14,22 @@ side by side:
              backward() -> (softmax(logits) - onehot(target)) / batch size
     Adam     m = b1 m + (1-b1) g,  v = b2 v + (1-b2) g^2,  w -= lr mhat / (sqrt(vhat) + eps)
 
-The split is fixed (stratified, 80% train / 20% test, always the same
-images); ``--seed`` sets the initial weights and the order of the batches.
-Same seed, same result.
+The digits' split is fixed (stratified, 80% train / 20% test, always the
+same images), MNIST's is its own (train / t10k); ``--seed`` sets the initial
+weights and the order of the batches. Same seed, same result. The confusion
+matrix and the recall of each digit come from ``sklearn.metrics``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import math
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from crossentropy.cli._args import (
     error,
@@ -36,6 +43,15 @@ from crossentropy.cli._args import (
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
 N_CLASSES = 10
+#: Default number of epochs per dataset.
+EPOCHS = {"digits": 30, "mnist": 10}
+#: The four standard MNIST files (each may also be gzipped: ``<name>.gz``).
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
 # --------------------------------------------------------------------------- #
@@ -146,10 +162,91 @@ def load_split():
     )
 
 
+#: IDX type codes (the third byte of the magic number) -> big-endian NumPy dtype.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path):
+    """An IDX file (the MNIST format, raw or gzipped) as a NumPy array.
+
+    The header is two zero bytes, a type code, the number of dimensions and
+    one big-endian uint32 per dimension; the data follow. A malformed file is
+    a ``ValueError`` naming it.
+    """
+    import numpy as np
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{path}: cannot read it ({exc})") from None
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path}: not an IDX file (its magic number is wrong)")
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path}: truncated IDX header")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    expected = math.prod(shape) * dtype.itemsize
+    if len(data) - header != expected:
+        raise ValueError(
+            f"{path}: the header says shape {shape} ({expected} bytes of data), "
+            f"the file holds {len(data) - header}"
+        )
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+
+
+def find_mnist_file(data_dir: Path, name: str) -> Path:
+    """``DIR/name`` or ``DIR/name.gz`` (also the ``train-images.idx3-ubyte`` spelling)."""
+    spellings = (name, name.replace("-idx", ".idx"))
+    for stem in spellings:
+        for candidate in (data_dir / stem, data_dir / f"{stem}.gz"):
+            if candidate.is_file():
+                return candidate
+    raise FileNotFoundError(f"no {name} (or {name}.gz) in {str(data_dir)!r}")
+
+
+def load_mnist(data_dir: Path):
+    """MNIST from its four IDX files as ``(X_train, X_test, y_train, y_test)``.
+
+    Images are flattened to rows of pixels scaled to [0, 1]; labels are int64.
+    ``FileNotFoundError`` names a missing file, ``ValueError`` a malformed one.
+    """
+    import numpy as np
+
+    train_x, train_y, test_x, test_y = (
+        read_idx(find_mnist_file(data_dir, name)) for name in MNIST_FILES
+    )
+    split = []
+    for (images, labels), (img_name, lbl_name) in zip(
+        ((train_x, train_y), (test_x, test_y)),
+        ((MNIST_FILES[0], MNIST_FILES[1]), (MNIST_FILES[2], MNIST_FILES[3])),
+        strict=True,
+    ):
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise ValueError(f"{img_name}: expected N x rows x columns uint8 images, "
+                             f"got shape {images.shape} of {images.dtype}")
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise ValueError(f"{lbl_name}: expected {len(images)} labels (one per image in "
+                             f"{img_name}), got shape {labels.shape}")
+        if len(labels) and (labels.min() < 0 or labels.max() >= N_CLASSES):
+            raise ValueError(f"{lbl_name}: expected labels 0 to {N_CLASSES - 1}, "
+                             f"got {int(labels.min())} to {int(labels.max())}")
+        split.append((images.reshape(len(images), -1).astype(np.float64) / 255.0,
+                      labels.astype(np.int64)))
+    if split[0][0].shape[1] != split[1][0].shape[1]:
+        raise ValueError(f"{MNIST_FILES[0]} and {MNIST_FILES[2]}: images of different sizes")
+    (x_train, y_train), (x_test, y_test) = split
+    return x_train, x_test, y_train, y_test
+
+
 @dataclass
 class DemoResult:
     test_accuracy: float
-    confusion: object  # (10, 10) int array, rows = true digit, columns = predicted
+    confusion: Any  # (10, 10) int array, rows = true digit, columns = predicted
+    recall: Any  # (10,) per digit: the diagonal over the row's total
     history: dict = field(default_factory=dict)  # per epoch: train/test loss and accuracy
     seconds: float = 0.0
     n_train: int = 0
@@ -164,17 +261,23 @@ def train(
     label_smoothing: float = 0.0,
     lr: float = 3e-3,
     batch_size: int = 32,
-    progress: bool = True,
+    progress: bool | None = None,
     report_every: int = 0,
+    data=None,
 ) -> DemoResult:
-    """Train the MLP on the fixed split and return its test accuracy and curves."""
+    """Train the MLP and return its test accuracy, confusion matrix and curves.
+
+    ``data`` is ``(X_train, X_test, y_train, y_test)``, by default the digits'
+    fixed split. ``progress``: a bar on stderr; by default only on a terminal.
+    """
     import numpy as np
-    from tqdm import tqdm
+    from sklearn.metrics import confusion_matrix, recall_score
 
     import crossentropy as ce
+    from crossentropy.cli._progress import bar as progress_bar
 
     start = time.perf_counter()
-    x_train, x_test, y_train, y_test = load_split()
+    x_train, x_test, y_train, y_test = load_split() if data is None else data
     rng = np.random.default_rng(seed)
     model = MLP([x_train.shape[1], *hidden, N_CLASSES], rng)
     optimizer = Adam([layer for layer in model.layers if layer.params], lr=lr)
@@ -183,7 +286,7 @@ def train(
         "train_loss": [], "train_accuracy": [], "test_loss": [], "test_accuracy": []
     }
 
-    bar = tqdm(range(1, epochs + 1), desc="training", unit="epoch", disable=not progress)
+    bar = progress_bar(range(1, epochs + 1), enabled=progress, desc="training", unit="epoch")
     for epoch in bar:
         order = rng.permutation(len(x_train))
         loss_sum, correct = 0.0, 0
@@ -218,11 +321,13 @@ def train(
     bar.close()
 
     predicted = np.argmax(model.forward(x_test), axis=1)
-    confusion = np.zeros((N_CLASSES, N_CLASSES), dtype=np.int64)
-    np.add.at(confusion, (y_test, predicted), 1)
+    labels = np.arange(N_CLASSES)
+    confusion = confusion_matrix(y_test, predicted, labels=labels)
+    recall = recall_score(y_test, predicted, labels=labels, average=None, zero_division=0)
     return DemoResult(
         test_accuracy=float(np.mean(predicted == y_test)),
         confusion=confusion,
+        recall=recall,
         history=history,
         seconds=time.perf_counter() - start,
         n_train=len(x_train),
@@ -230,16 +335,16 @@ def train(
     )
 
 
-def format_confusion(confusion) -> str:
-    """The confusion matrix as text: one row per true digit, one column per prediction."""
+def format_confusion(confusion, recall) -> str:
+    """The confusion matrix as text: one row per true digit, one column per prediction,
+    and each digit's recall (``sklearn.metrics.recall_score``)."""
+    from tabulate import tabulate
+
     n = len(confusion)
-    lines = ["true \\ predicted " + " ".join(f"{c:>4}" for c in range(n)) + "   recall"]
-    for i in range(n):
-        row_total = int(confusion[i].sum())
-        recall = confusion[i, i] / row_total if row_total else float("nan")
-        cells = " ".join(f"{int(v):>4}" if v else "   ." for v in confusion[i])
-        lines.append(f"{i:>16} {cells}   {recall:6.1%}")
-    return "\n".join(lines)
+    rows = [[i, *(int(v) if v else "." for v in confusion[i]), f"{recall[i]:.1%}"]
+            for i in range(n)]
+    return tabulate(rows, headers=["true \\ predicted", *range(n), "recall"],
+                    tablefmt="plain", colalign=("right",) * (n + 2), disable_numparse=True)
 
 
 def save_curves(history: dict, path: Path, title: str) -> Path:
@@ -297,13 +402,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a digits classifier from scratch with the library's loss",
         description=(
             "Train a small multi-layer perceptron on scikit-learn's handwritten digits "
-            "(8x8 images, no download) from scratch in NumPy, with "
-            "crossentropy.CrossEntropyLoss's forward and backward, then print the test "
-            "accuracy and the confusion matrix and save the training curves."
+            "(8x8 images, no download), or on MNIST files you have (--dataset mnist "
+            "--data-dir DIR), from scratch in NumPy, with crossentropy.CrossEntropyLoss's "
+            "forward and backward, then print the test accuracy, the confusion matrix and "
+            "each digit's recall and save the training curves."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--epochs", type=positive_int, default=30, help="passes over the data")
+    parser.add_argument(
+        "--dataset", choices=("digits", "mnist"), default="digits",
+        help="digits: scikit-learn's bundled 8x8 digits; mnist: the four MNIST IDX files "
+        "in --data-dir",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, metavar="DIR",
+        help="with --dataset mnist: the folder holding train-images-idx3-ubyte, "
+        "train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte "
+        "(each raw or .gz)",
+    )
+    parser.add_argument(
+        "--epochs", type=positive_int, default=None,
+        help=f"passes over the data (default {EPOCHS['digits']} on digits, "
+        f"{EPOCHS['mnist']} on MNIST)",
+    )
     parser.add_argument(
         "--seed", type=non_negative_int, default=0, help="initial weights and batch order"
     )
@@ -319,30 +440,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per step")
     parser.add_argument(
         "--out", type=Path, default="out", metavar="DIR",
-        help="where to save digits_training.png",
+        help="where to save digits_training.png (mnist_training.png with MNIST)",
     )
     parser.set_defaults(func=run, _parser=parser)
+
+
+def _load(args: argparse.Namespace):
+    """The dataset's split and a one-line description of it."""
+    if args.dataset == "digits":
+        if args.data_dir is not None:
+            error(args, "argument --data-dir: only with --dataset mnist (the digits are "
+                  "bundled with scikit-learn)")
+        return load_split(), (
+            f"Digits: 1797 images of 8x8 pixels, fixed stratified split "
+            f"{1 - TEST_FRACTION:.0%} train / {TEST_FRACTION:.0%} test."
+        )
+    if args.data_dir is None:
+        error(args, "argument --data-dir: --dataset mnist needs the folder with the MNIST "
+              "files (" + ", ".join(MNIST_FILES) + ")")
+    if not args.data_dir.is_dir():
+        error(args, f"argument --data-dir: expected a directory, got {str(args.data_dir)!r}")
+    try:
+        data = load_mnist(args.data_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        error(args, f"argument --data-dir: {exc}")
+    x_train, x_test = data[0], data[1]
+    side = math.isqrt(x_train.shape[1])
+    pixels = f"{side}x{side}" if side * side == x_train.shape[1] else f"{x_train.shape[1]}"
+    return data, (
+        f"MNIST: {len(x_train)} training and {len(x_test)} test images of {pixels} pixels "
+        f"from {args.data_dir} (its own train / t10k split)."
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         return error(args, f"argument --out: expected a directory, got the file {str(args.out)!r}")
-    sizes = "-".join(str(n) for n in (64, *args.hidden, N_CLASSES))
+    data, description = _load(args)
+    epochs = args.epochs or EPOCHS[args.dataset]
+    n_inputs = data[0].shape[1]
+    sizes = "-".join(str(n) for n in (n_inputs, *args.hidden, N_CLASSES))
     print(
-        f"Digits: 1797 images of 8x8 pixels, fixed stratified split "
-        f"{1 - TEST_FRACTION:.0%} train / {TEST_FRACTION:.0%} test.\n"
+        f"{description}\n"
         f"MLP {sizes} with ReLU, trained from scratch in NumPy: Adam (lr {args.lr:g}), "
-        f"batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}, "
-        f"label smoothing {args.label_smoothing:g}, loss crossentropy.CrossEntropyLoss."
+        f"batch {args.batch_size}, {epochs} epochs, seed {args.seed}, "
+        f"label smoothing {args.label_smoothing:g}, loss crossentropy.CrossEntropyLoss.",
+        flush=True,
     )
     result = train(
-        epochs=args.epochs,
+        epochs=epochs,
         seed=args.seed,
         hidden=args.hidden,
         label_smoothing=args.label_smoothing,
         lr=args.lr,
         batch_size=args.batch_size,
-        report_every=max(1, args.epochs // 6),
+        report_every=max(1, epochs // 6),
+        data=data,
     )
     correct = int(result.confusion.trace())
     print(
@@ -350,11 +503,12 @@ def run(args: argparse.Namespace) -> int:
         f"held-out images), trained on {result.n_train} in {result.seconds:.1f} s."
     )
     print("\nConfusion matrix (rows: true digit, columns: predicted digit)")
-    print(format_confusion(result.confusion))
+    print(format_confusion(result.confusion, result.recall))
+    name = "digits" if args.dataset == "digits" else "mnist"
     path = save_curves(
         result.history,
-        args.out / "digits_training.png",
-        f"MLP {sizes} on the digits, seed {args.seed}: "
+        args.out / f"{name}_training.png",
+        f"MLP {sizes} on {'the digits' if name == 'digits' else 'MNIST'}, seed {args.seed}: "
         f"test accuracy {result.test_accuracy:.2%}",
     )
     print(f"\nSaved the loss and accuracy curves to {path}")

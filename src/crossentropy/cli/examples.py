@@ -129,23 +129,23 @@ def _vec(xs) -> str:
 
 
 def render(rows: list[dict]) -> str:
-    header = (
-        f"{'#':>2}  {'target y':<18} {'prediction yhat':<21} "
-        f"{'CE':>7} {'H(y)':>7} {'KL':>7}  kind"
+    from tabulate import tabulate
+
+    table = tabulate(
+        [
+            [r["example"].row, _vec(r["example"].target), _vec(r["example"].probs),
+             r["loss"], r["entropy"], r["kl"], r["example"].kind]
+            for r in rows
+        ],
+        headers=["#", "target y", "prediction yhat", "CE", "H(y)", "KL", "kind"],
+        floatfmt=".4f",
     )
     lines = [
         "Cross-entropy CE = -sum_c y_c log yhat_c (natural log) = H(y) + KL(y || yhat),",
         "computed by crossentropy.cross_entropy_from_probs, entropy and kl_divergence.",
         "",
-        header,
-        "-" * len(header),
+        table,
     ]
-    for r in rows:
-        ex = r["example"]
-        lines.append(
-            f"{ex.row:>2}  {_vec(ex.target):<18} {_vec(ex.probs):<21} "
-            f"{r['loss']:>7.4f} {r['entropy']:>7.4f} {r['kl']:>7.4f}  {ex.kind}"
-        )
     lines += ["", "Why each value is large or small:"]
     for r in rows:
         lines += textwrap.wrap(

@@ -20,7 +20,13 @@ import argparse
 import json
 import math
 
-from crossentropy.cli._args import NEGATIVE_VALUE, error, float_list, non_negative_int
+from crossentropy.cli._args import (
+    NEGATIVE_VALUE,
+    error,
+    float_list,
+    logit_list,
+    non_negative_int,
+)
 
 #: The identity ``CE = H(y) + KL(y || yhat)`` is checked to this tolerance.
 IDENTITY_TOLERANCE = 1e-9
@@ -47,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     given = parser.add_mutually_exclusive_group(required=True)
     given.add_argument(
-        "--logits", type=float_list, metavar="Z", help="comma-separated logits, e.g. 2.0,1.0,0.1"
+        "--logits", type=logit_list, metavar="Z",
+        help="comma-separated logits, e.g. 2.0,1.0,0.1 (-inf: a class of probability 0)",
     )
     given.add_argument(
         "--probs",
@@ -243,7 +250,7 @@ def compute_binary(logit=None, prob=None, label=None) -> dict:
         steps.update(
             logit=z,
             relu=max(z, 0.0),
-            z_times_y=z * y,
+            z_times_y=0.0 if y == 0 else z * y,  # 0 * -inf = 0: the term is absent
             softplus_neg_abs=math.log1p(math.exp(-abs(z))),
             p=p_pair[1],
             log_p=log_pair[1],
@@ -415,8 +422,11 @@ def _render_binary(s: dict) -> list[str]:
 
 
 def _table(rows: list[tuple[str, str]]) -> list[str]:
-    width = max(len(label) for label, _ in rows) + 2
-    return [f"{label:<{width}}{value}" for label, value in rows]
+    """Two aligned columns, step and value (tabulate, no borders)."""
+    from tabulate import tabulate
+
+    text = tabulate(rows, tablefmt="plain", disable_numparse=True)
+    return [line.rstrip() for line in text.splitlines()]
 
 
 def _json_safe(x):

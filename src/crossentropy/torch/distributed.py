@@ -22,16 +22,24 @@ Every term is non-negative, so nothing cancels: float32 is as accurate as
 ``torch.nn.functional.cross_entropy`` whatever the logits' offset (``A lse -
 sum a z`` would lose three digits at an offset of 1000). A call sends, per
 rank, one all-gather of 3 integers (shard size, row count, error flag:
-O(world) numbers), one all-reduce MAX of the ``N`` local maxima and one
-all-reduce SUM of ``3 N + 1`` numbers (``s_r exp(m_r - M)``, ``A_r``, the
-bracket, the mean's denominator). The logits never leave their rank.
+O(world) numbers), one all-reduce SUM of the mean's denominator, and per
+chunk of rows an all-reduce MAX of the chunk's local maxima and an
+all-reduce SUM of 3 numbers per row (``s_r exp(m_r - M)``, ``A_r``, the
+bracket): ``4 N + 1`` numbers in all. The logits never leave their rank.
 
 The gradient is local and needs no communication:
 
-    dloss / dz_c = (A + 2 z_loss lse) softmax(z)_c - a_c,   softmax(z)_c = exp(z_c - M - log s)
+    dloss / dz = (A + 2 z_loss lse) softmax(z) - a,   softmax(z) = exp(z - M - log s)
 
 so the backward saves three numbers per row (``M``, ``log s`` and
 ``A + 2 z_loss lse``) next to the inputs it already references.
+
+This module holds the public functions, the process group and the handshake
+that makes every rank raise together; the chunk loop, the row math and the
+two gradient modes are the engine shared with ``linear_cross_entropy``
+(``crossentropy.torch._chunk``), given this rank's ``Shard``. With no
+process group (a world of one) there is no shard and the pipeline is the
+single-process one.
 
 Vocabulary follows ``_numerics``: ``z`` logits as rows, ``y`` target, ``m``
 row max, ``lse`` row log-sum-exp, ``g`` gradient, ``denom`` the mean's divisor.
@@ -40,7 +48,6 @@ row max, ``lse`` row log-sum-exp, ``g`` gradient, ``denom`` the mean's divisor.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,16 +57,23 @@ import torch.distributed as dist
 from crossentropy import _validate as V
 from crossentropy._backend import Namespace, namespace
 from crossentropy._docs import PARAMS
+from crossentropy.torch._chunk import (
+    RECOMPUTE,
+    ChunkedCrossEntropy,
+    Options,
+    Shard,
+    auto_chunk_size,
+    check_chunk_size,
+    check_softcap,
+    resolve_mode,
+)
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
-_HALF = (torch.float16, torch.bfloat16)
-# Default number of logits (rows x local classes) per chunk of the linear form.
-_CHUNK_ELEMENTS = 1 << 24
 
 
 # --------------------------------------------------------------------------
-# Collectives: every byte this module puts on the wire goes through these two.
+# The group and the handshake (the engine's ``Shard.all_reduce`` sends the rest).
 
 
 @dataclass(frozen=True)
@@ -82,13 +96,6 @@ def _resolve_group(group: Any) -> _Group:
     return _Group(None, 0, 1)
 
 
-def _all_reduce(tensor: torch.Tensor, op: Any, group: _Group) -> torch.Tensor:
-    """In-place all-reduce of ``tensor`` over the group (a no-op for a world of one)."""
-    if group.world > 1:
-        dist.all_reduce(tensor, op=op, group=group.handle)
-    return tensor
-
-
 def _all_gather(tensor: torch.Tensor, group: _Group) -> torch.Tensor:
     """Stack every rank's ``tensor`` (same shape everywhere) in rank order."""
     if group.world == 1:
@@ -100,23 +107,6 @@ def _all_gather(tensor: torch.Tensor, group: _Group) -> torch.Tensor:
 
 # --------------------------------------------------------------------------
 # Checks (local, then made collective by the handshake so no rank hangs).
-
-
-@dataclass(frozen=True)
-class _Spec:
-    """Options of one call, fixed before the autograd Function runs."""
-
-    group: _Group
-    ns: Namespace
-    soft: bool  # probability targets (else class indices)
-    start: int  # this rank's first global class
-    local: int  # this rank's number of classes
-    classes: int  # global number of classes V
-    ignore_index: int
-    label_smoothing: float
-    z_loss: float
-    softcap: float | None = None
-    chunk_size: int = 0
 
 
 def _tensor(name: str, t: Any) -> Namespace:
@@ -165,277 +155,6 @@ def _exchange(name: str, group: _Group, device, checks) -> tuple[Any, int, int]:
         )
     sizes = [v for v, _, _ in table]
     return checked, sum(sizes[: group.rank]), sum(sizes)
-
-
-# --------------------------------------------------------------------------
-# Numerics: per-row partial sums on a block of local logits, their combination
-# across ranks, and the local gradient.
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _HALF else dtype
-
-
-def _safe_mul(a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``a * z`` with ``0 * (+-inf) = 0`` (no target mass on a masked class costs nothing)."""
-    return torch.where(a == 0, torch.zeros((), dtype=z.dtype, device=z.device), a * z)
-
-
-def _soft_mass(y: torch.Tensor, w: torch.Tensor | None, spec: _Spec) -> torch.Tensor:
-    """``a = w * ((1 - e) y + e / V)`` on this rank's classes, shape (rows, local)."""
-    e = spec.label_smoothing
-    a = y * (1.0 - e) + e / spec.classes if e else y
-    return a * w if w is not None else a
-
-
-def _index_parts(y: torch.Tensor, w: torch.Tensor | None, spec: _Spec, dtype: torch.dtype):
-    """For index targets: counted rows, the local column of the target (0 if
-    elsewhere) and the target's class weight on this rank (0 if elsewhere)."""
-    counted = y != spec.ignore_index
-    col = y - spec.start
-    mine = counted & (col >= 0) & (col < spec.local)
-    col = torch.where(mine, col, torch.zeros_like(col))
-    if w is None:
-        w_t = mine.to(dtype)
-    else:
-        w_t = torch.where(mine, w[col] if spec.local else 0.0, 0.0).to(dtype)
-    return counted, col, w_t
-
-
-def _row_sums(z, y, w, spec: _Spec, scratch: bool = False):
-    """This rank's per-row numbers for a block of rows: (m, s, A, D, w_t).
-
-    ``m`` the local max logit (``-inf`` for a row of ``-inf``), ``s = sum exp(z - m)``,
-    ``A = sum a``, ``D = sum a (m - z)`` (non-negative terms: no cancellation),
-    ``w_t`` the target class weight for index targets whose class lives here
-    (its sum over ranks is the mean's denominator), zeros for probability
-    targets. ``z`` (rows, local) is in the compute dtype, overwritten if
-    ``scratch``.
-    """
-    e = spec.label_smoothing
-    if spec.local:
-        m = z.amax(dim=1)
-    else:
-        m = torch.full(z.shape[:1], -math.inf, dtype=z.dtype, device=z.device)
-    m0 = torch.where(torch.isneginf(m), 0.0, m)
-    d = z.sub_(m0.unsqueeze(1)) if scratch else torch.sub(z, m0.unsqueeze(1))  # z - m <= 0
-    if spec.soft:
-        a = _soft_mass(y, w, spec)
-        big_a, big_d = a.sum(1), -_safe_mul(a, d).sum(1)
-        w_t = torch.zeros_like(big_a)
-    else:
-        counted, col, w_t = _index_parts(y, w, spec, z.dtype)
-        d_t = d.gather(1, col.unsqueeze(1)).squeeze(1) if spec.local else torch.zeros_like(w_t)
-        big_a = w_t * (1.0 - e)
-        big_d = -_safe_mul(big_a, d_t)
-        if e:
-            on = counted.to(z.dtype) * (e / spec.classes)
-            big_a = big_a + on * (float(spec.local) if w is None else w.sum())
-            d_sum = d.sum(1) if w is None else _safe_mul(w, d).sum(1)
-            big_d = big_d - torch.where(counted, on * d_sum, 0.0)  # -inf on ignored rows
-    return m, d.exp_().sum(dim=1), big_a, big_d, w_t
-
-
-def _combine(m, s, big_a, big_d, w_t, counted, spec: _Spec):
-    """Combine the ranks' row numbers: (row losses, shift, log-sum, coef, denominator).
-
-    Wire: all-reduce MAX of the ``N`` local maxima, then SUM of ``3 N + 1``
-    numbers. With ``M`` the global max, ``lse = M + log sum_r s_r exp(m_r - M)``
-    and the row loss ``A (lse - M) + sum_r [A_r (M - m_r) + D_r] + z_loss lse**2``
-    is a sum of non-negative terms, accurate in float32 whatever the logits'
-    offset. ``shift`` and ``log-sum`` (``M`` and ``lse - M``) are what the
-    gradient needs.
-    """
-    n = m.shape[0]
-    big_m = _all_reduce(m.clone(), dist.ReduceOp.MAX, spec.group)
-    big_m = torch.where(torch.isneginf(big_m), 0.0, big_m)
-    m0 = torch.where(torch.isneginf(m), 0.0, m)
-    big_c = _safe_mul(big_a, big_m - m0) + big_d
-    buf = torch.cat([s * torch.exp(m - big_m), big_a, big_c, w_t.sum().reshape(1)])
-    _all_reduce(buf, dist.ReduceOp.SUM, spec.group)
-    log_s = torch.log(buf[:n])
-    big_a, big_c, denom = buf[n : 2 * n], buf[2 * n : 3 * n], buf[3 * n]
-    lse = big_m + log_s
-    V.some_finite_logit(spec.ns, lse, counted)  # the same on every rank: lse is global
-    zl = spec.z_loss
-    rows = torch.where(counted, _safe_mul(big_a, log_s) + big_c + zl * lse * lse, 0.0)
-    coef = torch.where(counted, big_a + 2.0 * zl * lse, 0.0)
-    log_s = torch.where(torch.isneginf(log_s), 0.0, log_s)  # ignored rows of -inf
-    if spec.soft:
-        denom = torch.full((), float(n), dtype=lse.dtype, device=lse.device)
-    return rows, big_m, log_s, coef, denom
-
-
-def _grad_block(z, y, w, shift, log_s, coef, g_rows, spec: _Spec, out=None) -> torch.Tensor:
-    """``g_rows * ((A + 2 z_loss lse) softmax(z) - a)`` for a block of local logits.
-
-    ``softmax(z) = exp((z - shift) - log_s)``. ``out`` (may be ``z`` itself)
-    receives the result; no ``N x V`` temporary except for weighted
-    probability targets.
-    """
-    e = spec.label_smoothing
-    uniform = e / spec.classes
-    g = torch.sub(z, shift.unsqueeze(1), out=out).sub_(log_s.unsqueeze(1)).exp_()
-    g.mul_((coef * g_rows).unsqueeze(1))
-    g_col = g_rows.unsqueeze(1)
-    if spec.soft:  # g -= g_rows w ((1 - e) y + e / V)
-        g.addcmul_(y if w is None else y * w, g_col, value=e - 1.0)
-        if e:
-            if w is None:
-                g.sub_(g_col, alpha=uniform)
-            else:
-                g.addcmul_(g_col, w, value=-uniform)
-        return g
-    counted, col, w_t = _index_parts(y, w, spec, z.dtype)
-    if e:  # the uniform part, on counted rows only
-        rows = torch.where(counted, g_rows, 0.0).unsqueeze(1)
-        if w is None:
-            g.sub_(rows, alpha=uniform)
-        else:
-            g.addcmul_(rows, w, value=-uniform)
-    if spec.local:  # the target's own part, on the rank that holds it
-        g.scatter_add_(1, col.unsqueeze(1), (w_t * g_rows * (e - 1.0)).unsqueeze(1))
-    return g
-
-
-def _target_grad_block(z, w, shift, log_s, g_rows, spec: _Spec) -> torch.Tensor:
-    """``d loss / d y = (1 - e) w (lse - z)`` for probability targets."""
-    d = torch.sub(shift.unsqueeze(1), z).add_(log_s.unsqueeze(1))
-    if w is not None:
-        d = _safe_mul(w, d)
-    return d.mul_((g_rows * (1.0 - spec.label_smoothing)).unsqueeze(1))
-
-
-class _VocabParallelCrossEntropy(torch.autograd.Function):
-    """Row losses of sharded logits; backward is the analytic local gradient."""
-
-    @staticmethod
-    def forward(ctx, z, y, w, spec: _Spec):
-        zc = z.to(_compute_dtype(z.dtype))
-        yc = y.to(zc.dtype) if spec.soft else y
-        wc = None if w is None else w.to(zc.dtype)
-        counted = (
-            torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
-            if spec.soft
-            else y != spec.ignore_index
-        )
-        sums = _row_sums(zc, yc, wc, spec, scratch=zc is not z)  # scratch: a private copy
-        rows, shift, log_s, coef, denom = _combine(*sums, counted, spec)
-        ctx.save_for_backward(z, y, w, shift, log_s, coef)
-        ctx.spec = spec
-        ctx.mark_non_differentiable(denom)
-        return rows, denom
-
-    @staticmethod
-    def backward(ctx, g_rows, _g_denom):
-        z, y, w, shift, log_s, coef = ctx.saved_tensors
-        spec = ctx.spec
-        zc = z.to(_compute_dtype(z.dtype))
-        yc = y.to(zc.dtype) if spec.soft else y
-        wc = None if w is None else w.to(zc.dtype)
-        g_rows = g_rows.to(zc.dtype)
-        gy = None
-        if spec.soft and ctx.needs_input_grad[1]:
-            gy = _target_grad_block(zc, wc, shift, log_s, g_rows, spec).to(y.dtype)
-        own = zc if zc is not z else None  # a private upcast copy can take the gradient
-        gz = _grad_block(zc, yc, wc, shift, log_s, coef, g_rows, spec, out=own).to(z.dtype)
-        return gz, gy, None, None
-
-
-class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
-    """Row losses of ``hidden @ weight_shard.T + bias_shard``, in token chunks.
-
-    Forward and backward each recompute the local logits one chunk of rows at
-    a time; nothing of size ``N x V_local`` is kept between them.
-    """
-
-    @staticmethod
-    def forward(ctx, h, weight, bias, y, spec: _Spec):
-        n = h.shape[0]
-        dtype = _compute_dtype(h.dtype)
-        parts = [torch.empty(n, dtype=dtype, device=h.device) for _ in range(5)]
-        for lo in range(0, n, spec.chunk_size):
-            hi = min(n, lo + spec.chunk_size)
-            z = _linear_logits(h[lo:hi], weight, bias, spec)
-            yc = y[lo:hi].to(dtype) if spec.soft else y[lo:hi]
-            for out, part in zip(parts, _row_sums(z, yc, None, spec, scratch=True), strict=True):
-                out[lo:hi] = part
-        counted = (
-            torch.ones(n, dtype=torch.bool, device=h.device)
-            if spec.soft
-            else (y != spec.ignore_index)
-        )
-        rows, shift, log_s, coef, denom = _combine(*parts, counted, spec)
-        ctx.save_for_backward(h, weight, bias, y, shift, log_s, coef)
-        ctx.spec = spec
-        ctx.mark_non_differentiable(denom)
-        return rows, denom
-
-    @staticmethod
-    def backward(ctx, g_rows, _g_denom):
-        h, weight, bias, y, shift, log_s, coef = ctx.saved_tensors
-        spec = ctx.spec
-        need_h, need_w, need_b, need_y = ctx.needs_input_grad[:4]
-        dtype = _compute_dtype(h.dtype)
-        g_rows = g_rows.to(dtype)
-        gh = torch.zeros(h.shape, dtype=dtype, device=h.device) if need_h else None
-        gw = torch.zeros(weight.shape, dtype=dtype, device=h.device) if need_w else None
-        gb = torch.zeros(spec.local, dtype=dtype, device=h.device) if need_b else None
-        gy = torch.zeros(y.shape, dtype=dtype, device=h.device) if need_y and spec.soft else None
-        w_c = weight.to(dtype)
-        for lo in range(0, h.shape[0], spec.chunk_size):
-            hi = min(h.shape[0], lo + spec.chunk_size)
-            z = _linear_logits(h[lo:hi], weight, bias, spec)
-            yc = y[lo:hi].to(dtype) if spec.soft else y[lo:hi]
-            if gy is not None:
-                gy[lo:hi] = _target_grad_block(
-                    z, None, shift[lo:hi], log_s[lo:hi], g_rows[lo:hi], spec
-                )
-            cap = None
-            if spec.softcap is not None:  # z = c tanh(x / c): dz/dx = 1 - (z / c)^2
-                cap = 1.0 - (z / spec.softcap) ** 2
-            g = _grad_block(
-                z, yc, None, shift[lo:hi], log_s[lo:hi], coef[lo:hi], g_rows[lo:hi], spec, out=z
-            )
-            if cap is not None:
-                g.mul_(cap)
-            if gh is not None:
-                gh[lo:hi] = g @ w_c
-            if gw is not None:
-                gw.addmm_(g.T, h[lo:hi].to(dtype))
-            if gb is not None:
-                gb.add_(g.sum(0))
-        if gh is not None:  # every rank's classes feed every row: O(N x D) on the wire
-            _all_reduce(gh, dist.ReduceOp.SUM, spec.group)
-        return (
-            None if gh is None else gh.to(h.dtype),
-            None if gw is None else gw.to(weight.dtype),
-            None if gb is None else gb.to(bias.dtype),
-            None if gy is None else gy.to(y.dtype),
-            None,
-        )
-
-
-def _linear_logits(h, weight, bias, spec: _Spec) -> torch.Tensor:
-    """One chunk of local logits in the compute dtype, soft-capped if asked."""
-    z = h @ weight.T if bias is None else torch.addmm(bias, h, weight.T)
-    z = z.to(_compute_dtype(z.dtype))
-    if spec.softcap is not None:
-        z = torch.tanh(z / spec.softcap).mul_(spec.softcap)
-    return z
-
-
-def _reduce(rows, denom, reduction, divisor, out_shape, dtype):
-    if reduction == "none":
-        return rows.reshape(out_shape).to(dtype)
-    total = rows.sum()
-    if reduction == "sum":
-        return total.to(dtype)
-    if divisor is not None:
-        denom = torch.full((), float(divisor), dtype=total.dtype, device=total.device)
-    empty = denom == 0  # nothing counted: 0, with a zero gradient
-    one = torch.ones((), dtype=total.dtype, device=total.device)
-    return torch.where(empty, 0.0 * one, total / torch.where(empty, one, denom)).to(dtype)
 
 
 # --------------------------------------------------------------------------
@@ -571,13 +290,15 @@ def vocab_parallel_cross_entropy(
     if not soft:  # global class ids: checked against the global shape
         global_shape = shape[:ax] + (classes,) + shape[ax + 1 :]
         y, _ = V.target(ns, t, global_shape, ax, ignore)
-    spec = _Spec(
-        group_, ns, soft, start, local, classes, ignore, float(label_smoothing), float(z_loss)
-    )
+    # The backward recomputes each chunk's softmax from the saved row statistics
+    # (no matmul to save here, and no N x V_r gradient held from forward to backward).
+    options = _options_of(group_, start, classes, local, soft, ignore, label_smoothing,
+                          reduction, divisor, z_loss, None,
+                          auto_chunk_size(rows, local, logits_shard.dtype, soft=soft), RECOMPUTE)
     z = torch.movedim(logits_shard, ax, -1).reshape(rows, local)
     y = torch.movedim(y, ax, -1).reshape(rows, local) if soft else y.reshape(rows)
-    row_losses, denom = _VocabParallelCrossEntropy.apply(z, y, w, spec)
-    return _reduce(row_losses, denom, reduction, divisor, rows_shape, logits_shard.dtype)
+    loss = ChunkedCrossEntropy.apply(options, y, w, z)
+    return loss.reshape(rows_shape) if reduction == "none" else loss
 
 
 @_fill
@@ -602,8 +323,13 @@ def vocab_parallel_linear_cross_entropy(
     (and of the bias); ``hidden`` and index targets are the same on every
     rank. The result and the gradients equal the single-process
     ``cross_entropy(hidden @ weight.T + bias, target)`` with the gathered
-    weight. The local logits are computed ``chunk_size`` rows at a time in the
-    forward and recomputed in the backward: no ``N x V_r`` tensor is kept.
+    weight. The local logits are computed ``chunk_size`` rows at a time: no
+    ``N x V_r`` tensor is ever allocated. The gradients are obtained as by
+    :func:`crossentropy.torch.linear_cross_entropy`: computed chunk by chunk
+    in the forward pass when autograd will need them and the reduction is
+    ``"mean"`` or ``"sum"`` (three matmuls; ``d hidden``, ``d weight_shard``
+    and ``d bias_shard`` are held until the backward), else recomputed from
+    the saved per-row statistics in the backward (four matmuls).
 
     On the wire: the ``O(N)`` numbers of :func:`vocab_parallel_cross_entropy`
     in the forward; in the backward, the gradient of ``hidden`` is
@@ -631,8 +357,10 @@ def vocab_parallel_linear_cross_entropy(
     softcap : float, optional
         The logits become ``softcap * tanh(logits / softcap)`` (Gemma 2).
     chunk_size : int, optional
-        Rows per chunk (default: about 16M logits, 64 MB in float32,
-        per chunk; small chunks are slow on CPU).
+        Rows per chunk; the default is ``linear_cross_entropy``'s policy
+        (``crossentropy.torch._linear.auto_chunk_size`` with ``V = V_r``:
+        about N / 12 rows, 8 to 64 MiB of chunk buffers). A non-integer is a
+        ``TypeError``, an integer below 1 a ``ValueError``.
 
     Returns
     -------
@@ -665,14 +393,8 @@ def vocab_parallel_linear_cross_entropy(
         if bias_shard is not None:
             _tensor("bias_shard", bias_shard)
             V.same_shape(bias_shard, (local,), "bias_shard", "one entry per row of weight_shard")
-        if softcap is not None and V.real_number(softcap, "softcap") <= 0:
-            raise ValueError(f"softcap: expected a positive number or None, got {softcap!r}")
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool)
-            or not isinstance(chunk_size, numbers.Integral)
-            or chunk_size < 1
-        ):
-            raise ValueError(f"chunk_size: expected a positive int or None, got {chunk_size!r}")
+        check_softcap(softcap)
+        check_chunk_size(chunk_size)
         shape = tuple(hidden.shape[:-1]) + (local,)
         t = ns.asarray(target)
         y = None
@@ -689,22 +411,25 @@ def vocab_parallel_linear_cross_entropy(
     rows = math.prod(rows_shape)
     if not soft:
         y, _ = V.target(ns, t, rows_shape + (classes,), len(rows_shape), ignore)
+    softcap_ = check_softcap(softcap)
     if chunk_size is None:
-        chunk_size = max(1, _CHUNK_ELEMENTS // max(1, local))
-    spec = _Spec(
-        group_,
-        ns,
-        soft,
-        start,
-        local,
-        classes,
-        ignore,
-        float(label_smoothing),
-        float(z_loss),
-        None if softcap is None else float(softcap),
-        int(chunk_size),
-    )
+        chunk_size = auto_chunk_size(rows, local, hidden.dtype, softcap=softcap_, soft=soft)
+    target_grad = soft and torch.is_grad_enabled() and target.requires_grad
+    options = _options_of(group_, start, classes, local, soft, ignore, label_smoothing,
+                          reduction, divisor, z_loss, softcap_, chunk_size,
+                          resolve_mode("auto", reduction, target_grad))
     h = hidden.reshape(rows, hidden.shape[-1])
     y = y.reshape(rows, local) if soft else y.reshape(rows)
-    row_losses, denom = _VocabParallelLinearCrossEntropy.apply(h, weight_shard, bias_shard, y, spec)
-    return _reduce(row_losses, denom, reduction, divisor, rows_shape, hidden.dtype)
+    loss = ChunkedCrossEntropy.apply(options, y, None, h, weight_shard, bias_shard)
+    return loss.reshape(rows_shape) if reduction == "none" else loss
+
+
+def _options_of(group: _Group, start, classes, local, soft, ignore, label_smoothing, reduction,
+                divisor, z_loss, softcap, chunk_size, mode) -> Options:
+    return Options(
+        local=local, soft=soft, ignore_index=ignore, label_smoothing=float(label_smoothing),
+        reduction=reduction, divisor=V.divisor(divisor), z_loss=float(z_loss), softcap=softcap,
+        chunk_size=check_chunk_size(chunk_size), mode=mode,
+        # a world of one is the single-process pipeline, with no shard at all
+        shard=Shard(group.handle, group.world, start, classes) if group.world > 1 else None,
+    )

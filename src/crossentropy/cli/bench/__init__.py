@@ -11,7 +11,11 @@ the logits and write a gradient of the same size.
 Peak extra memory is the growth of the resident set during one call (Linux:
 the high-water mark ``VmHWM`` reset through ``/proc/self/clear_refs``), which
 sees every library's allocations; where that is not available, NumPy's
-allocations through ``tracemalloc``. The table says which.
+allocations through ``tracemalloc``. The table says which. (One probe,
+``crossentropy.cli.bench.memory``, serves this table and ``--memory``.)
+
+A progress bar runs on stderr when the output is a terminal. Needs the
+``fast`` and ``cli`` extras (numba, tabulate, threadpoolctl, tqdm).
 
 Threads: the fast path uses numba's threads (``NUMBA_NUM_THREADS``,
 ``--threads``); PyTorch and JAX use their own pools, NumPy one thread.
@@ -27,7 +31,12 @@ import platform
 import statistics
 import sys
 import time
-import tracemalloc
+from pathlib import Path
+
+from crossentropy.cli import _extras
+from crossentropy.cli._args import error, positive_int
+from crossentropy.cli.bench.memory import describe, peak_extra
+from crossentropy.cli.bench.memory import method as memory_method
 
 FULL_SHAPES = ((65536, 10), (8192, 1000), (4096, 32000), (2048, 128256))
 QUICK_SHAPES = ((4096, 10), (512, 1000), (64, 32000))
@@ -43,9 +52,10 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--quick", action="store_true",
                         help="small shapes and 3 rounds: finishes in seconds")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="interleaved rounds per method (default 7, --quick 3)")
+    parser.add_argument("--json", metavar="PATH", type=Path,
+                        help="also write the results as JSON here")
+    parser.add_argument("--rounds", type=positive_int, default=None,
+                        help="interleaved rounds per method, >= 1 (default 7, --quick 3)")
     parser.add_argument("--shapes", default=None,
                         help="comma-separated NxC list (default: "
                         + ",".join(f"{n}x{c}" for n, c in FULL_SHAPES) + ")")
@@ -54,66 +64,32 @@ def register(subparsers) -> None:
                         + ", or 'all' (those installed) or 'none'; default all, and with "
                         "--quick all but torch.compile (its compilation takes a minute)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="numba threads for the fast path (default: numba's setting)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="numba threads for the fast path, >= 1 (default: numba's setting)")
     parser.add_argument("--linear", action="store_true",
                         help="instead: linear_cross_entropy vs hidden @ weight.T + "
                         "F.cross_entropy, memory and time (--shapes as NxDxV; slow)")
     parser.add_argument("--memory", action="store_true",
                         help="instead: peak memory of torch fwd+bwd, crossentropy vs "
                         "F.cross_entropy, each in its own process (default 8192x32000)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, _parser=parser)
 
 
 # ---------------------------------------------------------------- measuring
 
 
-def _status_bytes(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+def interleaved(methods: dict, rounds: int, tick=None) -> dict:
+    """Median seconds of each callable, timed in interleaved rounds.
 
-
-def _reset_rss_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return _status_bytes("VmHWM") is not None
-
-
-def peak_extra_memory(fn) -> dict:
-    """Run ``fn`` once; return the peak extra RSS and NumPy (tracemalloc) bytes."""
-    gc.collect()
-    rss_ok = _reset_rss_peak()
-    base = _status_bytes("VmRSS") if rss_ok else None
-    tracemalloc.start()
-    try:
-        fn()
-        traced = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    peak = _status_bytes("VmHWM") if rss_ok else None
-    result = {"tracemalloc_bytes": traced}
-    if base is not None and peak is not None:
-        result["rss_bytes"] = max(peak - base, 0)
-    return result
-
-
-def interleaved(methods: dict, rounds: int) -> dict:
-    """Median seconds of each callable, timed in interleaved rounds."""
+    ``tick()`` is called after every round (a progress bar's update)."""
     times: dict = {name: [] for name in methods}
     for _ in range(rounds):
         for name, fn in methods.items():
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
+        if tick is not None:
+            tick()
     return times
 
 
@@ -277,6 +253,9 @@ def _floors(np, z):
 
 
 def _runtime_info(np) -> dict:
+    """Versions, CPU, and the native thread pools (BLAS, OpenMP) through threadpoolctl."""
+    from threadpoolctl import threadpool_info
+
     info = {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -285,37 +264,19 @@ def _runtime_info(np) -> dict:
         "numpy": np.__version__,
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
         "NUMBA_NUM_THREADS": os.environ.get("NUMBA_NUM_THREADS"),
-    }
-    try:
-        from numpy._core._multiarray_umath import __cpu_baseline__, __cpu_dispatch__
-        from numpy._core._multiarray_umath import __cpu_features__ as features
-
-        info["numpy_simd"] = {
-            "baseline": list(__cpu_baseline__),
-            "dispatch_found": [f for f in __cpu_dispatch__ if features.get(f)],
-        }
-    except ImportError:  # numpy < 2
-        pass
-    try:
-        from threadpoolctl import threadpool_info
-
-        info["threadpools"] = [
+        "threadpools": [
             {k: p.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
             for p in threadpool_info()
-        ]
-    except ImportError:
-        info["threadpools"] = None
+        ],
+    }
     for mod in ("numba", "scipy", "torch", "jax", "optax"):
         try:
             info[mod] = __import__(mod).__version__
         except ImportError:
             info[mod] = None
-    try:
-        import numba
+    import numba
 
-        info["numba_threads"] = numba.get_num_threads()
-    except ImportError:
-        pass
+    info["numba_threads"] = numba.get_num_threads()
     return info
 
 
@@ -331,55 +292,43 @@ def _cpu_name() -> str:
 
 
 def _runtime_line(info: dict) -> str:
-    pools = info.get("threadpools")
-    if pools:
-        blas = "; ".join(f"{p['internal_api']} {p['version']} ({p['architecture']}, "
-                         f"{p['num_threads']} threads)" for p in pools)
-    elif pools is None:
-        blas = "threadpoolctl not installed"
-    else:
-        blas = "no BLAS loaded"
-    simd = info.get("numpy_simd")
-    simd_s = (f", SIMD baseline {' '.join(simd['baseline'])}, dispatch "
-              f"{' '.join(simd['dispatch_found'])}" if simd else "")
-    line = f"numpy {info['numpy']}: BLAS {blas}{simd_s}"
+    pools = info["threadpools"]
+    blas = "; ".join(f"{p['internal_api']} {p['version']} ({p['architecture']}, "
+                     f"{p['num_threads']} threads)" for p in pools) or "none loaded"
+    line = f"numpy {info['numpy']}; native thread pools: {blas}"
     if info.get("OPENBLAS_CORETYPE"):
         line += f"; OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}"
     return line
 
 
-def _fmt_ratio(x) -> str:
-    return "-" if x is None else f"{x:.2f}"
+def format_table(rows: list[dict], floor_name: str) -> str:
+    """The results of one shape and mode as a text table (tabulate)."""
+    from tabulate import tabulate
+
+    body = [[r["name"], r["ms"], r["x_floor"], r["x_best_peer"], r["peak_extra_mb"]]
+            for r in rows if not r.get("error")]
+    text = tabulate(body, headers=["method", "ms", f"x {floor_name}", "x best peer",
+                                   "peak extra MB"],
+                    floatfmt=("", ".2f", ".2f", ".2f", ".0f"), missingval="-")
+    failed = [f"{r['name']}: failed: {r['error']}" for r in rows if r.get("error")]
+    return "\n".join([text, *failed])
 
 
-def _print_table(title, rows, floor_name) -> None:
-    print(f"\n{title}")
-    head = (f"  {'method':<26}{'ms':>10}{'x ' + floor_name:>12}{'x best peer':>13}"
-            f"{'peak extra MB':>15}")
-    print(head)
-    print("  " + "-" * (len(head) - 2))
-    for r in rows:
-        mem = r.get("peak_extra_mb")
-        mem_s = "-" if mem is None else f"{mem:.0f}"
-        if r.get("error"):
-            print(f"  {r['name']:<26}  failed: {r['error']}")
-            continue
-        print(f"  {r['name']:<26}{r['ms']:>10.2f}{_fmt_ratio(r['x_floor']):>12}"
-              f"{_fmt_ratio(r['x_best_peer']):>13}{mem_s:>15}")
-
-
-def _parse_shapes(text):
+def _parse_shapes(args) -> tuple[tuple[int, int], ...]:
     shapes = []
-    for part in text.split(","):
+    for part in args.shapes.split(","):
         try:
             n, c = (int(v) for v in part.lower().split("x"))
         except ValueError:
-            raise SystemExit(f"--shapes: expected NxC,NxC,..., got {text!r}") from None
+            n = c = 0
+        if n < 1 or c < 1:
+            error(args, f"argument --shapes: expected NxC,NxC,... with N, C >= 1, "
+                  f"got {args.shapes!r}")
         shapes.append((n, c))
     return tuple(shapes)
 
 
-def _select_peers(text):
+def _select_peers(args, text):
     import importlib.util
 
     if text == "none":
@@ -387,7 +336,8 @@ def _select_peers(text):
     wanted = PEERS if text == "all" else tuple(p.strip() for p in text.split(",") if p.strip())
     unknown = [p for p in wanted if p not in PEERS]
     if unknown:
-        raise SystemExit(f"--peers: expected names from {', '.join(PEERS)}, got {unknown}")
+        error(args, f"argument --peers: expected names from {', '.join(PEERS)}, 'all' or "
+              f"'none', got {', '.join(unknown)}")
     chosen = []
     for name in wanted:
         module, _ = _PEER_SETUP[name]
@@ -396,45 +346,86 @@ def _select_peers(text):
     return chosen
 
 
+def _check_json_path(args) -> None:
+    """Fail before the benchmark, not after it, when the results cannot be written."""
+    path = args.json
+    if path is None:
+        return
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        error(args, f"argument --json: expected a file name, got the directory {str(path)!r}")
+    if not parent.is_dir():
+        error(args, f"argument --json: the directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        error(args, f"argument --json: cannot write {str(path)!r}")
+
+
 def _run_linear(args) -> int:
+    status = _extras.require("bench --linear", ("torch",))
+    if status:
+        return status
     from crossentropy import _bench_linear
 
     shapes = None
     if args.shapes:
-        shapes = [_bench_linear._parse_shape(s) for s in args.shapes.split(",")]
+        try:
+            shapes = [_bench_linear._parse_shape(s) for s in args.shapes.split(",")]
+        except (ValueError, argparse.ArgumentTypeError):
+            error(args, f"argument --shapes: with --linear, expected NxDxV,..., "
+                  f"got {args.shapes!r}")
     linear_args = argparse.Namespace(shapes=shapes, json=bool(args.json), dtype=args.dtype,
                                      threads=args.threads)
     return _bench_linear.run(linear_args)
 
 
 def _run_memory(args) -> int:
-    from crossentropy import _bench_memory
+    status = _extras.require("bench --memory", ("torch", "tabulate"))
+    if status:
+        return status
+    from tabulate import tabulate
 
-    n, c = _parse_shapes(args.shapes)[0] if args.shapes else (8192, 32000)
-    _bench_memory.print_table(_bench_memory.torch_memory_table(n, c))
+    from crossentropy.cli.bench import worker
+
+    n, c = _parse_shapes(args)[0] if args.shapes else (8192, 32000)
+    rows = worker.torch_memory_table(n, c, threads=args.threads or 2)
+    print(f"PyTorch forward + backward, {n} x {c} float32 logits, each variant in its own "
+          f"process; memory: {describe(rows[0]['method'])}")
+    print(tabulate([[r["variant"], r["extra_mib"], r["extra_mib"] / r["logits_mib"]]
+                    for r in rows],
+                   headers=["variant", "extra peak MiB", "x logits size"],
+                   floatfmt=("", ".0f", ".2f")))
     return 0
 
 
 def run(args) -> int:
+    _check_json_path(args)
     if args.linear:
         return _run_linear(args)
     if args.memory:
         return _run_memory(args)
+    status = _extras.require("bench", ("numba", "tabulate", "threadpoolctl", "tqdm"))
+    if status:
+        return status
+    import numba
     import numpy as np
 
-    if args.threads is not None:
-        import numba
+    from crossentropy.cli._progress import bar
 
+    if args.threads is not None:
+        most = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+        if args.threads > most:
+            error(args, f"argument --threads: expected at most {most} "
+                  f"(numba's NUMBA_NUM_THREADS), got {args.threads}")
         numba.set_num_threads(args.threads)
-    shapes = _parse_shapes(args.shapes) if args.shapes else (
+    shapes: tuple[tuple[int, int], ...] = _parse_shapes(args) if args.shapes else (
         QUICK_SHAPES if args.quick else FULL_SHAPES)
     rounds = args.rounds or (3 if args.quick else 7)
     peers_arg = args.peers or ("all" if not args.quick else
                                ",".join(p for p in PEERS if p != "torch.compile"))
-    peers = _select_peers(peers_arg)
+    peers = _select_peers(args, peers_arg)
     dtype = np.dtype(args.dtype)
     info = _runtime_info(np)
-    memory_kind = "rss-hwm" if _reset_rss_peak() else "tracemalloc"
+    memory_kind = memory_method()
 
     print(f"crossentropy bench: {dtype} logits, int64 targets, mean reduction; "
           f"{rounds} interleaved rounds, median ms")
@@ -444,20 +435,21 @@ def run(args) -> int:
           f"or --threads), torch {info.get('torch')}, jax {info.get('jax')}, "
           f"optax {info.get('optax')}, scipy {info.get('scipy')}")
     print(_runtime_line(info))
-    print("peak extra memory: " + ("growth of the resident set during one call (VmHWM)"
-                                   if memory_kind == "rss-hwm"
-                                   else "NumPy allocations (tracemalloc)"))
+    print("peak extra memory: " + describe(memory_kind), flush=True)
 
     # first call of the fast path: numba compiles, or loads its cache
     import crossentropy as ce
 
     rng = np.random.default_rng(0)
     z0 = rng.standard_normal((8, 16)).astype(dtype)
+    progress = bar(total=len(shapes) * 2 * (rounds + 2), unit="step", desc="bench")
+    progress.set_postfix_str("first call of the fast path (numba compile or cache)")
     t0 = time.perf_counter()
     ce.cross_entropy_with_grad(z0, rng.integers(0, 16, 8))
     ce.cross_entropy(z0, rng.integers(0, 16, 8))
     first_call = time.perf_counter() - t0
-    print(f"first call of the fast path (numba compile or cache load): {first_call:.2f} s")
+    progress.write(f"first call of the fast path (numba compile or cache load): "
+                   f"{first_call:.2f} s", file=sys.stdout)
 
     results = []
     for n, c in shapes:
@@ -468,10 +460,12 @@ def run(args) -> int:
             try:
                 methods.update(_PEER_SETUP[name][1](np, z, t, dtype))
             except Exception as exc:  # a peer that cannot even set up is reported, not fatal
-                print(f"  ({name}: setup failed: {exc})", file=sys.stderr)
+                progress.write(f"  ({name}: setup failed: {exc})", file=sys.stderr)
         floors = _floors(np, z)
         for mode, floor_name in (("fwd_bwd", "copy floor"), ("fwd", "read floor")):
             idx = 0 if mode == "fwd_bwd" else 1
+            what = "forward + backward" if mode == "fwd_bwd" else "forward only"
+            progress.set_postfix_str(f"{n} x {c}, {what}: warm-up")
             callables = {k: v[idx] for k, v in methods.items() if v[idx] is not None}
             errors = {}
             for name, fn in list(callables.items()):  # warm up: compile, page in, caches
@@ -481,18 +475,20 @@ def run(args) -> int:
                 except Exception as exc:
                     errors[name] = f"{type(exc).__name__}: {exc}"[:200]
                     del callables[name]
+            progress.update()
             timed = dict(floors)
             timed.update(callables)
-            times = interleaved(timed, rounds)
+            progress.set_postfix_str(f"{n} x {c}, {what}: timing")
+            times = interleaved(timed, rounds, tick=progress.update)
             med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
             floor_ms = med[floor_name]
             peer_names = [k for k in callables if not k.startswith("crossentropy")]
-            best_peer = min(peer_names, key=med.get) if peer_names else None
+            best_peer = min(peer_names, key=lambda k: med[k]) if peer_names else None
             best_ms = med[best_peer] if best_peer else None
+            progress.set_postfix_str(f"{n} x {c}, {what}: memory")
             rows = []
             for name in [*floors, *callables]:
-                mem = peak_extra_memory(timed[name])
-                mem_bytes = mem.get("rss_bytes", mem["tracemalloc_bytes"])
+                mem = peak_extra(timed[name])
                 rows.append({
                     "name": name,
                     "group": ("floor" if name in floors else
@@ -501,19 +497,23 @@ def run(args) -> int:
                     "times_ms": [x * 1e3 for x in times[name]],
                     "x_floor": med[name] / floor_ms,
                     "x_best_peer": med[name] / best_ms if best_ms else None,
-                    "peak_extra_mb": mem_bytes / 2**20,
-                    "memory": "rss-hwm" if "rss_bytes" in mem else "tracemalloc",
+                    "peak_extra_mb": mem["bytes"] / 2**20,
+                    "memory": mem["method"],
                     "tracemalloc_mb": mem["tracemalloc_bytes"] / 2**20,
                 })
+            progress.update()
             rows.extend({"name": k, "group": "peer", "error": v} for k, v in errors.items())
-            title = (f"{'forward + backward' if mode == 'fwd_bwd' else 'forward only'}, "
-                     f"{n} x {c} ({z.nbytes / 2**20:.0f} MB of logits)")
-            _print_table(title, rows, floor_name.split()[0])
+            title = f"{what}, {n} x {c} ({z.nbytes / 2**20:.0f} MB of logits)"
+            lines = ["", title, format_table(rows, floor_name.split()[0])]
             ours = "crossentropy fast, out=" if mode == "fwd_bwd" else "crossentropy fast"
             fast = next(r for r in rows if r["name"] == ours)
             if best_peer:
-                print(f"  fast path: {fast['x_floor']:.2f}x the {floor_name}, "
-                      f"{best_ms / fast['ms']:.1f}x faster than the fastest peer ({best_peer})")
+                speedup = best_ms / fast["ms"]
+                versus = (f"{speedup:.1f}x faster than" if speedup >= 1
+                          else f"{1 / speedup:.1f}x slower than")
+                lines.append(f"fast path: {fast['x_floor']:.2f}x the {floor_name}, "
+                             f"{versus} the fastest peer ({best_peer})")
+            progress.write("\n".join(lines), file=sys.stdout)
             results.append({
                 "shape": [n, c], "mode": mode, "floor": floor_name, "floor_ms": floor_ms,
                 "best_peer": best_peer, "best_peer_ms": best_ms, "methods": rows,
@@ -522,6 +522,7 @@ def run(args) -> int:
             gc.collect()
         del methods, floors, z, t
         gc.collect()
+    progress.close()
 
     if args.json:
         payload = {
