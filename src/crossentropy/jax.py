@@ -7,10 +7,10 @@ checks the call once and saves the inputs, the checked target and the per-row
 max and log-sum-exp; when traced (under ``jit``) it also keeps ``exp(z - max)``
 as autodiff of optax's loss does, a buffer inside the one compiled program, so
 the backward needs one multiply per element and no second ``exp``. The
-backward rebuilds the call from them without checking again. ``jit``, ``grad`` and ``vmap`` work; value checks (index
-ranges, negative weights) run only on concrete arrays, not on tracers under
-``jit``. Weights are not differentiated (their cotangent is zero); soft
-targets are.
+backward rebuilds the call from them without checking again. ``jit``,
+``grad`` and ``vmap`` work; value checks (index ranges, negative weights) run
+only on concrete arrays, not on tracers under ``jit``. Weights are not
+differentiated (their cotangent is zero); soft targets are.
 """
 
 from __future__ import annotations

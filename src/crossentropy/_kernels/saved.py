@@ -61,7 +61,7 @@ def ce_index_stats_kernel(z, t, w, has_w, ignore_index, m_out, s_out, loss, bad)
 
 @_rows_kernel
 def ce_index_grad_kernel(z, t, ignore_index, m, s, sc, g):
-    """``g_c = sc_i (exp(z_c - m_i) / s_i - [c == t_i])``; ignored rows get 0. ``g`` may be ``z``."""
+    """``g_c = sc_i (exp(z_c - m_i) / s_i - [c == t_i])``; ignored rows 0; ``g`` may be ``z``."""
     R, C = z.shape
     for i in prange(R):
         ti = t[i]
@@ -94,8 +94,11 @@ def _rows(call: CECall) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
 
 
 def ce_index_forward(call: CECall) -> tuple[Any, dict, np.ndarray]:
-    """``(loss, saved, bad)``: the reduced loss (logits' dtype), what the backward needs
-    (``m``, ``s``, ``denom``), and the counted rows of all ``-inf`` (row shape)."""
+    """Forward: ``(loss, saved, bad)``.
+
+    The reduced loss (logits' dtype), what the backward needs (``m``, ``s``,
+    ``denom``), and the counted rows of all ``-inf`` (row shape).
+    """
     z, opts = call.z, call.opts
     zr, t, w, has_w = _rows(call)
     R = zr.shape[0]
