@@ -192,3 +192,13 @@ def test_bce_on_the_kernel_path_matches_torch(reduction):
     torch.testing.assert_close(mine.detach(), ref.detach())
     torch.testing.assert_close(za.grad, zb.grad)
     assert isinstance(ce.binary_cross_entropy_with_logits(z, y), torch.Tensor)
+
+
+def test_module_inplace_backward_matches_torch():
+    z, t, w = _problem()
+    ref_loss, ref_g = _fwd_bwd(F.cross_entropy, z, t, weight=w, label_smoothing=0.0)
+    h = z.clone().requires_grad_(True)
+    loss = CrossEntropyLoss(weight=w, inplace_backward=True)(h * 1.0, t)
+    loss.backward()
+    torch.testing.assert_close(loss.detach(), ref_loss)
+    torch.testing.assert_close(h.grad, ref_g)

@@ -9,7 +9,8 @@ ours, above 1 is faster):
   NumPy log-softmax written the usual way;
 * ``torch``: ``crossentropy.torch.cross_entropy`` against ``F.cross_entropy``
   on CPU tensors that require grad, with the extra peak memory of one
-  forward + backward of each (growth of the resident set);
+  forward + backward of each, each in a fresh process
+  (:mod:`crossentropy.cli.bench.worker`);
 * ``torch step``: the same inside a training step, ``(h @ W)`` -> loss ->
   ``backward()``, so torch's and numba's thread pools take turns;
 * ``jax``: ``jax.jit(jax.value_and_grad(...))`` against optax's
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from crossentropy.cli.bench.memory import peak_extra
+from crossentropy.cli.bench import worker
 
 SHAPES = ((65536, 10), (8192, 1000), (4096, 32000))
 HIDDEN = 256  # width of the training step's matmul
@@ -106,12 +107,10 @@ def torch_rows(n: int, c: int, rounds: int) -> list[dict]:
     a, b = _alternate(ours, peer, rounds)
     rel = _rel(ours().numpy(), peer().numpy())
     z.grad = None
-    mem_ours, mem_peer = peak_extra(ours)["bytes"], None
-    z.grad = None
-    mem_peer = peak_extra(peer)["bytes"]
-    z.grad = None
-    rows = [_row("torch", n, c, a, b, rel, ours_peak_mib=mem_ours / 2**20,
-                 peer_peak_mib=mem_peer / 2**20)]
+    mem = {r["variant"]: r["extra_mib"]
+           for r in worker.torch_memory_table(n, c, threads=torch.get_num_threads())}
+    rows = [_row("torch", n, c, a, b, rel, ours_peak_mib=mem["crossentropy"],
+                 peer_peak_mib=mem["torch"])]
     h = torch.randn(n, HIDDEN, generator=g)
     W = (torch.randn(HIDDEN, c, generator=g) * 0.05).requires_grad_(True)
 
