@@ -1,7 +1,10 @@
 """One backend x dtype fixture for the whole suite, and tolerances per dtype.
 
 ``xb`` is parametrised over every installed array library (NumPy always;
-PyTorch and JAX when installed) and float32 / float64. Tests build inputs in
+PyTorch, JAX and array-api-strict, the standard's own reference namespace,
+when installed) and float32 / float64. array-api-strict has no features
+beyond the standard (no integer-array ``__setitem__``, no ``__array__``), so a
+core function that passes on it works on any conforming library. Tests build inputs in
 NumPy float64, hand them to ``xb.asarray`` and compare results with
 ``xb.close`` against float64 oracles.
 """
@@ -32,6 +35,7 @@ class Backend(enum.Enum):
     NUMPY = "numpy"
     TORCH = "torch"
     JAX = "jax"
+    ARRAY_API_STRICT = "array_api_strict"
 
     def available(self) -> bool:
         return self is Backend.NUMPY or importlib.util.find_spec(self.value) is not None
@@ -55,6 +59,10 @@ class XB:
             import torch
 
             return torch
+        if self.backend is Backend.ARRAY_API_STRICT:
+            import array_api_strict
+
+            return array_api_strict
         import jax.numpy as jnp
 
         return jnp
@@ -77,9 +85,15 @@ class XB:
             import jax.numpy as jnp
 
             return jnp.asarray(x, dtype=dtype)
+        if self.backend is Backend.ARRAY_API_STRICT:
+            import array_api_strict
+
+            return array_api_strict.asarray(np.array(x, copy=True), dtype=dtype)
         return x.astype(dtype) if dtype is not None else x
 
     def to_numpy(self, x) -> np.ndarray:
+        if self.backend is Backend.ARRAY_API_STRICT:
+            return np.from_dlpack(x).astype(np.float64)
         if self.backend is Backend.TORCH:
             return x.detach().float().numpy() if x.dtype != self.module.float64 else (
                 x.detach().numpy())

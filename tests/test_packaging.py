@@ -154,7 +154,7 @@ def test_sdist_carries_tests_docs_and_project_files(dists):
     prefix = f"crossentropy-{__version__}/"
     with tarfile.open(sdist) as tf:
         names = {n.removeprefix(prefix) for n in tf.getnames()}
-    tracked = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("*.py")}
+    tracked = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*.py")}
     tracked |= {str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md")}
     assert "tests/conftest.py" in tracked
     assert tracked - names == set()
@@ -172,7 +172,7 @@ def test_tests_run_from_the_unpacked_sdist(dists, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(tree / "src"))
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-         "tests/test_cli_examples.py"],
+         "tests/cli/test_cli_examples.py"],
         cwd=tree, capture_output=True, text=True, env=env, check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

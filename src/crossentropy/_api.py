@@ -245,7 +245,9 @@ def cross_entropy_grad(
     """
     opts = CEOptions.checked(axis=axis, ignore_index=ignore_index, label_smoothing=label_smoothing,
                               reduction=reduction, divisor=divisor)
-    return E.ce_grad(V.ce_call(logits, target, weight, opts), out)
+    call = V.ce_call(logits, target, weight, opts)
+    V.out_buffer(call, out, (target, weight))
+    return E.ce_grad(call, out)
 
 
 @quiet
@@ -282,7 +284,9 @@ def cross_entropy_with_grad(
     """
     opts = CEOptions.checked(axis=axis, ignore_index=ignore_index, label_smoothing=label_smoothing,
                               reduction=reduction, divisor=divisor)
-    return E.ce_with_grad(V.ce_call(logits, target, weight, opts), out)
+    call = V.ce_call(logits, target, weight, opts)
+    V.out_buffer(call, out, (target, weight))
+    return E.ce_with_grad(call, out)
 
 
 # ---------------------------------------------------------------- variants
@@ -471,7 +475,8 @@ def kl_divergence(p: Array, q: Any, axis: int = -1) -> Array:
     ``scipy.special.rel_entr(p, q).sum(axis)`` computes the same.
     """
     ns, parr, ax = V.logits_axis(p, axis, "p")
-    qarr = ns.asarray(q)
+    qarr = ns.asarray(q, name="q")
+    V.real_dtype(ns, qarr, "q")
     V.same_shape(qarr, tuple(parr.shape), "q", "p")
     if not ns.xp.isdtype(qarr.dtype, "real floating"):
         qarr = ns.xp.astype(qarr, ns.compute)

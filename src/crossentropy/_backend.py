@@ -8,7 +8,9 @@ libraries by their types. The rules:
   brought into that namespace and onto that device with ``xp.asarray``;
 * Python lists and scalars are NumPy arrays (floating arguments become
   float64, so ``[[2, 1, 0]]`` is valid logits);
-* float16 and bfloat16 are computed in float32 and returned in their own dtype;
+* float16 and bfloat16 are computed in float32 and returned in their own dtype
+  (NumPy's bfloat16 is ``ml_dtypes.bfloat16``, what JAX hands to NumPy);
+* complex dtypes are never real numbers: they are a ``TypeError``;
 * row reductions accumulate in float64 where the namespace has it (NumPy,
   PyTorch, CuPy; JAX only with ``jax_enable_x64``), else in float32.
 """
@@ -34,11 +36,18 @@ class Namespace:
     compute: Any  # dtype the elementwise math runs in (float32 or float64)
     accum: Any  # dtype of row sums and reductions
 
-    def asarray(self, value, dtype=None):
-        """Bring ``value`` (list, scalar, array of any library) into this namespace."""
+    def asarray(self, value, dtype=None, name: str = "input"):
+        """Bring ``value`` (list, scalar, array of any library) into this namespace.
+
+        NumPy ``ml_dtypes.bfloat16`` arrays become float32 (they are cast to the
+        compute dtype anyway); a ragged nested list is a ``ValueError`` naming
+        ``name``.
+        """
         xp = self.xp
         if not array_api_compat.is_array_api_obj(value):
-            value = np.asarray(value)
+            value = _numpy(value, name)
+        if is_numpy_bfloat16(value.dtype):
+            value = value.astype(np.float32)
         elif (not array_api_compat.is_numpy_array(value)
               and array_api_compat.array_namespace(value) is xp):
             return value if dtype is None else xp.astype(value, dtype)
@@ -49,10 +58,24 @@ class Namespace:
         return x if x.dtype == self.dtype else self.xp.astype(x, self.dtype)
 
 
-def _as_array(value, *, floating: bool):
+def _numpy(value, name: str) -> np.ndarray:
+    """``np.asarray(value)``; a ragged nested list is a ``ValueError`` naming ``name``."""
+    try:
+        return np.asarray(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: expected a rectangular array (nested lists of equal "
+                         f"lengths), got a ragged {type(value).__name__} ({exc})") from None
+
+
+def is_numpy_bfloat16(dtype) -> bool:
+    """True for NumPy's ``ml_dtypes.bfloat16`` (NumPy's own ``isdtype`` rejects it)."""
+    return isinstance(dtype, np.dtype) and dtype.name == "bfloat16"
+
+
+def _as_array(value, *, floating: bool, name: str = "input"):
     if array_api_compat.is_array_api_obj(value):
         return value
-    arr = np.asarray(value)
+    arr = _numpy(value, name)
     if floating and arr.dtype.kind in "biu":
         arr = arr.astype(np.float64)
     return arr
@@ -68,7 +91,18 @@ def _has_float64(xp) -> bool:
 
 
 def is_floating(xp, dtype) -> bool:
-    return xp.isdtype(dtype, "real floating")
+    """A real floating dtype (NumPy's ``ml_dtypes.bfloat16`` included)."""
+    return is_numpy_bfloat16(dtype) or xp.isdtype(dtype, "real floating")
+
+
+def is_real(xp, dtype) -> bool:
+    """A real (floating, integer or bool) dtype: never complex, never object or string."""
+    if is_numpy_bfloat16(dtype):
+        return True
+    try:
+        return xp.isdtype(dtype, ("real floating", "integral", "bool"))
+    except (TypeError, ValueError):  # NumPy object / string dtypes, foreign dtypes
+        return False
 
 
 def namespace(x, name: str, *, floating: bool = True) -> tuple[Namespace, Any]:
@@ -81,12 +115,16 @@ def namespace(x, name: str, *, floating: bool = True) -> tuple[Namespace, Any]:
         raise TypeError(f"{name}: expected an array-API array, got a TensorFlow "
                         f"{type(x).__name__}; use crossentropy.tensorflow, which has the same "
                         "functions")
-    arr = _as_array(x, floating=floating)
+    arr = _as_array(x, floating=floating, name=name)
     xp = array_api_compat.array_namespace(arr)
     dtype = arr.dtype
-    if not is_floating(xp, dtype):
+    try:
+        floating_ = is_floating(xp, dtype)
+    except (TypeError, ValueError):  # object / string dtypes
+        floating_ = False
+    if not floating_:
         raise TypeError(f"{name}: expected a real floating dtype, got {dtype}")
-    if xp.finfo(dtype).bits < 32:
+    if is_numpy_bfloat16(dtype) or xp.finfo(dtype).bits < 32:
         compute = xp.float32
     else:
         compute = dtype
@@ -95,6 +133,13 @@ def namespace(x, name: str, *, floating: bool = True) -> tuple[Namespace, Any]:
         accum = compute
     device = array_api_compat.device(arr)
     return Namespace(xp=xp, device=device, dtype=dtype, compute=compute, accum=accum), arr
+
+
+def eps(ns: Namespace) -> float:
+    """The machine epsilon of the input dtype."""
+    if is_numpy_bfloat16(ns.dtype):
+        return 2.0**-7
+    return float(ns.xp.finfo(ns.dtype).eps)
 
 
 def count(ns: Namespace, x):
@@ -109,19 +154,13 @@ def count(ns: Namespace, x):
     return ns.xp.sum(ns.xp.ones_like(x, dtype=ns.accum))
 
 
-def quiet(func):
-    """Silence NumPy's floating-point warnings inside a public function.
-
-    The library produces infinities on purpose (``log 0``, ``p / 0`` under a
-    mask); NumPy would warn about each. Other libraries do not warn.
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-            return func(*args, **kwargs)
-
-    return wrapper
+#: Silences NumPy's floating-point warnings inside a public function (used as
+#: ``@quiet``). The library produces infinities on purpose (``log 0``,
+#: ``p / 0`` under a mask); NumPy would warn about each, other libraries do
+#: not. NumPy's own ``errstate`` is a context decorator; since NumPy 2.0 it
+#: keeps its state per call (a context variable), so nested and concurrent
+#: calls are safe.
+quiet = np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore")
 
 
 def concrete_bool(x) -> bool | None:

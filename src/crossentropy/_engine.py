@@ -21,6 +21,7 @@ this module's public names (``__all__``); the engine never imports a shell:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, replace
 from types import ModuleType
@@ -28,6 +29,7 @@ from typing import Any
 
 import array_api_compat
 import numpy as np
+from array_api_compat import is_jax_array, is_torch_array
 
 from crossentropy import _numerics as N
 from crossentropy import _validate as V
@@ -59,6 +61,8 @@ __all__ = [
     "reduction",
     "trusted_binary_call",
     "trusted_ce_call",
+    "binary_snapshot",
+    "snapshot",
     "bce_logits_backward",
     "bce_logits_loss",
     "bce_probs_loss",
@@ -242,10 +246,11 @@ def _finish(call: CECall, rows: Any, denom: Any) -> Any:
 
 def _grad_output_rows(call: CECall, grad_output: Any) -> Any:
     """``grad_output`` as a factor per row (a number, or an array for ``"none"``)."""
-    if isinstance(grad_output, (int, float)):
-        return float(grad_output)
     ns = call.ns
-    go = ns.xp.astype(ns.asarray(grad_output), ns.compute)
+    go = V.grad_output(ns, grad_output)
+    if isinstance(go, float):
+        return go
+    go = ns.xp.astype(go, ns.compute)
     if go.ndim == 0:
         return go
     row_shape = tuple(call.z.shape[: call.axis] + call.z.shape[call.axis + 1 :])
@@ -268,6 +273,36 @@ def _write_out(ns: Namespace, g: Any, out: Any, logits: Any) -> Any:
             f"out: expected a mutable array, got {type(out).__name__} ({exc})"
         ) from None
     return out
+
+
+def _own(ns: Namespace, x: Any, given: tuple) -> Any:
+    """``x``, copied if it is one of the caller's arrays (which the caller may mutate)."""
+    if x is None or not any(x is g for g in given) or is_jax_array(x):  # JAX: immutable
+        return x
+    if is_torch_array(x):  # keep autograd out of the copy
+        return x.detach().clone()
+    return ns.xp.asarray(x, copy=True)
+
+
+def snapshot(call: CECall, target: Any = None, weight: Any = None) -> CECall:
+    """``call`` holding its own copies of any caller's array (layers keep it until backward).
+
+    The compute-dtype logits, the checked target and the weights are copied
+    only where they are the caller's own arrays, so a later in-place change of
+    the caller's arrays does not change the backward.
+    """
+    ns, given = call.ns, (call.logits, target, weight)
+    return dataclasses.replace(call, logits=None, z=_own(ns, call.z, given),
+                               y=_own(ns, call.y, given), weight=_own(ns, call.weight, given))
+
+
+def binary_snapshot(call: BinaryCall, logits: Any, target: Any = None, weight: Any = None,
+                    pos_weight: Any = None) -> BinaryCall:
+    """:func:`snapshot` for a binary call."""
+    ns, given = call.ns, (logits, target, weight, pos_weight)
+    return dataclasses.replace(call, z=_own(ns, call.z, given), y=_own(ns, call.y, given),
+                               weight=_own(ns, call.weight, given),
+                               pos_weight=_own(ns, call.pos_weight, given))
 
 
 def ce_forward(call: CECall, keep_exp: bool = False) -> tuple[Any, Saved]:
@@ -503,15 +538,16 @@ def bce_logits_backward(call: BinaryCall, grad_output: Any = 1.0,
                         target_grad: bool = False) -> tuple[Any, Any]:
     """``(dL/dlogits, dL/dtarget or None)`` of the binary loss, times ``grad_output``."""
     ns, z = call.ns, call.z
-    number = isinstance(grad_output, (int, float))
+    grad_output = V.grad_output(ns, grad_output)
+    number = isinstance(grad_output, float)
     if not number and not target_grad and getattr(grad_output, "ndim", None) == 0:
-        if array_api_compat.is_torch_array(grad_output) and grad_output.device.type == "cpu":
+        if is_torch_array(grad_output) and grad_output.device.type == "cpu":
             grad_output, number = float(grad_output), True  # a CPU scalar: no device sync
     kc = None if target_grad or not number else _bce_kernel_call(call)
     if kc is not None:
         return _from_host(call, kernels().bce_with_logits(kc, want_grad=True,
                                                           grad_output=grad_output)), None
-    scale = grad_output if number else ns.xp.astype(ns.asarray(grad_output), ns.compute)
+    scale = grad_output if number else ns.xp.astype(grad_output, ns.compute)
     if call.reduction == "mean":
         n = count(ns, z)
         scale = scale * (1.0 / max(n, 1) if isinstance(n, int) else N.grad_scale(ns, "mean", n))

@@ -1,8 +1,10 @@
 """Loss layers in the forward/backward form of a from-scratch network.
 
 ``loss = layer.forward(logits, target)`` keeps what the backward pass needs
-(the logits, the checked target and the per-row log-sum-exp, never the
-softmax), and ``dZ = layer.backward()`` returns ``dL/dlogits`` for it.
+(its own copy of the logits, the checked target and the per-row
+log-sum-exp, never the softmax: changing the caller's arrays in place
+afterwards does not change the gradient), and ``dZ = layer.backward()``
+returns ``dL/dlogits`` for it.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ class CrossEntropyLoss(_Layer):
         """The loss; keeps the checked call and the per-row statistics for :meth:`backward`."""
         call = E.ce_call(logits, target, self.weight, self.options)
         loss, saved = E.ce_forward(call)
-        self._saved = (call, saved)
+        # Own copies of the caller's arrays: mutating them later must not change the backward.
+        self._saved = (E.snapshot(call, target, self.weight), saved)
         return loss
 
     @E.quiet
@@ -103,7 +106,7 @@ class BCEWithLogitsLoss(_Layer):
         """The loss; keeps the checked call for :meth:`backward`."""
         call = E.binary_call(logits, target, self.weight, self.reduction, "logits",
                              self.pos_weight)
-        self._saved = call
+        self._saved = E.binary_snapshot(call, logits, target, self.weight, self.pos_weight)
         shell = shell_for(logits)  # a torch tensor that requires grad, or a JAX array
         if shell is not None:
             return shell.bce_op(logits, target, self.weight, self.pos_weight, self.reduction)

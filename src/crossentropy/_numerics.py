@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import array_api_compat
 import array_api_extra as xpx
 
 from crossentropy._backend import Namespace
@@ -144,7 +145,7 @@ def prob_targets(ns: Namespace, y, axis: int, ndim: int, num_classes: int, *,
     if weight is not None:
         w = xp.reshape(weight, class_shape(ndim, axis, num_classes))
         a = a * w
-    first = y[(slice(None),) * axis + (slice(0, 1),)]  # the row shape, even if not yet known
+    first = y[(slice(None),) * axis + (slice(0, 1), ...)]  # the row shape, even if not known
     counted = xp.ones_like(first, dtype=xp.bool)
     return Targets(kind="prob", counted=counted, a=a, hard=1.0 - e, soft=e / num_classes, w=w)
 
@@ -213,7 +214,9 @@ def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale):
 
     Written to hold at most two N x C arrays at a time besides the logits:
     the row factors are folded into per-row scalars first, and the target
-    term of index targets is subtracted in place (``array_api_extra.at``).
+    term of index targets is subtracted in place (``array_api_extra.at``)
+    where the namespace has integer-array indexing, else through a one-hot
+    mask (one more N x C array, e.g. on array-api-strict).
     """
     xp = ns.xp
     zero = xp.zeros_like(stats.log_s)
@@ -223,18 +226,32 @@ def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale):
         g = stats.e * xp.exp(-log_s)  # exp(-log_s) in (0, 1]: s >= 1 on finite rows
     else:
         g = xp.exp((z - stats.m0) - log_s)  # the softmax, 0 on all -inf rows that do not count
-    g = g * (tg.total(ns, axis) * scale)
+    # A row whose factor is 0 (not counted, zero weight, a mean over nothing) gets
+    # exactly 0, also where its logits hold NaN, as its loss does (``wmul``).
+    g = wmul(xp, tg.total(ns, axis) * scale, g)
     if tg.kind == "prob":
         return g - tg.a * scale
     if tg.soft:
         w = tg.w if tg.w is not None else 1.0
         g = g - (tg.soft * w) * scale
     hard = tg.hard * tg.w_t * scale
-    if None in tuple(z.shape):  # a dimension known only at run time (TensorFlow graphs)
+    if None in tuple(z.shape) or not _fancy_setitem(xp):
+        # A dimension known only at run time (TensorFlow graphs), or a namespace
+        # without integer-array ``__setitem__`` (array-api-strict): a one-hot mask.
         classes = xp.reshape(xp.arange(z.shape[axis], device=ns.device),
                              class_shape(z.ndim, axis, z.shape[axis]))
         return g - xp.where(classes == tg.t, hard, xp.zeros_like(hard))
     return xpx.at(g, target_index(ns, tg, axis, z.shape)).subtract(hard)
+
+
+def _fancy_setitem(xp) -> bool:
+    """Whether ``array_api_extra.at`` may index ``xp``'s arrays with integer arrays.
+
+    The standard does not require integer-array indexing; NumPy, PyTorch, CuPy
+    and JAX (functionally) have it.
+    """
+    return (array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_torch_namespace(xp)
+            or array_api_compat.is_cupy_namespace(xp) or array_api_compat.is_jax_namespace(xp))
 
 
 def ce_target_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale):
@@ -376,6 +393,10 @@ def nll_from_probs_rows(ns: Namespace, p, tg: Targets, axis: int):
     if tg.kind == "index":
         f_t = xp.astype(-xp.log(xp.take_along_axis(p, tg.t, axis=axis)), ns.accum)
     rows = contract(ns, tg, axis, neg_log_p, f_t)
+    # A NaN anywhere in a counted row makes its loss NaN, also where the target
+    # reads only p_t: ``total - total`` is 0 for a finite row sum and NaN else.
+    total = xp.sum(p, axis=axis, keepdims=True, dtype=ns.accum)
+    rows = rows + (total - total)
     return xp.where(tg.counted, rows, xp.zeros_like(rows))
 
 

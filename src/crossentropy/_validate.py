@@ -15,7 +15,18 @@ import operator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from crossentropy._backend import Namespace, concrete_bool, first_true, is_floating, namespace
+import array_api_compat
+import numpy as np
+
+from crossentropy._backend import (
+    Namespace,
+    concrete_bool,
+    eps,
+    first_true,
+    is_floating,
+    is_real,
+    namespace,
+)
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -64,11 +75,18 @@ def divisor(value) -> float | None:
     return d
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def ignore_index(value) -> int:
     try:
-        return operator.index(value)
+        index = operator.index(value)
     except TypeError:
         raise TypeError(f"ignore_index: expected an integer, got {value!r}") from None
+    if not INT64_MIN <= index <= INT64_MAX:
+        raise ValueError(f"ignore_index: expected an integer in the int64 range "
+                         f"[-2**63, 2**63), got {index}")
+    return index
 
 
 def real_number(value, name: str) -> float:
@@ -87,10 +105,18 @@ def non_negative_number(value, name: str) -> float:
 
 
 def _real(value, name: str) -> float:
+    if isinstance(value, (complex, str, bytes)) or np.iscomplexobj(value):
+        raise TypeError(f"{name}: expected a real number, got {value!r}")
     try:
         return float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name}: expected a real number, got {value!r}") from None
+
+
+def real_dtype(ns: Namespace, arr, name: str) -> None:
+    """Complex (and object, string) dtypes are a ``TypeError``: never truncated."""
+    if not is_real(ns.xp, arr.dtype):
+        raise TypeError(f"{name}: expected real numbers, got dtype {arr.dtype}")
 
 
 def non_negative(ns: Namespace, arr, name: str, what: str = "values") -> None:
@@ -126,8 +152,8 @@ def weight(ns: Namespace, value, num_classes: int, name: str = "weight"):
     """Per-class weights: shape ``(C,)``, non-negative, in the compute dtype."""
     if value is None:
         return None
-    w = ns.asarray(value)
-    if not (is_floating(ns.xp, w.dtype) or ns.xp.isdtype(w.dtype, "integral")):
+    w = ns.asarray(value, name=name)
+    if not (is_real(ns.xp, w.dtype) and not ns.xp.isdtype(w.dtype, "bool")):
         raise TypeError(f"{name}: expected real numbers, got dtype {w.dtype}")
     if tuple(w.shape) != (num_classes,):
         raise ValueError(
@@ -142,7 +168,9 @@ def elementwise_weight(ns: Namespace, value, shape: tuple[int, ...], name: str):
     """A weight that broadcasts against the elements (binary losses)."""
     if value is None:
         return None
-    w = ns.xp.astype(ns.asarray(value), ns.compute)
+    w = ns.asarray(value, name=name)
+    real_dtype(ns, w, name)
+    w = ns.xp.astype(w, ns.compute)
     try:
         _broadcast_shape(tuple(w.shape), shape)
     except ValueError:
@@ -162,6 +190,14 @@ def _broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     return b
 
 
+def _index_dtype(xp):
+    """The namespace's default indexing dtype (int64; int32 on JAX without x64), or None."""
+    try:
+        return xp.__array_namespace_info__().default_dtypes()["indexing"]
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
 def target(ns: Namespace, value, shape: tuple[int, ...], ax: int, ignore: int):
     """Check a target against logits of ``shape`` with the class axis ``ax``.
 
@@ -170,7 +206,7 @@ def target(ns: Namespace, value, shape: tuple[int, ...], ax: int, ignore: int):
     (``kind == "prob"``, cast to the compute dtype).
     """
     xp = ns.xp
-    y = ns.asarray(value)
+    y = ns.asarray(value, name="target")
     num_classes = shape[ax]
     if xp.isdtype(y.dtype, "integral"):
         row_shape = shape[:ax] + shape[ax + 1 :]
@@ -186,6 +222,9 @@ def target(ns: Namespace, value, shape: tuple[int, ...], ax: int, ignore: int):
                 f"target: expected class indices in [0, {num_classes}), "
                 f"got {int(y[idx])}{_at(idx)}"
             )
+        index_dtype = _index_dtype(xp)
+        if index_dtype is not None and y.dtype != index_dtype:  # torch gathers with int64 only
+            y = xp.astype(y, index_dtype)
         return y, "index"
     if is_floating(xp, y.dtype):
         if tuple(y.shape) != shape:
@@ -206,8 +245,8 @@ def rows_sum_to_one(ns: Namespace, p, ax: int, name: str = "probs") -> None:
     """Each row of a distribution sums to 1 within ``sqrt(eps)`` of its dtype."""
     xp = ns.xp
     total = xp.sum(xp.astype(p, ns.accum), axis=ax)
-    tol = math.sqrt(float(xp.finfo(ns.dtype).eps))
-    bad = xp.abs(total - 1) > tol
+    tol = math.sqrt(eps(ns))
+    bad = xp.abs(total - 1) > tol  # False for NaN: a NaN row propagates (nll_from_probs_rows)
     if concrete_bool(xp.any(bad)):
         idx = first_true(xp, bad, tuple(total.shape))
         raise ValueError(
@@ -323,6 +362,118 @@ def trusted_ce_call(logits, y, w, opts: CEOptions) -> CECall:
                   num_classes=z.shape[ax], weight=w, opts=opts)
 
 
+def grad_output(ns: Namespace, value):
+    """The upstream gradient: a real number (a float), or a real array of ``ns``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (str, bytes, complex, bool)) or value is None:
+        raise TypeError(f"grad_output: expected a real number or array, got {value!r}")
+    arr = ns.asarray(value, name="grad_output")
+    if not is_real(ns.xp, arr.dtype) or ns.xp.isdtype(arr.dtype, "bool"):
+        raise TypeError(f"grad_output: expected a real number or array, got dtype {arr.dtype}")
+    return arr
+
+
+# ---------------------------------------------------------------- out=
+
+
+def _library(x) -> str:
+    return type(x).__module__.split(".")[0]
+
+
+def _extent(x) -> tuple[int, int] | None:
+    """The byte range ``[lo, hi)`` a strided array spans (NumPy, torch, CuPy), or None."""
+    if array_api_compat.is_torch_array(x):
+        if x.numel() == 0:
+            return None
+        start, item, strides = x.data_ptr(), x.element_size(), x.stride()
+    elif array_api_compat.is_cupy_array(x):
+        if x.size == 0:
+            return None
+        start, item = x.data.ptr, x.itemsize
+        strides = tuple(s // item for s in x.strides)
+    else:
+        return None
+    lo = sum(min(0, (n - 1) * s) for n, s in zip(x.shape, strides, strict=True))
+    hi = sum(max(0, (n - 1) * s) for n, s in zip(x.shape, strides, strict=True))
+    return start + lo * item, start + (hi + 1) * item
+
+
+def _same_view(a, b) -> bool:
+    """``b`` is ``a`` itself, or a view of exactly the same elements in the same order."""
+    if a is b:
+        return True
+    if type(a) is not type(b) or tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype:
+        return False
+    if isinstance(a, np.ndarray):
+        return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+                and a.strides == b.strides)
+    if array_api_compat.is_torch_array(a):
+        return a.data_ptr() == b.data_ptr() and a.stride() == b.stride()
+    return False
+
+
+def _overlaps(out, arr) -> bool:
+    if arr is None or not array_api_compat.is_array_api_obj(arr):
+        return False
+    if isinstance(out, np.ndarray) and isinstance(arr, np.ndarray):
+        if not np.may_share_memory(out, arr):
+            return False
+        try:
+            return bool(np.shares_memory(out, arr, max_work=10_000))
+        except np.exceptions.TooHardError:
+            return True
+    if _library(out) != _library(arr):
+        return False
+    a, b = _extent(out), _extent(arr)
+    if a is None or b is None:
+        return False
+    if array_api_compat.is_torch_array(out) and out.device != arr.device:
+        return False
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def out_buffer(call: CECall, out, inputs: tuple = ()) -> None:
+    """Check ``out=`` before anything is computed or written.
+
+    ``out`` must be a writeable array of the logits' library, shape and dtype;
+    it may be the logits themselves, but no other memory overlap with an input
+    (``inputs``: the arrays as given, besides the logits) is allowed.
+    """
+    if out is None:
+        return
+    ns, logits = call.ns, call.logits
+    if not array_api_compat.is_array_api_obj(out):
+        raise TypeError(f"out: expected an array of the logits' library, got "
+                        f"{type(out).__name__}")
+    like = logits if array_api_compat.is_array_api_obj(logits) else call.z
+    if (_library(out) != _library(like)
+            or array_api_compat.array_namespace(out) is not ns.xp):
+        raise TypeError(f"out: expected an array of the logits' library ({_library(like)}), "
+                        f"got a {type(out).__module__}.{type(out).__name__} "
+                        f"(library {_library(out)})")
+    shape = tuple(call.z.shape)
+    if tuple(out.shape) != shape:
+        raise ValueError(f"out: expected shape {shape} (the logits' shape), "
+                         f"got {tuple(out.shape)}")
+    if out.dtype != ns.dtype:
+        raise TypeError(f"out: expected dtype {ns.dtype} (the logits' dtype), got {out.dtype}")
+    if isinstance(out, np.ndarray) and not out.flags.writeable:
+        raise ValueError("out: expected a writeable array, got a read-only one")
+    if array_api_compat.is_jax_array(out):
+        raise TypeError("out: expected a mutable array, got a JAX array (JAX arrays are "
+                        "immutable; use the returned gradient)")
+    others = (call.y, call.weight, *inputs)
+    if not _same_view(logits, out) and _overlaps(out, logits):
+        raise ValueError("out: expected either the logits array itself or memory that no "
+                         "input uses, got an array that overlaps the logits")
+    for name, arr in zip(("target", "weight", *("target", "weight")[: len(inputs)]), others,
+                         strict=True):
+        if _overlaps(out, arr):
+            raise ValueError(f"out: expected memory that no input uses (or the logits "
+                             f"array itself), got an array that overlaps {name}")
+
+
 @dataclass(frozen=True)
 class BinaryCall:
     """A checked elementwise (binary) call."""
@@ -338,9 +489,9 @@ class BinaryCall:
 def binary_call(x, target_, weight_, reduction_value, name: str, pos_weight=None) -> BinaryCall:
     """Check a binary call: ``target`` of ``x``'s shape in [0, 1], weights that broadcast."""
     ns, arr = namespace(x, name)
-    y = ns.asarray(target_)
+    y = ns.asarray(target_, name="target")
     same_shape(y, tuple(arr.shape), "target", name)
-    if not ns.xp.isdtype(y.dtype, ("real floating", "integral", "bool")):
+    if not is_real(ns.xp, y.dtype):
         raise TypeError(f"target: expected real numbers in [0, 1], got dtype {y.dtype}")
     y = ns.xp.astype(y, ns.compute)
     in_unit_interval(ns, y, "target")

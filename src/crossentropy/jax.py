@@ -1,4 +1,10 @@
-"""JAX integration: the losses as ``jax.custom_vjp`` ops with the analytic gradient.
+"""JAX integration: every function of :mod:`crossentropy` as a differentiable JAX op.
+
+``cross_entropy`` and ``binary_cross_entropy_with_logits`` are
+``jax.custom_vjp`` ops with the analytic gradient; the other thirteen run the
+library's array-API code on ``jax.numpy`` and are differentiated by JAX
+through their forward operations. Every function takes and returns JAX
+arrays (NumPy arrays and lists are converted with ``jnp.asarray``).
 
 ``crossentropy.cross_entropy`` and ``binary_cross_entropy_with_logits`` route
 JAX arrays here, so ``jax.grad`` of them uses ``softmax(z) * sum(a) - a``
@@ -15,15 +21,19 @@ differentiated (their cotangent is zero); soft targets are.
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 from typing import Any, TypeVar
 
 import jax
+import jax.numpy as jnp
 
+from crossentropy import _api
 from crossentropy import _engine as E
 
-#: The ops ``ce_op`` and ``bce_op`` are what ``crossentropy._api`` dispatches to.
-__all__ = ["binary_cross_entropy_with_logits", "cross_entropy"]
+#: The same names as :mod:`crossentropy`. The ops ``ce_op`` and ``bce_op`` are
+#: what ``crossentropy._api`` dispatches JAX arrays to.
+__all__ = list(_api.__all__)
 
 Array = TypeVar("Array", bound=Any)
 
@@ -74,7 +84,7 @@ def cross_entropy(logits: Array, target: Any, *, axis: int = -1, weight: Any = N
     opts = E.CEOptions.checked(axis=axis, ignore_index=ignore_index,
                              label_smoothing=label_smoothing, reduction=reduction,
                              divisor=divisor)
-    return ce_op(logits, target, weight, opts)
+    return ce_op(_jax(logits), target, weight, opts)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -101,4 +111,42 @@ bce_op.defvjp(_bce_fwd, _bce_bwd)
 def binary_cross_entropy_with_logits(logits: Array, target: Any, *, weight: Any = None,
                                      pos_weight: Any = None, reduction: str = "mean") -> Array:
     """:func:`crossentropy.binary_cross_entropy_with_logits` as a ``jax.custom_vjp`` op."""
-    return bce_op(logits, target, weight, pos_weight, E.reduction(reduction))
+    return bce_op(_jax(logits), target, weight, pos_weight, E.reduction(reduction))
+
+
+# ---------------------------------------------------------------- the rest (JAX autodiff)
+
+
+def _jax(x: Any) -> Any:
+    return x if isinstance(x, jax.Array) else jnp.asarray(x)
+
+
+def _through(func):
+    """``func`` of :mod:`crossentropy` on JAX arrays, differentiated by JAX."""
+
+    @functools.wraps(func)
+    def wrapper(x, *arrays, **options):
+        if options.get("out") is not None:
+            raise TypeError("out: expected None (JAX arrays are immutable; use the returned "
+                            f"gradient), got {type(options['out']).__name__}")
+        return func(_jax(x), *arrays, **options)
+
+    wrapper.__doc__ = (
+        f":func:`crossentropy.{func.__name__}` on JAX arrays (same arguments), "
+        "differentiable by JAX through its forward operations (``grad``, ``jit``, ``vmap``).\n")
+    return wrapper
+
+
+logsumexp = _through(_api.logsumexp)
+softmax = _through(_api.softmax)
+log_softmax = _through(_api.log_softmax)
+cross_entropy_from_probs = _through(_api.cross_entropy_from_probs)
+binary_cross_entropy = _through(_api.binary_cross_entropy)
+entropy = _through(_api.entropy)
+kl_divergence = _through(_api.kl_divergence)
+focal_loss = _through(_api.focal_loss)
+sigmoid_focal_loss = _through(_api.sigmoid_focal_loss)
+poly1_cross_entropy = _through(_api.poly1_cross_entropy)
+cross_entropy_grad = _through(_api.cross_entropy_grad)
+cross_entropy_with_grad = _through(_api.cross_entropy_with_grad)
+binary_cross_entropy_with_logits_grad = _through(_api.binary_cross_entropy_with_logits_grad)

@@ -23,6 +23,7 @@ SUBCOMMANDS = ("explain", "examples", "plot", "exercises", "demo", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``crossentropy`` parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="crossentropy",
         description="Learn, check and benchmark the cross-entropy loss family.",
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``); the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     status = _extras.require(args.command, _extras.NEEDS.get(args.command, ()))

@@ -1,3 +1,5 @@
+"""``python -m crossentropy.cli``: the same as the ``crossentropy`` command."""
+
 import sys
 
 from crossentropy.cli import main

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from collections.abc import Callable
+from pathlib import Path
 
 #: Command-line words that are values with a leading minus sign ("-1,2", "-.5", "-1e-3",
 #: "-inf,2"), not options. Set as a parser's ``_negative_number_matcher`` (argparse has no
@@ -53,8 +55,11 @@ def float_list(text: str) -> list[float]:
 
 
 def logit_list(text: str) -> list[float]:
-    """Like :func:`float_list`, but ``-inf`` is allowed: the logit of a masked class
-    (probability 0). NaN and ``+inf`` are not."""
+    """Like :func:`float_list`, but ``-inf`` is allowed.
+
+    ``-inf`` is the logit of a masked class (probability 0). NaN and ``+inf``
+    are not allowed.
+    """
     return _list(text, minus_inf=True)
 
 
@@ -63,7 +68,24 @@ def number(text: str) -> float:
     return _number(text)
 
 
+def positive_number(text: str) -> float:
+    """A finite float ``> 0`` (a step size)."""
+    value = number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def existing_file(text: str) -> Path:
+    """The path of a file that exists (a Python file to grade)."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"expected a Python file, got {text!r} (no such file)")
+    return path
+
+
 def non_negative_int(text: str) -> int:
+    """A whole number ``>= 0``."""
     try:
         value = int(text)
     except ValueError:
@@ -74,6 +96,7 @@ def non_negative_int(text: str) -> int:
 
 
 def positive_int(text: str) -> int:
+    """A whole number ``>= 1``."""
     value = non_negative_int(text)
     if value == 0:
         raise argparse.ArgumentTypeError("expected a whole number >= 1, got 0")
@@ -95,3 +118,15 @@ def error(args: argparse.Namespace, message: str) -> int:
     """
     args._parser.error(message)
     return 2  # not reached: parser.error exits
+
+
+def add_command(subparsers: argparse._SubParsersAction, name: str,
+                run: Callable[[argparse.Namespace], int], **kwargs) -> argparse.ArgumentParser:
+    """Add the subcommand ``name``, which calls ``run(args)``; its parser, for the options.
+
+    ``kwargs`` go to ``add_parser`` (``help``, ``description``, ...). The parser
+    is kept in ``args._parser`` so that :func:`error` reports as argparse does.
+    """
+    parser = subparsers.add_parser(name, **kwargs)
+    parser.set_defaults(func=run, _parser=parser)
+    return parser

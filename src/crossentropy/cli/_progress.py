@@ -1,8 +1,8 @@
-"""Progress bars for the long commands: on a terminal, never in a log.
+r"""Progress bars for the long commands: on a terminal, never in a log.
 
 A bar is drawn (on stderr, by tqdm) only when both stdout and stderr are
 terminals. Redirect either (``crossentropy bench > results.txt``,
-``make demo 2>&1 | tee log``) and no ``\\r`` frame reaches a file; the
+``make demo 2>&1 | tee log``) and no ``\r`` frame reaches a file; the
 commands print their results as plain lines either way.
 """
 

@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from crossentropy.cli._args import (
+    add_command,
     error,
     non_negative_int,
-    number,
     positive_int,
+    positive_number,
     unit_interval,
 )
 
@@ -71,10 +72,12 @@ class Dense:
         self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
 
     def forward(self, x):
+        """``x @ W + b``; keeps ``x`` for the backward."""
         self.x = x  # saved for backward
         return x @ self.params["W"] + self.params["b"]
 
     def backward(self, dy):
+        """Store ``dW = x^T dy`` and ``db``; return ``dy W^T``."""
         self.grads["W"] = self.x.T @ dy
         self.grads["b"] = dy.sum(axis=0)
         return dy @ self.params["W"].T
@@ -86,10 +89,12 @@ class ReLU:
     params: dict = {}
 
     def forward(self, x):
+        """``max(x, 0)``; keeps where ``x`` was positive."""
         self.positive = x > 0
         return x * self.positive
 
     def backward(self, dy):
+        """``dy`` where the input was positive, 0 elsewhere."""
         return dy * self.positive
 
 
@@ -104,11 +109,13 @@ class MLP:
                 self.layers.append(ReLU())
 
     def forward(self, x):
+        """The logits of the batch ``x``."""
         for layer in self.layers:
             x = layer.forward(x)
         return x
 
     def backward(self, dlogits):
+        """Backpropagate ``dlogits`` through every layer; the gradient wrt the input."""
         for layer in reversed(self.layers):
             dlogits = layer.backward(dlogits)
         return dlogits
@@ -129,6 +136,7 @@ class Adam:
         ]
 
     def step(self) -> None:
+        """One Adam update of every parameter from its gradient."""
         import numpy as np
 
         self.t += 1
@@ -244,6 +252,8 @@ def load_mnist(data_dir: Path):
 
 @dataclass
 class DemoResult:
+    """What one training run gives: test metrics, curves and sizes."""
+
     test_accuracy: float
     confusion: Any  # (10, 10) int array, rows = true digit, columns = predicted
     recall: Any  # (10,) per digit: the diagonal over the row's total
@@ -336,8 +346,11 @@ def train(
 
 
 def format_confusion(confusion, recall) -> str:
-    """The confusion matrix as text: one row per true digit, one column per prediction,
-    and each digit's recall (``sklearn.metrics.recall_score``)."""
+    """The confusion matrix as text, with each digit's recall.
+
+    One row per true digit, one column per prediction, and the digit's recall
+    (``sklearn.metrics.recall_score``).
+    """
     from tabulate import tabulate
 
     n = len(confusion)
@@ -389,16 +402,10 @@ def hidden_sizes(text: str) -> tuple[int, ...]:
         ) from None
 
 
-def positive_number(text: str) -> float:
-    value = number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "demo",
+    """Add this subcommand's parser to ``subparsers``."""
+    parser = add_command(
+        subparsers, "demo", run,
         help="train a digits classifier from scratch with the library's loss",
         description=(
             "Train a small multi-layer perceptron on scikit-learn's handwritten digits "
@@ -442,7 +449,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default="out", metavar="DIR",
         help="where to save digits_training.png (mnist_training.png with MNIST)",
     )
-    parser.set_defaults(func=run, _parser=parser)
 
 
 def _load(args: argparse.Namespace):
@@ -474,6 +480,7 @@ def _load(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train, print the results and save the curves; the exit status."""
     if args.out.exists() and not args.out.is_dir():
         return error(args, f"argument --out: expected a directory, got the file {str(args.out)!r}")
     data, description = _load(args)

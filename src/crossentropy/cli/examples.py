@@ -15,9 +15,13 @@ import argparse
 import textwrap
 from dataclasses import dataclass
 
+from crossentropy.cli._args import add_command
+
 
 @dataclass(frozen=True)
 class WorkedExample:
+    """One row of the worked-example table, with its correct and copied loss."""
+
     row: int
     target: tuple[float, ...]
     probs: tuple[float, ...]
@@ -78,8 +82,9 @@ COPIED_TABLE_ERRORS = tuple(
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "examples",
+    """Add this subcommand's parser to ``subparsers``."""
+    add_command(
+        subparsers, "examples", run,
         help="the 8-row worked-example table, computed by the library",
         description=(
             "Reproduce the classic worked-example table of cross-entropy values "
@@ -88,7 +93,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "copied table is wrong."
         ),
     )
-    parser.set_defaults(func=run, _parser=parser)
 
 
 def compute_rows() -> list[dict]:
@@ -129,6 +133,7 @@ def _vec(xs) -> str:
 
 
 def render(rows: list[dict]) -> str:
+    """The table and the notes on the copied table's errors, as text."""
     from tabulate import tabulate
 
     table = tabulate(
@@ -185,5 +190,6 @@ def render(rows: list[dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the worked-example table; the exit status."""
     print(render(compute_rows()))
     return 0

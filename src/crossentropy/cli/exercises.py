@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from crossentropy.cli._args import NEGATIVE_VALUE, error, number
+from crossentropy.cli._args import NEGATIVE_VALUE, add_command, error, existing_file, number
 
 #: An answer is right when it is within this much of the library's value, whatever
 #: its size: "within 0.001" as the list says (give 3 or 4 decimals).
@@ -49,6 +49,8 @@ def _no_mistakes() -> list[tuple[float, str]]:
 
 @dataclass(frozen=True)
 class Exercise:
+    """A practice problem: its question, the library's answer and the explanation."""
+
     title: str
     question: str
     answer: Callable[[], float] | None  # the right answer, computed by the library
@@ -1080,6 +1082,7 @@ def hint_for(ex: Exercise, given: float, expected: float) -> str:
 
 
 def exercise_number(text: str) -> int:
+    """An argparse type: an exercise number from 1 to ``len(EXERCISES)``."""
     try:
         value = int(text)
     except ValueError:
@@ -1092,6 +1095,7 @@ def exercise_number(text: str) -> int:
 
 
 def render_list() -> str:
+    """The list of exercises, with how to answer them."""
     lines = [
         f"{len(EXERCISES)} exercises. Answer with: crossentropy exercises check N ANSWER,",
         "or for a coding exercise: crossentropy exercises check N --file mine.py",
@@ -1186,16 +1190,10 @@ def grade_file(n: int, path: Path) -> tuple[bool, str]:
     return ok, "\n".join(lines)
 
 
-def _existing_file(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"expected a Python file, got {text!r} (no such file)")
-    return path
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "exercises",
+    """Add this subcommand's parser to ``subparsers``."""
+    parser = add_command(
+        subparsers, "exercises", run,
         help="practice problems; 'exercises check N ANSWER' checks an answer",
         description="List practice problems, or check an answer and explain the right one.",
     )
@@ -1209,14 +1207,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check_parser.add_argument("n", metavar="N", type=exercise_number, help="exercise number")
     check_parser.add_argument("answer", metavar="ANSWER", type=number, nargs="?",
                               help="your numeric answer")
-    check_parser.add_argument("--file", type=_existing_file, metavar="FILE",
+    check_parser.add_argument("--file", type=existing_file, metavar="FILE",
                               help="your Python file, for a coding exercise")
     check_parser._negative_number_matcher = NEGATIVE_VALUE  # "-0.37" and "-1e-3" are answers
     check_parser.set_defaults(_parser=check_parser)
-    parser.set_defaults(func=run, _parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    """List the exercises or check an answer; the exit status (1: wrong answer)."""
     if args.action == "check":
         ex = EXERCISES[args.n - 1]
         if ex.kind == "coding":

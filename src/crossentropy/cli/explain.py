@@ -22,6 +22,7 @@ import math
 
 from crossentropy.cli._args import (
     NEGATIVE_VALUE,
+    add_command,
     error,
     float_list,
     logit_list,
@@ -33,8 +34,9 @@ IDENTITY_TOLERANCE = 1e-9
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "explain",
+    """Add this subcommand's parser to ``subparsers``."""
+    parser = add_command(
+        subparsers, "explain", run,
         help="compute one cross-entropy step by step, with the numbers",
         description=(
             "Compute one cross-entropy step by step: max subtraction, exp, sum,\n"
@@ -83,7 +85,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print the steps as JSON")
     # Let "--logits -1,2" read as a value, not as an unknown option "-1,2".
     parser._negative_number_matcher = NEGATIVE_VALUE
-    parser.set_defaults(func=run, _parser=parser)
 
 
 # --------------------------------------------------------------------------- #
@@ -315,17 +316,14 @@ def _check(steps: dict) -> str:
 
 
 def _render_multiclass(s: dict) -> list[str]:
-    lines = []
     y = s["target_distribution"]
     if s["target"] is not None:
         what = f"class {s['target']} (one-hot y = {_v(y)})"
     else:
         what = f"the soft target y = {_v(y)}"
-    row = []
     if s["mode"] == "logits":
-        lines.append(f"Softmax cross-entropy of logits z = {_v(s['logits'])} against {what}")
-        lines.append("")
-        row += [
+        title = f"Softmax cross-entropy of logits z = {_v(s['logits'])} against {what}"
+        row = [
             ("1. subtract the max (exp cannot overflow)", f"m = max(z) = {_n(s['max'])}"),
             ("", f"z - m = {_v(s['shifted'])}"),
             ("2. exponentiate", f"exp(z - m) = {_v(s['exp'])}"),
@@ -336,14 +334,9 @@ def _render_multiclass(s: dict) -> list[str]:
             ("6. log-probabilities", f"log yhat = z - lse = {_v(s['log_softmax'])}"),
         ]
     else:
-        lines.append(f"Cross-entropy of probabilities yhat = {_v(s['softmax'])} against {what}")
-        lines.append("")
-        row += [("1-6. log-probabilities", f"log yhat = {_v(s['log_softmax'])}")]
-    row += [
-        ("7. per-class terms -y_c log yhat_c", _v(s["terms"])),
-        ("8. the loss: their sum", f"CE = {_n(s['sum_of_terms'])}"),
-        ("", f"crossentropy.{_loss_name(s)} = {_n(s['loss'])}"),
-    ]
+        title = f"Cross-entropy of probabilities yhat = {_v(s['softmax'])} against {what}"
+        row = [("1-6. log-probabilities", f"log yhat = {_v(s['log_softmax'])}")]
+    row += _loss_rows(s, 7, "per-class terms -y_c log yhat_c", "CE")
     if s.get("target_logit") is not None:
         row.append(
             (
@@ -357,8 +350,7 @@ def _render_multiclass(s: dict) -> list[str]:
         grad_label = "9. gradient wrt logits z = log yhat"
     row.append((grad_label, f"{_v(s['gradient'])}  (crossentropy.cross_entropy_grad)"))
     row += _information_rows(s, "10.")
-    lines += _table(row)
-    return lines
+    return _page(title, row)
 
 
 def _loss_name(s: dict) -> str:
@@ -368,6 +360,15 @@ def _loss_name(s: dict) -> str:
         "binary-logits": "binary_cross_entropy_with_logits(z, y)",
         "binary-probs": "binary_cross_entropy(p, y)",
     }[s["mode"]]
+
+
+def _loss_rows(s: dict, step: int, terms: str, symbol: str) -> list[tuple[str, str]]:
+    """Steps ``step`` and ``step + 1``: the terms, their sum, and the library's value."""
+    return [
+        (f"{step}. {terms}", _v(s["terms"])),
+        (f"{step + 1}. the loss: their sum", f"{symbol} = {_n(s['sum_of_terms'])}"),
+        ("", f"crossentropy.{_loss_name(s)} = {_n(s['loss'])}"),
+    ]
 
 
 def _information_rows(s: dict, number_: str) -> list[tuple[str, str]]:
@@ -380,27 +381,17 @@ def _information_rows(s: dict, number_: str) -> list[tuple[str, str]]:
 
 def _render_binary(s: dict) -> list[str]:
     y = s["y"]
-    lines = []
-    row = []
     if s["mode"] == "binary-logits":
-        lines.append(f"Binary cross-entropy of the logit z = {_n(s['logit'])} against y = {_n(y)}")
-        lines.append("")
-        row += [
+        title = f"Binary cross-entropy of the logit z = {_n(s['logit'])} against y = {_n(y)}"
+        row = [
             ("1. probability p = sigmoid(z)", f"p = softmax([0, z])[1] = {_n(s['p'])}"),
             ("2. log-probabilities", f"log p = {_n(s['log_p'])}, log(1 - p) = {_n(s['log_1mp'])}"),
         ]
     else:
-        lines.append(
-            f"Binary cross-entropy of the probability p = {_n(s['p'])} against y = {_n(y)}"
-        )
-        lines.append("")
+        title = f"Binary cross-entropy of the probability p = {_n(s['p'])} against y = {_n(y)}"
         logs = f"log p = {_n(s['log_p'])}, log(1 - p) = {_n(s['log_1mp'])}"
-        row += [("1-2. log-probabilities", logs)]
-    row += [
-        ("3. terms -y log p, -(1-y) log(1-p)", _v(s["terms"])),
-        ("4. the loss: their sum", f"BCE = {_n(s['sum_of_terms'])}"),
-        ("", f"crossentropy.{_loss_name(s)} = {_n(s['loss'])}"),
-    ]
+        row = [("1-2. log-probabilities", logs)]
+    row += _loss_rows(s, 3, "terms -y log p, -(1-y) log(1-p)", "BCE")
     if s["mode"] == "binary-logits":
         row += [
             (
@@ -417,8 +408,12 @@ def _render_binary(s: dict) -> list[str]:
     else:
         row.append(("5. gradient wrt z = logit(p): p - y", _n(s["gradient"])))
     row += _information_rows(s, "6.")
-    lines += _table(row)
-    return lines
+    return _page(title, row)
+
+
+def _page(title: str, rows: list[tuple[str, str]]) -> list[str]:
+    """The title, a blank line, then the steps as a table."""
+    return [title, "", *_table(rows)]
 
 
 def _table(rows: list[tuple[str, str]]) -> list[str]:
@@ -440,6 +435,7 @@ def _json_safe(x):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print one loss computed step by step (or the steps as JSON); the exit status."""
     problem = _check_lengths(args)
     if problem:
         return error(args, problem)

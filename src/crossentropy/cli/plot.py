@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from crossentropy.cli._args import error
+from crossentropy.cli._args import add_command, error
 
 #: Pixel size of every figure: (width, height) at 100 dpi.
 FIGSIZE = (8.0, 5.0)
@@ -20,7 +20,7 @@ DPI = 100
 
 
 def _pyplot():
-    """pyplot without a window: Agg, unless MPLBACKEND names a backend (a notebook's inline)."""
+    """Import ``pyplot`` headless: Agg, unless MPLBACKEND names a backend (notebook inline)."""
     import os
 
     import matplotlib
@@ -456,8 +456,9 @@ def make_figures(out: Path) -> list[Path]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "plot",
+    """Add this subcommand's parser to ``subparsers``."""
+    parser = add_command(
+        subparsers, "plot", run,
         help="save PNG figures of the loss, its gradient, its variants and the theory pages",
         description=(
             "Save PNG figures: loss vs predicted probability (cross-entropy, squared "
@@ -472,10 +473,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=Path("out"), metavar="DIR",
         help="directory for the PNG files (created if missing; default: out)",
     )
-    parser.set_defaults(func=run, _parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Save every figure under ``--out`` and print their paths; the exit status."""
     if args.out.exists() and not args.out.is_dir():
         return error(args, f"argument --out: expected a directory, got the file {str(args.out)!r}")
     for path in make_figures(args.out):

@@ -72,7 +72,7 @@ MEMORY_BUDGET = 64 * 2**20
 MIN_CHUNK_BYTES = 8 * 2**20
 #: Target number of chunks: a chunk is about 1/CHUNKS_PER_PASS of the full logits.
 CHUNKS_PER_PASS = 12
-#: Chunks of fewer logits take the generic softmax path (see ``_softmax_``).
+#: Chunks of fewer logits take the generic softmax path (see ``softmax_``).
 _FUSED_SOFTMAX_MIN = 2**16
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -265,7 +265,7 @@ def _softmax_parts_(z: torch.Tensor, fused: bool | None = None):
     return p, m, torch.where(empty, 0.0, sum_exp.log())
 
 
-def _softmax_(z: torch.Tensor, fused: bool | None = None):
+def softmax_(z: torch.Tensor, fused: bool | None = None):
     """``z`` replaced by its row softmax ``p``; returns ``(p, lse)`` (see ``_softmax_parts_``)."""
     p, m, log_s = _softmax_parts_(z, fused)
     return p, m + log_s

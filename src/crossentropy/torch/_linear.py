@@ -18,11 +18,9 @@ from torch import nn
 
 from crossentropy import _validate
 from crossentropy._backend import namespace
-from crossentropy.torch._chunk import (  # noqa: F401  (MEMORY_BUDGET, _softmax_: tests)
-    MEMORY_BUDGET,
+from crossentropy.torch._chunk import (
     ChunkedCrossEntropy,
     Options,
-    _softmax_,
     auto_chunk_size,
     check_chunk_size,
     check_softcap,
@@ -156,42 +154,72 @@ def linear_cross_entropy(
     and for a probability target ``y`` (with ``y' = (1 - e) y + e / V``)
     ``loss = sum_c y'_c (lse - z_c) + z_loss * lse^2``.
 
-    Args:
-      hidden: ``(..., D)`` floating tensor (float16, bfloat16, float32, float64),
+    Parameters
+    ----------
+    hidden : torch.Tensor
+        ``(..., D)`` floating tensor (float16, bfloat16, float32, float64),
         e.g. a language model's last hidden states.
-      weight: ``(V, D)``, the classifier (or tied embedding) matrix, same dtype.
-      target: class indices of shape ``hidden.shape[:-1]`` (any integer dtype),
+    weight : torch.Tensor
+        ``(V, D)``, the classifier (or tied embedding) matrix, same dtype.
+    target : torch.Tensor
+        Class indices of shape ``hidden.shape[:-1]`` (any integer dtype),
         or probabilities of shape ``hidden.shape[:-1] + (V,)`` (floating dtype;
         rows need not sum to 1, as in PyTorch; differentiable, as in PyTorch).
-      bias: optional ``(V,)``.
-      ignore_index: index targets equal to it count for nothing: zero loss,
-        zero gradient, not in the mean's denominator.
-      label_smoothing: ``e`` in ``[0, 1]``: the target becomes ``(1 - e) y + e / V``.
-      reduction: ``"mean"`` (over counted rows for index targets, over all rows
-        for probability targets; 0.0 with zero gradients when nothing is
+    bias : torch.Tensor or None, optional
+        ``(V,)``.
+    ignore_index : int, default -100
+        Index targets equal to it count for nothing: zero loss, zero
+        gradient, not in the mean's denominator.
+    label_smoothing : float, default 0.0
+        ``e`` in ``[0, 1]``: the target becomes ``(1 - e) y + e / V``.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` (over counted rows for index targets, over all rows for
+        probability targets; 0.0 with zero gradients when nothing is
         counted), ``"sum"``, or ``"none"`` (shape ``hidden.shape[:-1]``, 0 on
         ignored rows).
-      divisor: with ``"mean"``, divide by this positive number instead of the
+    divisor : float or None, optional
+        With ``"mean"``, divide by this positive number instead of the
         counted rows (gradient accumulation: the whole step's token count).
-      z_loss: adds ``z_loss * lse^2`` per counted row (PaLM's auxiliary loss),
+    z_loss : float, default 0.0
+        Adds ``z_loss * lse^2`` per counted row (PaLM's auxiliary loss),
         inside the same reduction.
-      softcap: if given, the logits become ``softcap * tanh(logits / softcap)``
+    softcap : float or None, optional
+        If given, the logits become ``softcap * tanh(logits / softcap)``
         (Gemma 2) before everything else; its derivative enters the backward.
-      chunk_size: rows per chunk. Default (``auto_chunk_size``): about N / 12
-        rows, at least 8 MiB and at most 64 MiB of chunk buffers,
+    chunk_size : int or None, optional
+        Rows per chunk. Default (``auto_chunk_size``): about N / 12 rows, at
+        least 8 MiB and at most 64 MiB of chunk buffers,
         ``clamp(max(ceil(N / 12), 8 MiB // row), 1, min(N, 64 MiB // row))``
         with ``row = V * b`` and ``b`` the working bytes per logit (4 for
         float32 logits, 8 for float64; +4 with softcap, +4 for soft targets,
         +4 for float16/bfloat16 inputs). Memory grows as ``chunk_size x V``.
 
-    Returns:
-      A 0-d tensor (``"mean"``, ``"sum"``) or a tensor of shape
-      ``hidden.shape[:-1]`` (``"none"``), in ``hidden``'s dtype. Float16 and
-      bfloat16 inputs are multiplied in their own dtype (as ``F.linear`` does)
-      and everything after the matmul - log-sum-exp, losses, the reduction and
-      the accumulation of ``d weight`` and ``d bias`` over chunks - runs in
-      float32.
+    Returns
+    -------
+    torch.Tensor
+        A 0-d tensor (``"mean"``, ``"sum"``) or a tensor of shape
+        ``hidden.shape[:-1]`` (``"none"``), in ``hidden``'s dtype. Float16 and
+        bfloat16 inputs are multiplied in their own dtype (as ``F.linear``
+        does) and everything after the matmul - log-sum-exp, losses, the
+        reduction and the accumulation of ``d weight`` and ``d bias`` over
+        chunks - runs in float32.
 
+    Raises
+    ------
+    TypeError
+        Non-tensor arguments, non-floating ``hidden``, ``weight`` or ``bias``
+        of another dtype, boolean or complex ``target``, an option of the
+        wrong type (``chunk_size=2.5``, ``ignore_index=1.5``).
+    ValueError
+        Shapes that do not fit (``weight`` vs ``hidden``'s last dimension,
+        ``target`` vs ``hidden``'s leading shape, ``bias`` vs ``V``), a
+        negative probability target, invalid option values (``chunk_size=0``).
+    IndexError
+        A class index outside ``[0, V)`` that is not ``ignore_index`` (the
+        message names the first such row).
+
+    Notes
+    -----
     How the gradients are obtained: when autograd will need them and the
     reduction is ``"mean"`` or ``"sum"``, each chunk's gradient is computed in
     the forward pass (as Liger-Kernel does) and the backward only multiplies
@@ -212,53 +240,51 @@ def linear_cross_entropy(
 
     Double backward (gradients of gradients) is not supported and raises.
 
-    Raises:
-      TypeError: non-tensor arguments, non-floating ``hidden``, ``weight`` or
-        ``bias`` of another dtype, boolean or complex ``target``, an option of
-        the wrong type (``chunk_size=2.5``, ``ignore_index=1.5``).
-      ValueError: shapes that do not fit (``weight`` vs ``hidden``'s last
-        dimension, ``target`` vs ``hidden``'s leading shape, ``bias`` vs ``V``),
-        a negative probability target, invalid option values (``chunk_size=0``).
-      IndexError: a class index outside ``[0, V)`` that is not ``ignore_index``
-        (the message names the first such row).
-
-    Example:
-      >>> import torch
-      >>> import torch.nn.functional as F
-      >>> from crossentropy.torch import linear_cross_entropy
-      >>> g = torch.Generator().manual_seed(0)
-      >>> h = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
-      >>> w = torch.randn(10, 4, generator=g, dtype=torch.float64, requires_grad=True)
-      >>> y = torch.tensor([1, 0, 9, -100, 3, 3])
-      >>> loss = linear_cross_entropy(h, w, y, chunk_size=4)
-      >>> round(loss.item(), 4)
-      3.1451
-      >>> bool(torch.isclose(loss, F.cross_entropy(h @ w.T, y)))
-      True
-      >>> loss.backward()
-      >>> h.grad[3]  # the ignored row
-      tensor([0., 0., 0., 0.], dtype=torch.float64)
-
     PyTorch equivalent (holding the logits):
     ``F.cross_entropy(F.linear(hidden, weight, bias).flatten(0, -2), target.flatten())``.
 
-    References:
-      Wijmans et al., "Cut Your Losses in Large-Vocabulary Language Models",
-      2024 (arXiv:2411.09009); Hsu et al., "Liger Kernel", 2024
-      (arXiv:2410.10989); Chowdhery et al., "PaLM", 2022 (z-loss); Gemma Team,
-      "Gemma 2", 2024 (logit softcapping).
+    References
+    ----------
+    Wijmans et al., "Cut Your Losses in Large-Vocabulary Language Models",
+    2024 (arXiv:2411.09009); Hsu et al., "Liger Kernel", 2024
+    (arXiv:2410.10989); Chowdhery et al., "PaLM", 2022 (z-loss); Gemma Team,
+    "Gemma 2", 2024 (logit softcapping).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from crossentropy.torch import linear_cross_entropy
+    >>> g = torch.Generator().manual_seed(0)
+    >>> h = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    >>> w = torch.randn(10, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    >>> y = torch.tensor([1, 0, 9, -100, 3, 3])
+    >>> loss = linear_cross_entropy(h, w, y, chunk_size=4)
+    >>> round(loss.item(), 4)
+    3.1451
+    >>> bool(torch.isclose(loss, F.cross_entropy(h @ w.T, y)))
+    True
+    >>> loss.backward()
+    >>> h.grad[3]  # the ignored row
+    tensor([0., 0., 0., 0.], dtype=torch.float64)
     """
-    return _linear_cross_entropy(
+    return linear_cross_entropy_with_mode(
         hidden, weight, target, bias, ignore_index=ignore_index,
         label_smoothing=label_smoothing, reduction=reduction, divisor=divisor, z_loss=z_loss,
         softcap=softcap, chunk_size=chunk_size,
     )
 
 
-def _linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100,
-                          label_smoothing=0.0, reduction="mean", divisor=None, z_loss=0.0,
-                          softcap=None, chunk_size=None, mode="auto"):
-    """``linear_cross_entropy`` with the gradient strategy selectable (tests, benchmark)."""
+def linear_cross_entropy_with_mode(hidden, weight, target, bias=None, *, ignore_index=-100,
+                                   label_smoothing=0.0, reduction="mean", divisor=None,
+                                   z_loss=0.0, softcap=None, chunk_size=None, mode="auto"):
+    """``linear_cross_entropy`` with the gradient strategy selectable (tests, benchmark).
+
+    Not exported: ``mode`` is ``"auto"`` (what :func:`linear_cross_entropy`
+    does), ``"eager"`` (gradients computed in forward) or ``"recompute"``
+    (logits recomputed in backward); the other parameters are those of
+    :func:`linear_cross_entropy`.
+    """
     soft = _check_linear_inputs(hidden, weight, target, bias)
     opts = _check_options(ignore_index, label_smoothing, reduction, divisor, z_loss, softcap,
                           chunk_size)
@@ -295,6 +321,21 @@ class LinearCrossEntropy(nn.Module):
     ``linear_cross_entropy(hidden, self.weight, target, self.bias, ...)`` with the
     options given here, never materialising the ``N x num_classes`` logits.
 
+    Parameters
+    ----------
+    in_features : int
+        ``D``, the size of each hidden state.
+    num_classes : int
+        ``V``, the number of classes (the vocabulary size).
+    bias : bool, default True
+        Whether the head has a bias.
+    ignore_index, label_smoothing, reduction, z_loss, softcap, chunk_size
+        As in :func:`linear_cross_entropy`, checked here at construction.
+    device, dtype : optional
+        Factory arguments of the parameters, as for ``nn.Linear``.
+
+    Examples
+    --------
     >>> import torch
     >>> head = LinearCrossEntropy(8, 100)
     >>> loss = head(torch.randn(2, 5, 8), torch.randint(0, 100, (2, 5)))
@@ -330,6 +371,21 @@ class LinearCrossEntropy(nn.Module):
         nn.Linear.reset_parameters(self)  # uses only self.weight and self.bias
 
     def forward(self, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss of ``hidden`` ``(..., in_features)`` against ``target``.
+
+        Parameters
+        ----------
+        hidden : torch.Tensor
+            ``(..., in_features)`` hidden states.
+        target : torch.Tensor
+            Class indices of shape ``hidden.shape[:-1]`` or probabilities of
+            shape ``hidden.shape[:-1] + (num_classes,)``.
+
+        Returns
+        -------
+        torch.Tensor
+            As :func:`linear_cross_entropy` returns with this head's options.
+        """
         return linear_cross_entropy(
             hidden, self.weight, target, self.bias, ignore_index=self.ignore_index,
             label_smoothing=self.label_smoothing, reduction=self.reduction,
@@ -337,5 +393,6 @@ class LinearCrossEntropy(nn.Module):
         )
 
     def extra_repr(self) -> str:
+        """The sizes and the reduction, shown by ``repr(module)``."""
         return (f"in_features={self.in_features}, num_classes={self.num_classes}, "
                 f"bias={self.bias is not None}, reduction={self.reduction!r}")

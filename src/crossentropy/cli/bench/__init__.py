@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from crossentropy.cli import _extras
-from crossentropy.cli._args import error, positive_int
+from crossentropy.cli._args import add_command, error, positive_int
 from crossentropy.cli.bench.memory import describe, peak_extra
 from crossentropy.cli.bench.memory import method as memory_method
 
@@ -44,8 +44,9 @@ PEERS = ("numpy", "scipy", "torch", "torch.compile", "jax")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "bench",
+    """Add this subcommand's parser to ``subparsers``."""
+    parser = add_command(
+        subparsers, "bench", run,
         help="time the fast path against NumPy, SciPy, PyTorch, JAX and the memory floors",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -76,7 +77,6 @@ def register(subparsers) -> None:
                         help="instead: the torch, JAX and TensorFlow drop-ins against "
                         "F.cross_entropy, optax and tf.nn, fwd+bwd, with torch's peak memory "
                         "(default 65536x10,8192x1000,4096x32000)")
-    parser.set_defaults(func=run, _parser=parser)
 
 
 # ---------------------------------------------------------------- measuring
@@ -85,7 +85,8 @@ def register(subparsers) -> None:
 def interleaved(methods: dict, rounds: int, tick=None) -> dict:
     """Median seconds of each callable, timed in interleaved rounds.
 
-    ``tick()`` is called after every round (a progress bar's update)."""
+    ``tick()`` is called after every round (a progress bar's update).
+    """
     times: dict = {name: [] for name in methods}
     for _ in range(rounds):
         for name, fn in methods.items():
@@ -368,18 +369,18 @@ def _run_linear(args) -> int:
     status = _extras.require("bench --linear", ("torch",))
     if status:
         return status
-    from crossentropy import _bench_linear
+    from crossentropy.cli.bench import linear
 
     shapes = None
     if args.shapes:
         try:
-            shapes = [_bench_linear._parse_shape(s) for s in args.shapes.split(",")]
+            shapes = [linear.parse_shape(s) for s in args.shapes.split(",")]
         except (ValueError, argparse.ArgumentTypeError):
             error(args, f"argument --shapes: with --linear, expected NxDxV,..., "
                   f"got {args.shapes!r}")
-    linear_args = argparse.Namespace(shapes=shapes, json=bool(args.json), dtype=args.dtype,
+    linear_args = argparse.Namespace(shapes=shapes, json=args.json, dtype=args.dtype,
                                      threads=args.threads)
-    return _bench_linear.run(linear_args)
+    return linear.run(linear_args)
 
 
 def _run_memory(args) -> int:
@@ -430,6 +431,7 @@ def _run_frameworks(args) -> int:
 
 
 def run(args) -> int:
+    """Run ``crossentropy bench`` (or ``--linear``, ``--memory``); the exit status."""
     _check_json_path(args)
     if args.frameworks:
         return _run_frameworks(args)

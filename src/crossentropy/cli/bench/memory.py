@@ -13,7 +13,8 @@ process's memory during the call, measured the best way the platform allows:
 
 The NumPy-visible peak (``tracemalloc_bytes``) is reported in both cases.
 The in-process table of ``crossentropy bench`` and the one-process-per-variant
-``--memory`` workers (:mod:`crossentropy.cli.bench.worker`) both use it.
+workers of ``--memory`` (:mod:`crossentropy.cli.bench.worker`) and ``--linear``
+(:mod:`crossentropy.cli.bench.linear`) all use it.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def method() -> str:
 
 
 def describe(kind: str) -> str:
+    """A phrase naming what the probe ``kind`` measures, for a table's title."""
     return {
         "rss-hwm": "growth of the resident set during one call (VmHWM)",
         "tracemalloc": "NumPy allocations (tracemalloc)",

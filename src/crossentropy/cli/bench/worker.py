@@ -64,10 +64,12 @@ def measure(n: int, c: int, variant: str, threads: int = 2) -> dict:
 
 
 def torch_memory_table(n: int = 8192, c: int = 32000, threads: int = 2) -> list[dict]:
+    """Both variants, each measured in a fresh process; one row each."""
     return [measure(n, c, variant, threads) for variant in VARIANTS]
 
 
 def main(argv: list[str]) -> int:
+    """The worker's entry point: ``N C VARIANT THREADS``; prints one JSON line."""
     n, c, variant, threads = int(argv[0]), int(argv[1]), argv[2], int(argv[3])
     if variant not in VARIANTS:
         raise SystemExit(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")

@@ -125,7 +125,7 @@ def test_plot_spiral_data_is_the_numpy_guides():
     import re
     from pathlib import Path
 
-    page = (Path(__file__).resolve().parents[1] / "docs/guide/numpy.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs/guide/numpy.md").read_text()
     block = re.search(r"```python\n(.*?)```", page, re.S)[1]
     namespace = {}
     exec(block.replace("print(", "(lambda *a: None)("), namespace)

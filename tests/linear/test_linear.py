@@ -15,12 +15,8 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from crossentropy.torch import LinearCrossEntropy, linear_cross_entropy  # noqa: E402
-from crossentropy.torch._linear import (  # noqa: E402
-    MEMORY_BUDGET,
-    _linear_cross_entropy,
-    _softmax_,
-    auto_chunk_size,
-)
+from crossentropy.torch._chunk import MEMORY_BUDGET, auto_chunk_size, softmax_  # noqa: E402
+from crossentropy.torch._linear import linear_cross_entropy_with_mode as with_mode  # noqa: E402
 
 MODES = ("auto", "eager", "recompute")
 
@@ -124,7 +120,7 @@ def test_linear_cross_entropy_matches_naive_float64(kw, mode):
         pytest.skip("eager needs a reduced loss")
     hidden, weight, target, bias = make()
     target = with_ignore(kw, target)
-    loss = _linear_cross_entropy(hidden, weight, target, bias, chunk_size=4, mode=mode, **kw)
+    loss = with_mode(hidden, weight, target, bias, chunk_size=4, mode=mode, **kw)
     want = reference(hidden, weight, target, bias, **kw)
     assert loss.dtype == torch.float64 and loss.shape == want.shape
     torch.testing.assert_close(loss, want, rtol=1e-12, atol=1e-12)
@@ -156,7 +152,7 @@ def test_linear_cross_entropy_gradcheck(kw, mode):
     target = with_ignore(kw, target)
 
     def fn(h, w, b):
-        return _linear_cross_entropy(h, w, target, b, chunk_size=4, mode=mode, **kw)
+        return with_mode(h, w, target, b, chunk_size=4, mode=mode, **kw)
 
     # gradcheck runs the backward twice; in eager mode the second one recomputes,
     # which may differ from the first in the last bits
@@ -210,7 +206,7 @@ def test_softmax_inplace_both_paths(fused, dtype):
     z = torch.randn(7, 40000, generator=g, dtype=torch.float64) * 8
     z[2, :] -= 1000.0  # far from 0: the shift by the max matters
     z[3, 5] = 80.0  # one dominant logit
-    p, lse = _softmax_(z.to(dtype, copy=True), fused=fused)  # overwrites its argument
+    p, lse = softmax_(z.to(dtype, copy=True), fused=fused)  # overwrites its argument
     assert p.dtype == dtype and lse.shape == (7,)
     tol = 1e-13 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(lse.double(), torch.logsumexp(z, 1), rtol=tol, atol=tol)
@@ -239,7 +235,7 @@ def test_linear_cross_entropy_float32_large_relative_1e5(kw, mode):
     target[::17] = -100
     h32, w32, b32 = (x.float().requires_grad_() for x in (h64, w64, b64))
     h64, w64, b64 = (x.float().double().requires_grad_() for x in (h64, w64, b64))
-    loss = _linear_cross_entropy(h32, w32, target, b32, mode=mode, chunk_size=64, **kw)
+    loss = with_mode(h32, w32, target, b32, mode=mode, chunk_size=64, **kw)
     want = reference(h64, w64, target, b64, **kw)
     assert loss.dtype == torch.float32
     assert abs(loss.item() - want.item()) <= 1e-5 * abs(want.item())
@@ -320,7 +316,7 @@ def test_linear_cross_entropy_no_rows_counted_is_zero_with_zero_grads():
     for n in (0, 5):
         hidden, weight, target, bias = make(n=n, ignored=range(n))
         for mode in MODES:
-            loss = _linear_cross_entropy(hidden, weight, target, bias, mode=mode)
+            loss = with_mode(hidden, weight, target, bias, mode=mode)
             assert loss.item() == 0.0 and not torch.isnan(loss)
             for g in grads_of(loss, (hidden, weight, bias)):
                 assert torch.equal(g, torch.zeros_like(g))
@@ -418,7 +414,7 @@ def test_linear_cross_entropy_never_allocates_n_by_v(kw, mode):
     n, d, v, chunk = 64, 4, 1000, 8
     hidden, weight, target, bias = make(n=n, d=d, v=v, dtype=torch.float32)
     with _LargestTensor() as seen:
-        loss = _linear_cross_entropy(hidden, weight, target, bias, chunk_size=chunk, mode=mode,
+        loss = with_mode(hidden, weight, target, bias, chunk_size=chunk, mode=mode,
                                      **kw)
         loss.sum().backward()
     # the weight-sized gradient is the largest allowed; chunk logits are chunk x V
@@ -614,22 +610,3 @@ def test_linear_cross_entropy_cuda_matches_cpu():
     for a, b in zip(grads_of(gpu, (hc, wc, bc)), gc, strict=True):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-6)
 
-
-# ----------------------------------------------------------------------------- benchmark plumbing
-
-
-def test_linear_benchmark_runs_and_prints_a_table(capsys):
-    """The benchmark's subprocess protocol works (tiny shape; no timing is asserted)."""
-    from crossentropy._bench_linear import linear_benchmark, print_table
-
-    rows = linear_benchmark([(64, 16, 500)], variants=("naive", "linear"), repeats=1, runs=0,
-                            alternate=2)
-    assert [r["variant"] for r in rows] == ["naive", "linear"]
-    for r in rows:
-        assert r["grads_mib"] == pytest.approx((64 * 16 + 500 * 16) * 4 / 2**20)
-        assert r["time_s"] > 0 and r["cpu_s"] > 0 and r["peak_extra_mib"] >= 0
-        assert len(r["alt_times_s"]) == 2 and r["alt_time_ratio"] > 0
-    assert rows[0]["time_ratio"] == 1.0 and rows[0]["alt_time_ratio"] == 1.0
-    print_table(rows)
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4 and lines[2].startswith("| 64 | 16 | 500 | naive |")

@@ -1,11 +1,12 @@
 """Benchmark: ``linear_cross_entropy`` against the naive ``F.cross_entropy(F.linear(...))``.
 
-Each measurement runs in its own subprocess (``python -m crossentropy._bench_linear
+Each measurement runs in its own subprocess (``python -m crossentropy.cli.bench.linear
 --worker ...``), so that one variant's allocations never pollute another's memory
 figures. A worker builds the inputs, runs one tiny warm-up call (library
-initialisation), records its resident set size, resets the kernel's high-water
-mark (``/proc/self/clear_refs``), runs forward + backward once and reads the new
-high-water mark: ``peak_extra`` is the memory above the inputs. Since both
+initialisation), then measures forward + backward once with the benchmark's
+memory probe (:func:`crossentropy.cli.bench.memory.peak_extra`: on Linux the
+resident set's high-water mark, reset before the call): ``peak_extra`` is the
+memory above the inputs. Since both
 versions must also hand back ``d hidden`` and ``d weight`` (at ``V = 128256``,
 ``d weight`` is as large as the logits), ``working`` = ``peak_extra`` minus the
 bytes of those gradients is reported too. The worker may time ``--runs`` more
@@ -22,14 +23,15 @@ median. The process's CPU time is compared the same way (on a shared machine
 it is the steadier measure of the work done; with two threads it also counts
 OpenMP's spin-waiting).
 
-Standalone: ``python -m crossentropy._bench_linear --shapes 4096x1024x32000``.
-From the CLI: ``crossentropy bench --linear`` calls ``run(args)``.
+Standalone: ``python -m crossentropy.cli.bench.linear --shapes 4096x1024x32000``.
+From the CLI: ``crossentropy bench --linear`` calls ``run(args)``; with
+``--json PATH`` both write the rows to ``PATH``.
 
 The README's table came from (about 40 minutes on 2 shared cores)::
 
-    python -m crossentropy._bench_linear --shapes 4096x1024x32000 \
+    python -m crossentropy.cli.bench.linear --shapes 4096x1024x32000 \
         --variants naive,linear,recompute --repeats 3 --runs 1 --alternate 5
-    python -m crossentropy._bench_linear --shapes 2048x2048x128256 \
+    python -m crossentropy.cli.bench.linear --shapes 2048x2048x128256 \
         --variants naive,linear,linear:512 --repeats 3 --runs 0 --alternate 3
 """
 
@@ -42,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 DEFAULT_SHAPES = ((4096, 1024, 32000), (2048, 2048, 128256))
 DEFAULT_VARIANTS = ("naive", "linear")
@@ -55,29 +58,12 @@ VARIANTS = {
 MiB = 2**20
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not found in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _setup(n, d, v, dtype_name, bias, chunk_size, threads):
     """Inputs (after a tiny warm-up call) and a ``step(variant)`` doing forward + backward."""
     import torch
     import torch.nn.functional as F
 
-    from crossentropy.torch._linear import _linear_cross_entropy
+    from crossentropy.torch._linear import linear_cross_entropy_with_mode
 
     if threads:
         torch.set_num_threads(threads)
@@ -93,8 +79,8 @@ def _setup(n, d, v, dtype_name, bias, chunk_size, threads):
             loss = F.cross_entropy(F.linear(h, w, b), t)
         else:
             mode = "auto" if name == "linear" else name
-            loss = _linear_cross_entropy(h, w, t, b, chunk_size=int(rows) if rows else chunk_size,
-                                         mode=mode)
+            loss = linear_cross_entropy_with_mode(
+                h, w, t, b, chunk_size=int(rows) if rows else chunk_size, mode=mode)
         loss.backward()
 
     # warm-up on tiny inputs: one-time library initialisation is not the variant's cost
@@ -121,18 +107,19 @@ def _timed(step, variant, inputs) -> tuple[float, float]:
 def _worker(variant: str, n: int, d: int, v: int, dtype_name: str, bias: bool,
             chunk_size: int | None, runs: int, threads: int | None) -> dict:
     """Memory (and time) of one variant, alone in this process."""
+    from crossentropy.cli.bench.memory import peak_extra
+
     inputs, step = _setup(n, d, v, dtype_name, bias, chunk_size, threads)
-    base_kib = _status_kib("VmRSS")
-    exact = _reset_peak()
-    first, first_cpu = _timed(step, variant, inputs)
-    peak_kib = _status_kib("VmHWM")
+    timed: list[tuple[float, float]] = []
+    mem = peak_extra(lambda: timed.append(_timed(step, variant, inputs)))
+    (first, first_cpu), = timed
     grad_bytes = sum(x.grad.numel() * x.grad.element_size()
                      for x in (inputs[0], inputs[1], inputs[3]) if x is not None)
     more = [_timed(step, variant, inputs) for _ in range(runs)]
     return {
         "variant": variant, "N": n, "D": d, "V": v, "dtype": dtype_name, "bias": bias,
-        "peak_extra_mib": (peak_kib - base_kib) / 1024, "grads_mib": grad_bytes / MiB,
-        "exact_peak": exact, "first_s": first,
+        "peak_extra_mib": mem["bytes"] / MiB, "grads_mib": grad_bytes / MiB,
+        "exact_peak": mem["method"] == "rss-hwm", "memory": mem["method"], "first_s": first,
         "time_s": statistics.median([first, *(t for t, _ in more)]),
         "cpu_s": statistics.median([first_cpu, *(c for _, c in more)]),
     }
@@ -153,9 +140,9 @@ def _alternating_worker(variants: list[str], n: int, d: int, v: int, dtype_name:
 
 
 def _subprocess(args: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "crossentropy._bench_linear", *args]
+    cmd = [sys.executable, "-m", __name__, *args]
     env = dict(os.environ)
-    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    src = str(Path(__file__).resolve().parents[3])  # the directory holding crossentropy/
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
@@ -270,7 +257,8 @@ def print_table(rows, file=None) -> None:
               f"| {fmt(r, 'alt_time_ratio')} | {fmt(r, 'alt_cpu_ratio')} |", file=file)
 
 
-def _parse_shape(text: str) -> tuple[int, int, int]:
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """``"NxDxV"`` as three integers; ``argparse.ArgumentTypeError`` otherwise."""
     try:
         n, d, v = (int(x) for x in text.lower().split("x"))
     except ValueError:
@@ -280,7 +268,7 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of this benchmark (shared by the standalone and the CLI entry)."""
-    parser.add_argument("--shapes", nargs="+", type=_parse_shape,
+    parser.add_argument("--shapes", nargs="+", type=parse_shape,
                         default=list(DEFAULT_SHAPES), metavar="NxDxV")
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                         help=f"comma-separated, from {', '.join(VARIANTS)}; "
@@ -295,7 +283,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bias", action="store_true")
     parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--json", action="store_true", help="print rows as JSON lines too")
+    parser.add_argument("--json", metavar="PATH", type=Path, default=None,
+                        help="also write the settings and rows as JSON here")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -305,23 +294,29 @@ def run(args: argparse.Namespace) -> int:
     unknown = [v for v in variants if v.partition(":")[0] not in VARIANTS]
     if unknown:
         raise SystemExit(f"--variants: expected names from {list(VARIANTS)}, got {unknown}")
-    rows = linear_benchmark(
-        shapes, variants=variants, repeats=getattr(args, "repeats", 3),
-        runs=getattr(args, "runs", 0), alternate=getattr(args, "alternate", 3),
-        dtype=getattr(args, "dtype", "float32"),
-        bias=getattr(args, "bias", False), chunk_size=getattr(args, "chunk_size", None),
-        threads=getattr(args, "threads", None),
-        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
-    )
+    defaults = {"repeats": 3, "runs": 0, "alternate": 3, "dtype": "float32", "bias": False,
+                "chunk_size": None, "threads": None}
+    settings = {key: getattr(args, key, value) for key, value in defaults.items()}
+    rows = linear_benchmark(shapes, variants=variants, **settings,
+                            progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print_table(rows)
-    if getattr(args, "json", False):
-        for r in rows:
-            print(json.dumps(r))
+    path = getattr(args, "json", None)
+    if path:
+        payload = {
+            "command": "crossentropy bench --linear",
+            "settings": {"shapes": [list(s) for s in shapes], "variants": list(variants),
+                         **settings},
+            "results": rows,
+        }
+        with open(path, "w") as f:
+            json.dump(payload, f, indent=1)
+        print(f"\nwrote {path}")
     return 0
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m crossentropy._bench_linear",
+    """Standalone entry point, and the entry point of the worker subprocesses."""
+    parser = argparse.ArgumentParser(prog="python -m crossentropy.cli.bench.linear",
                                      description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
