@@ -64,6 +64,7 @@ def _row(framework: str, n: int, c: int, ours: float, peer: float, grad_rel: flo
 
 
 def numpy_rows(n: int, c: int, rounds: int) -> list[dict]:
+    """The fused kernels (``cross_entropy_with_grad``) vs a NumPy log-softmax."""
     import numpy as np
 
     import crossentropy as ce
@@ -87,6 +88,7 @@ def numpy_rows(n: int, c: int, rounds: int) -> list[dict]:
 
 
 def torch_rows(n: int, c: int, rounds: int) -> list[dict]:
+    """The torch op vs ``F.cross_entropy``, alone and in a training step; peak memory."""
     import torch
     import torch.nn.functional as F
 
@@ -128,6 +130,7 @@ def torch_rows(n: int, c: int, rounds: int) -> list[dict]:
 
 
 def jax_rows(n: int, c: int, rounds: int) -> list[dict]:
+    """``jax.jit(jax.value_and_grad(...))`` of ours vs optax."""
     import jax
     import optax
 
@@ -146,6 +149,7 @@ def jax_rows(n: int, c: int, rounds: int) -> list[dict]:
 
 
 def tf_rows(n: int, c: int, rounds: int) -> list[dict]:
+    """Ours vs ``tf.nn.sparse_softmax_cross_entropy_with_logits``, tf.function and eager."""
     import tensorflow as tf
 
     from crossentropy.tensorflow import cross_entropy
@@ -197,6 +201,7 @@ def measure(shapes=SHAPES, rounds: int = 7, frameworks=tuple(MEASURES),
 
 
 def format_row(r: dict) -> str:
+    """One row as a progress line."""
     mem = ""
     if "ours_peak_mib" in r:
         mem = f"  peak MiB {r['ours_peak_mib']:.0f} vs {r['peer_peak_mib']:.0f}"
@@ -206,6 +211,7 @@ def format_row(r: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
+    """The rows as a table (tabulate)."""
     from tabulate import tabulate
 
     peers = {"numpy": "NumPy log-softmax", "torch": "F.cross_entropy",
