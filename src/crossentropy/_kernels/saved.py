@@ -11,25 +11,62 @@ smoothing (the drop-in case); everything else uses ``host.cross_entropy``.
 from __future__ import annotations
 
 import math
+import types as pytypes
 from typing import Any
 
+import numba
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
-from crossentropy._kernels.exp import exp_diff, like
-from crossentropy._kernels.rows import (
-    _row_fill,
-    _row_max,
-    _row_sum_exp,
-    _rows_kernel,
-    ce_denominator_kernel,
-)
+from crossentropy._config import PARALLEL_JIT, PARALLEL_MIN_ELEMENTS, ROW_JIT
+from crossentropy._kernels.exp import exp_diff, fmax, like
+from crossentropy._kernels.rows import ce_denominator_kernel
 from crossentropy._validate import CECall
 
 __all__ = ["ce_index_backward", "ce_index_forward", "saved_applicable"]
 
 
-@_rows_kernel
+def _parallel_or_serial(fn):
+    """Compile ``fn`` with rows in parallel and serially; run serially below the threshold."""
+    parallel = njit(**PARALLEL_JIT)(fn)
+    # the serial copy gets its own name, so that numba's on-disk caches do not collide
+    clone = pytypes.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                                 fn.__defaults__, fn.__closure__)
+    clone.__qualname__ = fn.__qualname__ + "_serial"
+    serial = njit(**{**PARALLEL_JIT, "parallel": False})(clone)
+
+    def launch(*args):
+        big = args[0].size >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1
+        return (parallel if big else serial)(*args)
+
+    launch.__name__ = launch.__qualname__ = fn.__name__
+    launch.__doc__ = fn.__doc__
+    return launch
+
+
+@njit(**ROW_JIT)
+def _max_of_row(z, i):
+    m = z[i, 0]
+    for c in range(1, z.shape[1]):
+        m = fmax(m, z[i, c])
+    return m
+
+
+@njit(**ROW_JIT)
+def _sum_exp_of_row(z, i, m):
+    s = 0.0  # float64
+    for c in range(z.shape[1]):
+        s += exp_diff(z[i, c], m)
+    return s
+
+
+@njit(**ROW_JIT)
+def _fill_row(out, i, v):
+    for c in range(out.shape[1]):
+        out[i, c] = v
+
+
+@_parallel_or_serial
 def ce_index_stats_kernel(z, t, w, has_w, ignore_index, m_out, s_out, loss, bad):
     """Per row: max, sum of exp, loss ``w_t ((m - z_t) + log s)``; flag rows of -inf."""
     R, C = z.shape
@@ -40,7 +77,7 @@ def ce_index_stats_kernel(z, t, w, has_w, ignore_index, m_out, s_out, loss, bad)
             s_out[i] = 1.0
             loss[i] = 0.0
             continue
-        m = _row_max(z, i)
+        m = _max_of_row(z, i)
         m_out[i] = m
         a_t = w[ti] if has_w else 1.0
         if m == -np.inf:
@@ -54,19 +91,19 @@ def ce_index_stats_kernel(z, t, w, has_w, ignore_index, m_out, s_out, loss, bad)
             s_out[i] = np.inf
             loss[i] = a_t * -float(z[i, ti]) + a_t * np.inf if a_t != 0.0 else 0.0
         else:
-            s = _row_sum_exp(z, i, m)
+            s = _sum_exp_of_row(z, i, m)
             s_out[i] = s
             loss[i] = a_t * ((float(m) - float(z[i, ti])) + math.log(s)) if a_t != 0.0 else 0.0
 
 
-@_rows_kernel
+@_parallel_or_serial
 def ce_index_grad_kernel(z, t, ignore_index, m, s, sc, g):
     """``g_c = sc_i (exp(z_c - m_i) / s_i - [c == t_i])``; ignored rows 0; ``g`` may be ``z``."""
     R, C = z.shape
     for i in prange(R):
         ti = t[i]
         if ti == ignore_index or ti < 0 or ti >= C:
-            _row_fill(g, i, 0.0)
+            _fill_row(g, i, 0.0)
             continue
         mi = m[i]
         if mi == np.inf:  # as the generic path: p = NaN where z = +inf, else 0
