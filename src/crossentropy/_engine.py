@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
+import array_api_compat
+import numpy as np
 from array_api_compat import is_jax_array, is_torch_array
 
 from crossentropy import _numerics as N
 from crossentropy import _validate as V
-from crossentropy._backend import Namespace, count, quiet
+from crossentropy._backend import Namespace, count, namespace, quiet
 from crossentropy._numerics import RowStats
 from crossentropy._validate import (
     BinaryCall,
@@ -85,10 +87,16 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Saved:
-    """What a softmax-family forward leaves for its backward: two numbers per row and one."""
+    """What a softmax-family forward leaves for its backward: two numbers per row and one.
 
-    stats: RowStats
+    ``stats`` is ``None`` when the fused kernels computed the loss: their
+    backward rereads each row of the logits (from memory once, then from
+    cache) and needs nothing else.
+    """
+
+    stats: RowStats | None
     denom: Any  # the mean's divisor, a 0-d accum array (None for "sum" / "none")
+    host: Any = None  # the kernels' saved row statistics (``_kernels.saved``), or None
 
 
 @functools.cache
@@ -101,9 +109,81 @@ def kernels() -> ModuleType | None:
     return _kernels
 
 
+@functools.cache
+def _saved_kernels() -> ModuleType:
+    """``_kernels.saved``: the forward that saves row statistics and its backward."""
+    from crossentropy._kernels import saved
+
+    return saved
+
+
 def _fast(z: Any, axis: int, out: Any = None) -> bool:
     k = kernels()
     return k is not None and k.applicable(z, axis, out)
+
+
+# ---------------------------------------------------------------- torch CPU tensors on the kernels
+
+_TORCH_HOST_DTYPES = ("torch.float32", "torch.float64")
+
+
+def _host_view(x: Any) -> Any:
+    """A NumPy view of a CPU torch tensor (shared memory, no copy), else ``x`` unchanged.
+
+    Only tensors the kernels could take are viewed: float32 / float64 and
+    contiguous for the logits; any CPU tensor for targets and weights (the
+    host layer copies those it needs in another form; they are O(rows)).
+    """
+    if x is None or not array_api_compat.is_torch_array(x) or x.device.type != "cpu":
+        return x
+    if x.dtype.is_complex or str(x.dtype) == "torch.bfloat16" or x.is_conj() or x.is_neg():
+        return x
+    return x.detach().numpy()
+
+
+def _torch_kernel_call(call: Any) -> Any:
+    """The call over NumPy views of its CPU torch tensors, when the kernels take it, else None.
+
+    float16 / bfloat16 logits arrive here as their float32 copy (``call.z``
+    is in the compute dtype), so they run on the kernels too.
+    """
+    z = call.z
+    if (kernels() is None or not array_api_compat.is_torch_array(z) or z.device.type != "cpu"
+            or str(z.dtype) not in _TORCH_HOST_DTYPES or not z.is_contiguous()
+            or z.ndim == 0 or z.numel() == 0 or z.is_conj() or z.is_neg()):
+        return None
+    if getattr(call, "axis", z.ndim - 1) != z.ndim - 1:
+        return None
+    zn = z.detach().numpy()
+    if not _fast(zn, zn.ndim - 1):
+        return None
+    ns, _ = namespace(zn, "logits")
+    fields = {"ns": ns, "z": zn, "y": _host_view(call.y), "weight": _host_view(call.weight)}
+    if isinstance(call, CECall):
+        fields["logits"] = zn
+    else:
+        fields["pos_weight"] = _host_view(call.pos_weight)
+    if any(array_api_compat.is_torch_array(v) for v in fields.values()):
+        return None
+    return replace(call, **fields)
+
+
+def _from_host(call: Any, x: Any) -> Any:
+    """A kernel result (NumPy) back as a tensor of the call's library and output dtype."""
+    if x is None:
+        return None
+    return call.ns.to_output(call.ns.xp.asarray(x))
+
+
+def _host_out(call: Any, out: Any) -> Any:
+    """``out`` as a NumPy view when it can take the kernel's gradient in place, else False."""
+    if out is None:
+        return None
+    if (array_api_compat.is_torch_array(out) and out.device.type == "cpu"
+            and out.dtype == call.ns.dtype and out.dtype == call.z.dtype
+            and tuple(out.shape) == tuple(call.z.shape) and out.is_contiguous()):
+        return out.detach().numpy()
+    return False
 
 
 # ---------------------------------------------------------------- log-sum-exp family
@@ -145,8 +225,8 @@ def _targets(call: CECall) -> N.Targets:
     return N.prob_targets(*shape, weight=call.weight, label_smoothing=call.opts.label_smoothing)
 
 
-def _row_stats(call: CECall, tg: N.Targets) -> RowStats:
-    stats = N.row_stats(call.ns, call.z, call.axis)
+def _row_stats(call: CECall, tg: N.Targets, keep_exp: bool = False) -> RowStats:
+    stats = N.row_stats(call.ns, call.z, call.axis, keep_exp)
     xp = call.ns.xp
     V.some_finite_logit(call.ns, xp.squeeze(stats.m, axis=call.axis),
                         xp.squeeze(tg.counted, axis=call.axis))
@@ -225,27 +305,91 @@ def binary_snapshot(call: BinaryCall, logits: Any, target: Any = None, weight: A
                                pos_weight=_own(ns, call.pos_weight, given))
 
 
-def ce_forward(call: CECall) -> tuple[Any, Saved]:
-    """Generic softmax cross-entropy: the loss and what the backward needs."""
+def ce_forward(call: CECall, keep_exp: bool = False) -> tuple[Any, Saved]:
+    """Softmax cross-entropy: the loss and what the backward needs.
+
+    On the fused kernels (NumPy and CPU torch logits they take) the forward
+    reads each row once and saves nothing; :func:`ce_backward` runs the
+    kernel's gradient pass. Elsewhere, the generic path saves the row stats.
+    """
+    k = _kernel_call(call)
+    if k is not None:
+        kcall = k[0]
+        if _saved_kernels().saved_applicable(kcall):
+            loss, host, bad = _saved_kernels().ce_index_forward(kcall)
+            V.no_empty_rows(kcall.ns, bad)
+            return _from_host(call, loss), Saved(None, None, host)
+        return _ce_kernel(call, *k, want_loss=True, want_grad=False)[0], Saved(None, None)
     tg = _targets(call)
-    stats = _row_stats(call, tg)
+    stats = _row_stats(call, tg, keep_exp)
     rows = N.ce_rows(call.ns, call.z, tg, call.axis, stats)
     denom = _denominator(call, tg)
     return _finish(call, rows, denom), Saved(stats=stats, denom=denom)
 
 
+def _generic_saved(call: CECall, saved: Saved, tg: N.Targets) -> Saved:
+    if saved.stats is not None:
+        return saved
+    return Saved(stats=_row_stats(call, tg), denom=_denominator(call, tg))
+
+
 def ce_backward(call: CECall, saved: Saved, grad_output: Any = 1.0, out: Any = None) -> Any:
-    """``dL/dlogits`` times ``grad_output``, from a forward's :class:`Saved` (no checks)."""
+    """``dL/dlogits`` times ``grad_output``, from a forward's :class:`Saved` (no checks).
+
+    ``out`` receives the gradient (it may be the logits themselves).
+    """
+    if saved.host is not None:
+        k = _kernel_call(call, out)
+        if k is not None:
+            return _saved_backward(call, *k, saved.host, grad_output, out)
+    if saved.stats is None:
+        k = _kernel_call(call, out)
+        if k is not None:
+            g = _ce_kernel(call, *k, want_loss=False, want_grad=True, out=out)[1]
+            return _times_grad_output(call, g, grad_output)
     ns, tg = call.ns, _targets(call)
+    saved = _generic_saved(call, saved, tg)
     go = _grad_output_rows(call, grad_output)
     scale = N.grad_scale(ns, call.opts.reduction, saved.denom, go)
     g = N.ce_grad(ns, call.z, tg, call.axis, saved.stats, scale)
     return _write_out(ns, ns.to_output(g), out, call.logits)
 
 
+def _saved_backward(call: CECall, kcall: CECall, kout: Any, host: Any, grad_output: Any,
+                    out: Any) -> Any:
+    """The kernels' backward from the forward's saved row statistics."""
+    go = grad_output
+    if not isinstance(go, (int, float)):
+        go = _grad_output_rows(call, go)
+        go = np.asarray(_host_view(go), dtype=np.float64)
+        if go.ndim:
+            go = go.reshape(-1)
+    g = _saved_kernels().ce_index_backward(
+        kcall, host, go, out=None if kout is None or kout is False else kout)
+    if kcall is call:
+        return call.ns.to_output(g) if out is None else out
+    if out is not None and kout is not False:
+        return out
+    return _write_out(call.ns, _from_host(call, g), out, call.logits)
+
+
+def _times_grad_output(call: CECall, g: Any, grad_output: Any) -> Any:
+    """Scale a kernel gradient (of the reduced loss) by ``grad_output``, in place."""
+    if isinstance(grad_output, (int, float)):
+        if grad_output != 1.0:
+            g *= grad_output
+        return g
+    go = _grad_output_rows(call, grad_output)
+    if go.ndim == 0 and float(go) == 1.0:
+        return g
+    g *= go if go.dtype == g.dtype else call.ns.xp.astype(go, g.dtype)
+    return g
+
+
 def ce_target_backward(call: CECall, saved: Saved, grad_output: Any = 1.0) -> Any:
     """``dL/dtarget`` for probability targets (distillation differentiates it)."""
     ns, tg = call.ns, _targets(call)
+    saved = _generic_saved(call, saved, tg)
     go = _grad_output_rows(call, grad_output)
     scale = N.grad_scale(ns, call.opts.reduction, saved.denom, go)
     return ns.to_output(N.ce_target_grad(ns, call.z, tg, call.axis, saved.stats, scale))
@@ -254,26 +398,54 @@ def ce_target_backward(call: CECall, saved: Saved, grad_output: Any = 1.0) -> An
 # ---------------------------------------------------------------- kernel | generic
 
 
-def _ce_kernel(call: CECall, *, want_loss: bool, want_grad: bool,
+def _kernel_call(call: CECall, out: Any = None) -> tuple[Any, Any] | None:
+    """``(call, out)`` as the kernels take them (NumPy), or ``None`` for the generic path.
+
+    NumPy calls go as they are; CPU torch tensors as NumPy views of the same
+    memory. An ``out`` the kernels cannot write (another dtype or layout) is
+    filled afterwards (``_ce_kernel``).
+    """
+    if _fast(call.z, call.axis, out):
+        return call, out
+    hc = _torch_kernel_call(call)
+    if hc is None or not _fast(hc.z, hc.axis):
+        return None
+    return hc, _host_out(call, out)
+
+
+def _ce_kernel(call: CECall, kcall: CECall, kout: Any, *, want_loss: bool, want_grad: bool,
                out: Any = None) -> tuple[Any, Any]:
-    loss, grad, bad = kernels().cross_entropy(call, want_loss=want_loss, want_grad=want_grad,
-                                              out=out)
-    V.no_empty_rows(call.ns, bad)
-    to_output = call.ns.to_output  # float16 logits ran as their float32 copy
-    return (None if loss is None else to_output(loss)), (None if grad is None else to_output(grad))
+    """Run the fused kernel on ``kcall`` (NumPy); results in ``call``'s library and dtype."""
+    loss, grad, bad = kernels().cross_entropy(
+        kcall, want_loss=want_loss, want_grad=want_grad,
+        out=None if kout is None or kout is False else kout)
+    V.no_empty_rows(kcall.ns, bad)
+    if kcall is call:
+        to_output = call.ns.to_output  # float16 logits ran as their float32 copy
+        return ((None if loss is None else to_output(loss)),
+                (None if grad is None else to_output(grad)))
+    loss = _from_host(call, loss)
+    if grad is not None:
+        if out is not None and kout is not False:
+            grad = out
+        else:
+            grad = _write_out(call.ns, _from_host(call, grad), out, call.logits)
+    return loss, grad
 
 
 def ce_loss(call: CECall) -> Any:
     """Softmax cross-entropy (no autograd): the fused kernel where it applies."""
-    if _fast(call.z, call.axis):
-        return _ce_kernel(call, want_loss=True, want_grad=False)[0]
+    k = _kernel_call(call)
+    if k is not None:
+        return _ce_kernel(call, *k, want_loss=True, want_grad=False)[0]
     return ce_forward(call)[0]
 
 
 def ce_grad(call: CECall, out: Any = None) -> Any:
     """The gradient of :func:`ce_loss` with respect to the logits."""
-    if _fast(call.z, call.axis, out):
-        return _ce_kernel(call, want_loss=False, want_grad=True, out=out)[1]
+    k = _kernel_call(call, out)
+    if k is not None:
+        return _ce_kernel(call, *k, want_loss=False, want_grad=True, out=out)[1]
     tg = _targets(call)
     saved = Saved(stats=_row_stats(call, tg), denom=_denominator(call, tg))
     return ce_backward(call, saved, out=out)
@@ -281,9 +453,12 @@ def ce_grad(call: CECall, out: Any = None) -> Any:
 
 def ce_with_grad(call: CECall, out: Any = None) -> tuple[Any, Any]:
     """``(loss, grad)`` sharing the row statistics."""
-    if _fast(call.z, call.axis, out):
-        return _ce_kernel(call, want_loss=True, want_grad=True, out=out)
-    loss, saved = ce_forward(call)
+    k = _kernel_call(call, out)
+    if k is not None:
+        return _ce_kernel(call, *k, want_loss=True, want_grad=True, out=out)
+    tg = _targets(call)
+    saved = Saved(stats=_row_stats(call, tg), denom=_denominator(call, tg))
+    loss = _finish(call, N.ce_rows(call.ns, call.z, tg, call.axis, saved.stats), saved.denom)
     return loss, ce_backward(call, saved, out=out)
 
 
@@ -343,12 +518,20 @@ def bce_probs_loss(call: BinaryCall, eps: float | None) -> Any:
     return _reduce_elements(call, N.bce_probs_elements(call.ns, p, call.y))
 
 
-def bce_logits_loss(call: BinaryCall) -> Any:
-    """Binary cross-entropy from checked logits: the fused kernel where it applies."""
+def _bce_kernel_call(call: BinaryCall) -> BinaryCall | None:
     z = call.z
     if _fast(z, z.ndim - 1):
-        return call.ns.to_output(kernels().bce_with_logits(call, want_grad=False))
-    return _reduce_elements(call, N.bce_logits_elements(call.ns, z, call.y, call.pos_weight))
+        return call
+    hc = _torch_kernel_call(call)
+    return hc if hc is not None and _fast(hc.z, hc.z.ndim - 1) else None
+
+
+def bce_logits_loss(call: BinaryCall) -> Any:
+    """Binary cross-entropy from checked logits: the fused kernel where it applies."""
+    kc = _bce_kernel_call(call)
+    if kc is not None:
+        return _from_host(call, kernels().bce_with_logits(kc, want_grad=False))
+    return _reduce_elements(call, N.bce_logits_elements(call.ns, call.z, call.y, call.pos_weight))
 
 
 def bce_logits_backward(call: BinaryCall, grad_output: Any = 1.0,
@@ -357,9 +540,13 @@ def bce_logits_backward(call: BinaryCall, grad_output: Any = 1.0,
     ns, z = call.ns, call.z
     grad_output = V.grad_output(ns, grad_output)
     number = isinstance(grad_output, float)
-    if _fast(z, z.ndim - 1) and not target_grad and number:
-        g = kernels().bce_with_logits(call, want_grad=True, grad_output=grad_output)
-        return ns.to_output(g), None
+    if not number and not target_grad and getattr(grad_output, "ndim", None) == 0:
+        if is_torch_array(grad_output) and grad_output.device.type == "cpu":
+            grad_output, number = float(grad_output), True  # a CPU scalar: no device sync
+    kc = None if target_grad or not number else _bce_kernel_call(call)
+    if kc is not None:
+        return _from_host(call, kernels().bce_with_logits(kc, want_grad=True,
+                                                          grad_output=grad_output)), None
     scale = grad_output if number else ns.xp.astype(grad_output, ns.compute)
     if call.reduction == "mean":
         n = count(ns, z)

@@ -48,23 +48,31 @@ def wmul(xp, a, b):
 
 @dataclass(frozen=True)
 class RowStats:
-    """What a row of logits reduces to: ``m`` (row max), ``m0``, ``log_s``."""
+    """What a row of logits reduces to: ``m`` (row max), ``m0``, ``log_s``.
+
+    ``e = exp(z - m0)`` (N x C, compute dtype) is kept only when asked
+    (``row_stats(..., keep_exp=True)``): under ``jax.jit`` or in a TensorFlow
+    graph the backward then needs no second ``exp`` per element, as autodiff of
+    the peers' losses (optax, ``tf.nn``) keeps it too.
+    """
 
     m: Any  # compute dtype, keepdims
     m0: Any  # compute dtype, keepdims: m where finite, else 0
     log_s: Any  # accum dtype, keepdims
+    e: Any = None  # exp(z - m0), or None
 
     def lse(self, ns: Namespace):
         return ns.xp.astype(self.m0, ns.accum) + self.log_s
 
 
-def row_stats(ns: Namespace, z, axis: int) -> RowStats:
+def row_stats(ns: Namespace, z, axis: int, keep_exp: bool = False) -> RowStats:
     """Row max and ``log(sum(exp(z - m0)))``; exact for ``-inf`` entries."""
     xp = ns.xp
     m = xp.max(z, axis=axis, keepdims=True)
     m0 = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
-    s = xp.sum(xp.exp(z - m0), axis=axis, keepdims=True, dtype=ns.accum)
-    return RowStats(m=m, m0=m0, log_s=xp.log(s))
+    e = xp.exp(z - m0)
+    s = xp.sum(e, axis=axis, keepdims=True, dtype=ns.accum)
+    return RowStats(m=m, m0=m0, log_s=xp.log(s), e=e if keep_exp else None)
 
 
 def log_softmax(ns: Namespace, z, stats: RowStats):
@@ -214,7 +222,10 @@ def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale):
     zero = xp.zeros_like(stats.log_s)
     log_s = xp.astype(xp.where(tg.counted, stats.log_s, zero), ns.compute)
     scale = xp.where(tg.counted, scale * xp.ones_like(log_s), xp.zeros_like(log_s))
-    g = xp.exp((z - stats.m0) - log_s)  # the softmax, 0 on all -inf rows that do not count
+    if stats.e is not None:  # the forward's exp(z - m0): one multiply per element, no exp
+        g = stats.e * xp.exp(-log_s)  # exp(-log_s) in (0, 1]: s >= 1 on finite rows
+    else:
+        g = xp.exp((z - stats.m0) - log_s)  # the softmax, 0 on all -inf rows that do not count
     # A row whose factor is 0 (not counted, zero weight, a mean over nothing) gets
     # exactly 0, also where its logits hold NaN, as its loss does (``wmul``).
     g = wmul(xp, tg.total(ns, axis) * scale, g)

@@ -10,11 +10,13 @@ arrays (NumPy arrays and lists are converted with ``jnp.asarray``).
 JAX arrays here, so ``jax.grad`` of them uses ``softmax(z) * sum(a) - a``
 (scaled) instead of differentiating the forward's operations. The forward
 checks the call once and saves the inputs, the checked target and the per-row
-max and log-sum-exp only; the backward rebuilds the call from them without
-checking again. ``jit``, ``grad`` and ``vmap`` work; value checks (index
-ranges, negative weights) run only on concrete arrays, not on tracers under
-``jit``. Weights are not differentiated (their cotangent is zero); soft
-targets are.
+max and log-sum-exp; when traced (under ``jit``) it also keeps ``exp(z - max)``
+as autodiff of optax's loss does, a buffer inside the one compiled program, so
+the backward needs one multiply per element and no second ``exp``. The
+backward rebuilds the call from them without checking again. ``jit``,
+``grad`` and ``vmap`` work; value checks (index ranges, negative weights) run
+only on concrete arrays, not on tracers under ``jit``. Weights are not
+differentiated (their cotangent is zero); soft targets are.
 """
 
 from __future__ import annotations
@@ -44,15 +46,18 @@ def ce_op(logits: Array, target: Any, weight: Any, opts: E.CEOptions) -> Array:
 
 def _ce_fwd(logits, target, weight, opts: E.CEOptions):
     call = E.ce_call(logits, target, weight, opts)
-    loss, saved = E.ce_forward(call)
+    # Staged (jit, scan): keep exp(z - max) for the backward, as optax's autodiff does; it
+    # is a buffer of the one compiled program. Eager: the per-row statistics only.
+    loss, saved = E.ce_forward(call, keep_exp=isinstance(logits, jax.core.Tracer))
     stats = saved.stats
-    return loss, (logits, call.y, call.weight, stats.m, stats.m0, stats.log_s, saved.denom)
+    return loss, (logits, call.y, call.weight, stats.m, stats.m0, stats.log_s, stats.e,
+                  saved.denom)
 
 
 def _ce_bwd(opts: E.CEOptions, residuals, grad_loss):
-    logits, y, w, m, m0, log_s, denom = residuals
+    logits, y, w, m, m0, log_s, e, denom = residuals
     call = E.trusted_ce_call(logits, y, w, opts)
-    saved = E.Saved(stats=E.RowStats(m=m, m0=m0, log_s=log_s), denom=denom)
+    saved = E.Saved(stats=E.RowStats(m=m, m0=m0, log_s=log_s, e=e), denom=denom)
     grad_logits = E.ce_backward(call, saved, grad_loss)
     grad_target = None
     if call.kind == "prob":

@@ -140,3 +140,17 @@ def test_bench_memory_runs_both_variants_in_subprocesses(capsys):
     assert main(["bench", "--memory", "--shapes", "64x100"]) == 0
     out = capsys.readouterr().out
     assert "torch" in out and "crossentropy" in out and "extra peak MiB" in out
+
+
+def test_frameworks_table_rows_and_gradients_agree_with_the_peers():
+    """``bench --frameworks``: one row per framework, our gradient equals the peer's."""
+    pytest.importorskip("torch")
+    pytest.importorskip("tabulate")
+    from crossentropy.cli.bench import frameworks
+
+    rows = frameworks.measure(((64, 7),), rounds=1, frameworks=("numpy", "torch"),
+                              progress=lambda _: None)
+    assert [r["framework"] for r in rows] == ["numpy", "torch", "torch step"]
+    assert all(r["grad_rel"] < 1e-5 and r["ours_ms"] > 0 and r["peer_ms"] > 0 for r in rows)
+    assert rows[1]["ours_peak_mib"] >= 0 and rows[1]["peer_peak_mib"] >= 0
+    assert "F.cross_entropy" in frameworks.table(rows)

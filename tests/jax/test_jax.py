@@ -88,3 +88,25 @@ def test_saves_only_row_statistics():
     _, residuals = cej.ce_op.fwd(z, t, None, CEOptions.checked())
     own = [r for r in residuals[3:] if r is not None]
     assert all(r.size <= z.shape[0] for r in own), [r.shape for r in own]
+
+
+def test_jit_grad_keeps_the_forward_exp_and_matches_eager_and_optax():
+    """Under jit the backward reuses exp(z - m) (no second exp); same gradient as eager."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import crossentropy as ce
+
+    z = jax.random.normal(jax.random.PRNGKey(1), (64, 33)) * 4
+    t = jnp.arange(64) % 33
+    f = jax.value_and_grad(lambda x: ce.cross_entropy(x, t))
+    (l_jit, g_jit), (_, g_eager) = jax.jit(f)(z), f(z)
+    l_ref, g_ref = jax.value_and_grad(
+        lambda x: optax.softmax_cross_entropy_with_integer_labels(x, t).mean())(z)
+    np.testing.assert_allclose(g_jit, g_eager, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(g_jit, g_ref, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(l_jit, l_ref, rtol=1e-6)
+    hlo = jax.jit(f).lower(z).compile().as_text()
+    full = [ln for ln in hlo.splitlines() if "exponential(" in ln and "[64,33]" in ln]
+    assert len(full) == 1, full  # one exp per element: the backward does not recompute it

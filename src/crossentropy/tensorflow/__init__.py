@@ -8,8 +8,11 @@ the library's own: the core's array-API code runs on TensorFlow ops through
 
 ``cross_entropy`` and ``binary_cross_entropy_with_logits`` are
 ``tf.custom_gradient`` ops whose backward is the analytic gradient
-(``softmax(z) * sum(a) - a``, scaled; ``sigmoid(z) - y``): the forward keeps
-the inputs and the per-row max and log-sum-exp, never an N x C softmax.
+(``softmax(z) * sum(a) - a``, scaled; ``sigmoid(z) - y``): eagerly, the
+forward keeps the inputs and the per-row max and log-sum-exp, never an N x C
+softmax; inside a ``tf.function`` it also keeps ``exp(z - max)`` (as
+``tf.nn.sparse_softmax_cross_entropy_with_logits`` keeps its backprop), so the
+backward needs no second ``exp`` per element.
 Soft (floating) targets get their gradient too; weights do not. The other
 functions are differentiated by TensorFlow through their forward ops.
 Gradients are first-order only (no second derivatives through the custom ops).
@@ -89,7 +92,9 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
 
     def forward(z, y, soft):
         call = E.ce_call(wrap(z), wrap(y), w, opts)
-        loss, saved = E.ce_forward(call)
+        # in a graph (tf.function) keep exp(z - m) for the backward, as tf.nn's fused op
+        # keeps its backprop; eagerly, the per-row statistics only
+        loss, saved = E.ce_forward(call, keep_exp=not tf.executing_eagerly())
 
         def backward(grad_loss):
             dz = unwrap(E.ce_backward(call, saved, wrap(grad_loss)))

@@ -24,7 +24,10 @@ class CrossEntropyLoss(nn.Module):
     accumulation). Differences from PyTorch: a mean over zero counted rows
     is 0 (PyTorch: NaN); class indices out of range raise ``IndexError``
     with the offending row. Backward saves only the per-row log-sum-exp and
-    is once differentiable (no double backward).
+    is once differentiable (no double backward). CPU tensors (class dim last,
+    contiguous) run on the fused kernels, zero-copy. ``inplace_backward=True``
+    writes the gradient into the logits' storage, overwriting them (see
+    :func:`crossentropy.torch.cross_entropy` for the hazard).
 
     Examples
     --------
@@ -39,9 +42,11 @@ class CrossEntropyLoss(nn.Module):
 
     def __init__(self, weight: torch.Tensor | None = None, size_average: bool | None = None,
                  ignore_index: int = -100, reduce: bool | None = None, reduction: str = "mean",
-                 label_smoothing: float = 0.0, *, divisor: float | None = None) -> None:
+                 label_smoothing: float = 0.0, *, divisor: float | None = None,
+                 inplace_backward: bool = False) -> None:
         super().__init__()
         self.register_buffer("weight", weight)
+        self.inplace_backward = inplace_backward
         self.ignore_index = ignore_index
         self.reduction = _reduction_of(size_average, reduce, reduction)
         self.label_smoothing = label_smoothing
@@ -51,7 +56,8 @@ class CrossEntropyLoss(nn.Module):
         return _autograd.cross_entropy(
             input, target, axis=1 if input.ndim > 1 else 0, weight=self.weight,
             ignore_index=self.ignore_index, label_smoothing=self.label_smoothing,
-            reduction=self.reduction, divisor=self.divisor)
+            reduction=self.reduction, divisor=self.divisor,
+            inplace_backward=self.inplace_backward)
 
 
 class BCEWithLogitsLoss(nn.Module):

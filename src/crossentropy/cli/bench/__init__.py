@@ -81,6 +81,10 @@ def register(subparsers) -> None:
     parser.add_argument("--warmup", action="store_true",
                         help="instead: compile (and cache) the fast-path kernels ahead of "
                         "time, e.g. in an install step; needs only the fast extra")
+    parser.add_argument("--frameworks", action="store_true",
+                        help="instead: the torch, JAX and TensorFlow drop-ins against "
+                        "F.cross_entropy, optax and tf.nn, fwd+bwd, with torch's peak memory "
+                        "(default 65536x10,8192x1000,4096x32000)")
 
 
 # ---------------------------------------------------------------- measuring
@@ -422,11 +426,41 @@ def _run_warmup() -> int:
     return 0
 
 
+def _run_frameworks(args) -> int:
+    status = _extras.require("bench --frameworks", ("numba", "tabulate"))
+    if status:
+        return status
+    import numba
+
+    from crossentropy.cli.bench import frameworks
+
+    if args.threads is not None:
+        numba.set_num_threads(min(args.threads, int(numba.config.NUMBA_NUM_THREADS)))
+    shapes = _parse_shapes(args) if args.shapes else (
+        ((4096, 10), (512, 1000), (64, 32000)) if args.quick else frameworks.SHAPES)
+    rounds = args.rounds or (3 if args.quick else 7)
+    import numpy as np
+
+    info = _runtime_info(np)
+    print(f"crossentropy bench --frameworks: float32 logits, mean reduction, forward + "
+          f"backward; ours and the peer alternate, {rounds} rounds, median ms")
+    print(f"machine: {info['cpu']} ({info['cpus']} CPUs), {info['platform']}, "
+          f"Python {info['python']}")
+    print("peak MiB: " + describe(memory_method()) + ", one forward + backward", flush=True)
+    rows = frameworks.measure(shapes, rounds)
+    print(frameworks.table(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"info": info, "frameworks": rows}, indent=2))
+    return 0
+
+
 def run(args) -> int:
     """Run ``crossentropy bench`` (or ``--linear``, ``--memory``, ``--warmup``); the exit status."""
     if args.warmup:
         return _run_warmup()
     _check_json_path(args)
+    if args.frameworks:
+        return _run_frameworks(args)
     if args.linear:
         return _run_linear(args)
     if args.memory:

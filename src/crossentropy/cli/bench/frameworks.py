@@ -1,0 +1,234 @@
+"""``crossentropy bench --frameworks``: the framework drop-ins against their peers.
+
+Each row is one framework at one shape, float32 logits, int64 (int32 for JAX)
+class indices, mean reduction, forward + backward, the two variants timed in
+one process, alternating, ``rounds`` times (median ms; ``speedup`` = peer time /
+ours, above 1 is faster):
+
+* ``numpy``: ``cross_entropy_with_grad`` (the fused kernels) against a
+  NumPy log-softmax written the usual way;
+* ``torch``: ``crossentropy.torch.cross_entropy`` against ``F.cross_entropy``
+  on CPU tensors that require grad, with the extra peak memory of one
+  forward + backward of each, each in a fresh process
+  (:mod:`crossentropy.cli.bench.worker`);
+* ``torch step``: the same inside a training step, ``(h @ W)`` -> loss ->
+  ``backward()``, so torch's and numba's thread pools take turns;
+* ``jax``: ``jax.jit(jax.value_and_grad(...))`` against optax's
+  ``softmax_cross_entropy_with_integer_labels``;
+* ``tf`` / ``tf eager``: ``crossentropy.tensorflow.cross_entropy`` against
+  ``tf.nn.sparse_softmax_cross_entropy_with_logits`` under a
+  ``GradientTape``, in a ``tf.function`` and eagerly.
+
+The gradient column is ``max |g - g_peer| / max |g_peer|``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from crossentropy.cli.bench import worker
+
+SHAPES = ((65536, 10), (8192, 1000), (4096, 32000))
+HIDDEN = 256  # width of the training step's matmul
+
+
+def _time(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _alternate(ours: Callable[[], Any], peer: Callable[[], Any], rounds: int) -> tuple:
+    ours(), peer()  # warm up (compile, caches)
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(_time(ours))
+        b.append(_time(peer))
+    return statistics.median(a), statistics.median(b)
+
+
+def _rel(g: Any, ref: Any) -> float:
+    import numpy as np
+
+    g, ref = np.asarray(g, np.float64), np.asarray(ref, np.float64)
+    return float(np.max(np.abs(g - ref)) / max(np.max(np.abs(ref)), 1e-300))
+
+
+def _row(framework: str, n: int, c: int, ours: float, peer: float, grad_rel: float,
+         **extra: Any) -> dict:
+    return {"framework": framework, "shape": f"{n}x{c}", "ours_ms": ours, "peer_ms": peer,
+            "speedup": peer / ours, "grad_rel": grad_rel, **extra}
+
+
+def numpy_rows(n: int, c: int, rounds: int) -> list[dict]:
+    """The fused kernels (``cross_entropy_with_grad``) vs a NumPy log-softmax."""
+    import numpy as np
+
+    import crossentropy as ce
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((n, c), dtype=np.float32)
+    t = rng.integers(0, c, n)
+
+    def peer():
+        m = z.max(axis=1, keepdims=True)
+        e = np.exp(z - m)
+        s = e.sum(axis=1, keepdims=True)
+        loss = np.mean(np.log(s[:, 0]) + m[:, 0] - z[np.arange(n), t])
+        g = e / s
+        g[np.arange(n), t] -= 1
+        return loss, g / n
+
+    ours = lambda: ce.cross_entropy_with_grad(z, t)  # noqa: E731
+    a, b = _alternate(ours, peer, rounds)
+    return [_row("numpy", n, c, a, b, _rel(ours()[1], peer()[1]))]
+
+
+def torch_rows(n: int, c: int, rounds: int) -> list[dict]:
+    """The torch op vs ``F.cross_entropy``, alone and in a training step; peak memory."""
+    import torch
+    import torch.nn.functional as F
+
+    from crossentropy.torch import cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(n, c, generator=g).requires_grad_(True)
+    t = torch.randint(0, c, (n,), generator=g)
+
+    def fwd_bwd(fn):
+        def run():
+            z.grad = None
+            fn(z, t).backward()
+            return z.grad
+        return run
+
+    ours, peer = fwd_bwd(cross_entropy), fwd_bwd(F.cross_entropy)
+    a, b = _alternate(ours, peer, rounds)
+    rel = _rel(ours().numpy(), peer().numpy())
+    z.grad = None
+    mem = {r["variant"]: r["extra_mib"]
+           for r in worker.torch_memory_table(n, c, threads=torch.get_num_threads())}
+    rows = [_row("torch", n, c, a, b, rel, ours_peak_mib=mem["crossentropy"],
+                 peer_peak_mib=mem["torch"])]
+    h = torch.randn(n, HIDDEN, generator=g)
+    W = (torch.randn(HIDDEN, c, generator=g) * 0.05).requires_grad_(True)
+
+    def step(fn):
+        def run():
+            W.grad = None
+            fn(h @ W, t).backward()
+            return W.grad
+        return run
+
+    a, b = _alternate(step(cross_entropy), step(F.cross_entropy), rounds)
+    rows.append(_row("torch step", n, c, a, b,
+                     _rel(step(cross_entropy)().numpy(), step(F.cross_entropy)().numpy())))
+    return rows
+
+
+def jax_rows(n: int, c: int, rounds: int) -> list[dict]:
+    """``jax.jit(jax.value_and_grad(...))`` of ours vs optax."""
+    import jax
+    import optax
+
+    import crossentropy as ce
+
+    key = jax.random.PRNGKey(0)
+    z = jax.random.normal(key, (n, c))
+    t = jax.random.randint(key, (n,), 0, c)
+    f_ours = jax.jit(jax.value_and_grad(lambda x, y: ce.cross_entropy(x, y)))
+    f_peer = jax.jit(jax.value_and_grad(
+        lambda x, y: optax.softmax_cross_entropy_with_integer_labels(x, y).mean()))
+    ours = lambda: jax.block_until_ready(f_ours(z, t))  # noqa: E731
+    peer = lambda: jax.block_until_ready(f_peer(z, t))  # noqa: E731
+    a, b = _alternate(ours, peer, rounds)
+    return [_row("jax", n, c, a, b, _rel(ours()[1], peer()[1]))]
+
+
+def tf_rows(n: int, c: int, rounds: int) -> list[dict]:
+    """Ours vs ``tf.nn.sparse_softmax_cross_entropy_with_logits``, tf.function and eager."""
+    import tensorflow as tf
+
+    from crossentropy.tensorflow import cross_entropy
+
+    g = tf.random.Generator.from_seed(0)
+    z = g.normal((n, c))
+    t = g.uniform((n,), 0, c, dtype=tf.int64)
+
+    def ours_fn(x, y):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = cross_entropy(x, y)
+        return loss, tape.gradient(loss, x)
+
+    def peer_fn(x, y):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, x))
+        return loss, tape.gradient(loss, x)
+
+    rows = []
+    for name, wrap in (("tf", tf.function), ("tf eager", lambda f: f)):
+        fo, fp = wrap(ours_fn), wrap(peer_fn)
+        ours = lambda fo=fo: fo(z, t)[1].numpy()  # noqa: E731
+        peer = lambda fp=fp: fp(z, t)[1].numpy()  # noqa: E731
+        a, b = _alternate(ours, peer, rounds)
+        rows.append(_row(name, n, c, a, b, _rel(ours(), peer())))
+    return rows
+
+
+MEASURES = {"numpy": numpy_rows, "torch": torch_rows, "jax": jax_rows, "tensorflow": tf_rows}
+
+
+def measure(shapes=SHAPES, rounds: int = 7, frameworks=tuple(MEASURES),
+            progress: Callable[[str], Any] = print) -> list[dict]:
+    """Rows of the frameworks table; a framework that is not installed is skipped."""
+    rows: list[dict] = []
+    for n, c in shapes:
+        for name in frameworks:
+            try:
+                got = MEASURES[name](n, c, rounds)
+            except ImportError as exc:
+                progress(f"{name}: skipped ({exc})")
+                continue
+            rows.extend(got)
+            for r in got:
+                progress(format_row(r))
+    return rows
+
+
+def format_row(r: dict) -> str:
+    """One row as a progress line."""
+    mem = ""
+    if "ours_peak_mib" in r:
+        mem = f"  peak MiB {r['ours_peak_mib']:.0f} vs {r['peer_peak_mib']:.0f}"
+    return (f"{r['framework']:<11} {r['shape']:>10}  ours {r['ours_ms']:9.2f} ms  "
+            f"peer {r['peer_ms']:9.2f} ms  x{r['speedup']:5.2f}  grad rel {r['grad_rel']:.1e}"
+            + mem)
+
+
+def table(rows: list[dict]) -> str:
+    """The rows as a table (tabulate)."""
+    from tabulate import tabulate
+
+    peers = {"numpy": "NumPy log-softmax", "torch": "F.cross_entropy",
+             "torch step": "h@W + F.cross_entropy", "jax": "optax", "tf": "tf.nn (tf.function)",
+             "tf eager": "tf.nn (eager)"}
+    body = [[r["framework"], peers.get(r["framework"], ""), r["shape"], r["ours_ms"],
+             r["peer_ms"], r["speedup"], r["grad_rel"],
+             r.get("ours_peak_mib"), r.get("peer_peak_mib")] for r in rows]
+    return tabulate(body, headers=["ours", "peer", "N x C", "ours ms", "peer ms",
+                                   "speedup", "grad rel diff", "ours peak MiB",
+                                   "peer peak MiB"],
+                    floatfmt=("", "", "", ".2f", ".2f", ".2f", ".1e", ".0f", ".0f"),
+                    missingval="")
+
+
+if __name__ == "__main__":  # python -m crossentropy.cli.bench.frameworks [rounds]
+    import sys
+
+    result = measure(rounds=int(sys.argv[1]) if len(sys.argv) > 1 else 7)
+    print(table(result))
