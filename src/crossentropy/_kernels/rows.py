@@ -384,8 +384,8 @@ def _ce_index_row(z, i, t, weight, has_weight, weight_sum, ignore_index, eps, sc
     if want_loss and eps > 0.0:
         smooth, w_max = _ce_index_smooth(z, i, m, weight, has_weight)
     s = _row_exp_store(z, i, m, grad) if want_grad else _row_sum_exp(z, i, m, buf)
-    li = _ce_index_finish(z, i, t, m, z_t, smooth, w_max, s, weight, has_weight, weight_sum, eps, sc,
-                          want_loss, grad, want_grad)
+    li = _ce_index_finish(z, i, t, m, z_t, smooth, w_max, s, weight, has_weight, weight_sum,
+                          eps, sc, want_loss, grad, want_grad)
     return li, False
 
 
