@@ -107,7 +107,9 @@ class Targets:
             return xp.sum(self.a, axis=axis, keepdims=True)
         A = self.hard * self.w_t
         if self.soft:
-            A = A + (self.soft * self.w_sum) * xp.astype(self.counted, A.dtype)
+            # a row that does not count gets 0, also with a NaN / inf weight sum
+            A = A + xp.where(self.counted, self.soft * self.w_sum * xp.ones_like(A),
+                             xp.zeros_like(A))
         return A
 
 
@@ -200,12 +202,42 @@ def ce_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats):
     non-negative: no cancellation, even for a confident correct row.
     """
     xp = ns.xp
-    A = xp.astype(tg.total(ns, axis), ns.accum)
-    f_t = None
     if tg.kind == "index":
-        f_t = xp.astype(stats.m0, ns.accum) - xp.astype(target_logit(ns, z, tg, axis), ns.accum)
-    shifted = contract(ns, tg, axis, lambda: stats.m0 - z, f_t)
+        return _ce_index_rows(ns, z, tg, axis, stats)
+    A = xp.astype(tg.total(ns, axis), ns.accum)
+    shifted = contract(ns, tg, axis, lambda: stats.m0 - z)
     loss = shifted + wmul(xp, A, stats.log_s)
+    return xp.where(tg.counted, loss, xp.zeros_like(loss))
+
+
+def _ce_index_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats):
+    """Index targets: ``(1 - e) w_t nll_t + (e / C) sum_c w_c nll_c`` (torch's formula).
+
+    ``nll_c = d_c + L`` with ``d_c = m0 - z_c >= 0`` and ``L = log_s >= 0``. Each
+    product ``w_c nll_c`` follows IEEE as in torch (``inf * 0 = NaN``), except that
+    a zero weight contributes 0 (``wmul``) and a row that does not count gives
+    exactly 0 whatever its weight (API.md; torch gives NaN for a NaN / inf weight
+    there). The smoothing sum is split so that no N x C array of ``nll`` is
+    needed, without the split's own ``inf * 0``: ``sum_{d_c > 0} w_c d_c + W L``,
+    and where ``L == 0`` ``W_max * 0`` instead of ``W L`` (``W`` the weight sum,
+    ``W_max`` that of the classes with ``d_c == 0``), as the kernels do.
+    """
+    xp = ns.xp
+    L = stats.log_s
+    d_t = xp.astype(stats.m0, ns.accum) - xp.astype(target_logit(ns, z, tg, axis), ns.accum)
+    loss = wmul(xp, xp.astype(tg.hard * tg.w_t, ns.accum), d_t + L)
+    if tg.soft:
+        d = stats.m0 - z
+        w = tg.w if tg.w is not None else xp.ones_like(d)
+        w = w * xp.ones_like(d)
+        at_max = d == 0
+        zero = xp.zeros_like(w)
+        s_pos = xp.sum(xp.where(at_max | (w == 0), zero, w * d), axis=axis, keepdims=True,
+                       dtype=ns.accum)
+        w_max = xp.sum(xp.where(at_max, w, zero), axis=axis, keepdims=True, dtype=ns.accum)
+        # L == 0: only the classes at the max have nll 0 (IEEE w * 0 there)
+        extra = s_pos + xp.where(L == 0, w_max * 0.0, wmul(xp, tg.w_sum * xp.ones_like(L), L))
+        loss = loss + xp.where(tg.counted, tg.soft * extra, xp.zeros_like(extra))
     return xp.where(tg.counted, loss, xp.zeros_like(loss))
 
 
@@ -233,7 +265,8 @@ def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale):
         return g - tg.a * scale
     if tg.soft:
         w = tg.w if tg.w is not None else 1.0
-        g = g - (tg.soft * w) * scale
+        # scale is 0 on rows that do not count: 0 there, also for a NaN / inf weight
+        g = g - wmul(xp, scale, tg.soft * w * xp.ones_like(scale))
     hard = tg.hard * tg.w_t * scale
     if None in tuple(z.shape) or not _fancy_setitem(xp):
         # A dimension known only at run time (TensorFlow graphs), or a namespace
@@ -330,7 +363,9 @@ def denominator(ns: Namespace, tg: Targets, reduction: str, divisor, n_rows):
 
 def safe_inverse(xp, denom):
     """``1 / denom``, and 0 where ``denom == 0`` (a mean over nothing is 0)."""
-    ok = denom > 0
+    # ``!= 0``, not ``> 0``: a NaN divisor (a NaN class weight on a counted row)
+    # propagates as in torch and in the kernels, instead of zeroing the gradient
+    ok = denom != 0
     return xp.where(ok, 1.0 / xp.where(ok, denom, xp.ones_like(denom)), xp.zeros_like(denom))
 
 

@@ -296,24 +296,32 @@ def _ce_soft_inf_row(z, y, i, weight, has_weight, keep, e_over_c, sc, want_loss,
 
 @jit(**ROW_JIT)
 def _ce_index_smooth(z, i, m, weight, has_weight):
-    """``sum_c w_c (m - z_c)``, 0 where ``w_c == 0``.
+    """``(sum_c w_c (m - z_c), W_max)``: a term is 0 where ``w_c == 0`` or ``z_c == m``.
 
-    Read before the gradient may overwrite ``z``.
+    ``W_max`` is the weight sum of the classes at the row max (``z_c == m``);
+    :func:`_ce_index_finish` adds ``W_max * 0`` when ``log s == 0``, so that each
+    class gives IEEE ``w_c (d_c + log s)`` as in torch, with no ``inf * 0`` of
+    the split itself. Read before the gradient may overwrite ``z``.
     """
     smooth = 0.0
+    w_max = 0.0
     mf = float(m)
     if has_weight:
         for c in range(z.shape[1]):
             w_c = weight[c]
-            smooth += w_c * (mf - float(z[i, c])) if w_c != 0.0 else 0.0
+            d = mf - float(z[i, c])
+            if d == 0.0:
+                w_max += w_c
+            elif w_c != 0.0:
+                smooth += w_c * d
     else:
         for c in range(z.shape[1]):
             smooth += mf - float(z[i, c])
-    return smooth
+    return smooth, w_max
 
 
 @jit(**ROW_JIT)
-def _ce_index_finish(z, i, t, m, z_t, smooth, s, weight, has_weight, weight_sum, eps, sc,
+def _ce_index_finish(z, i, t, m, z_t, smooth, w_max, s, weight, has_weight, weight_sum, eps, sc,
                      want_loss, grad, want_grad):
     """Finish row ``i``: return its loss, and run pass 3 of its gradient.
 
@@ -327,7 +335,9 @@ def _ce_index_finish(z, i, t, m, z_t, smooth, s, weight, has_weight, weight_sum,
         log_s = math.log(s)
         li = a_t * ((float(m) - float(z_t)) + log_s) if a_t != 0.0 else 0.0
         if eps > 0.0:
-            li += e_over_c * (smooth + weight_sum * log_s)
+            # log s == 0: only the classes at the max have nll 0 (IEEE w * 0)
+            lz = weight_sum * log_s if log_s != 0.0 else w_max * 0.0
+            li += e_over_c * (smooth + lz)
     if want_grad:
         # g_c = scale (exp(z_c - m) / s * A - a_c); without smoothing A = a_t, so
         # the weights of other classes never enter (a NaN there stays out)
@@ -370,10 +380,12 @@ def _ce_index_row(z, i, t, weight, has_weight, weight_sum, ignore_index, eps, sc
                                want_loss, grad, want_grad)
         return li, False
     z_t = z[i, t]
-    smooth = _ce_index_smooth(z, i, m, weight, has_weight) if want_loss and eps > 0.0 else 0.0
+    smooth, w_max = 0.0, 0.0
+    if want_loss and eps > 0.0:
+        smooth, w_max = _ce_index_smooth(z, i, m, weight, has_weight)
     s = _row_exp_store(z, i, m, grad) if want_grad else _row_sum_exp(z, i, m, buf)
-    li = _ce_index_finish(z, i, t, m, z_t, smooth, s, weight, has_weight, weight_sum, eps, sc,
-                          want_loss, grad, want_grad)
+    li = _ce_index_finish(z, i, t, m, z_t, smooth, w_max, s, weight, has_weight, weight_sum,
+                          eps, sc, want_loss, grad, want_grad)
     return li, False
 
 
@@ -424,7 +436,10 @@ def ce_index_small_kernel(
         shift = np.empty(n, z.dtype)  # the row max of each element's row
         m_row = np.empty(r1 - r0, z.dtype)
         z_t = np.empty(r1 - r0, z.dtype)
-        smooth = np.zeros(r1 - r0)
+        smoothing = want_loss and eps > 0.0
+        ns = r1 - r0 if smoothing else 1  # per-row smoothing sums only when needed
+        smooth = np.zeros(ns)
+        w_max = np.zeros(ns)
         special = False
         j = 0
         for i in range(r0, r1):
@@ -436,8 +451,9 @@ def ce_index_small_kernel(
                     special = True
                     break
                 z_t[i - r0] = z[i, t]  # read before the gradient may overwrite z
-                if want_loss and eps > 0.0:
-                    smooth[i - r0] = _ce_index_smooth(z, i, m, weight, has_weight)
+                if smoothing:
+                    smooth[i - r0], w_max[i - r0] = _ce_index_smooth(z, i, m, weight,
+                                                                     has_weight)
             m_row[i - r0] = m
             for _ in range(C):
                 shift[j] = m
@@ -468,8 +484,9 @@ def ce_index_small_kernel(
                         _row_fill(grad, i, 0.0)
                 else:
                     s = _sum(e[(i - r0) * C : (i - r0 + 1) * C])
-                    li = _ce_index_finish(z, i, t, m_row[i - r0], z_t[i - r0], smooth[i - r0],
-                                          s, weight, has_weight, weight_sum, eps, scale,
+                    k = i - r0 if smoothing else 0
+                    li = _ce_index_finish(z, i, t, m_row[i - r0], z_t[i - r0], smooth[k],
+                                          w_max[k], s, weight, has_weight, weight_sum, eps, scale,
                                           want_loss, grad, want_grad)
                 if per_row:
                     loss[i] = li
