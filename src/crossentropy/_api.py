@@ -66,6 +66,13 @@ def shell_for(logits: Any) -> ModuleType | None:
     return None
 
 
+def _grad_call(logits: Any, target: Any, weight: Any, out: Any, **options: Any) -> V.CECall:
+    """The checked call of a gradient function, ``out=`` checked before anything is written."""
+    call = V.ce_call(logits, target, weight, CEOptions.checked(**options))
+    V.out_buffer(call, out, (target, weight))
+    return call
+
+
 def _clip(eps: Any) -> float | None:
     if eps is None:
         return None
@@ -243,10 +250,8 @@ def cross_entropy_grad(
     >>> print(float(g.sum()) == 0.0 or abs(float(g.sum())) < 1e-12)
     True
     """
-    opts = CEOptions.checked(axis=axis, ignore_index=ignore_index, label_smoothing=label_smoothing,
-                              reduction=reduction, divisor=divisor)
-    call = V.ce_call(logits, target, weight, opts)
-    V.out_buffer(call, out, (target, weight))
+    call = _grad_call(logits, target, weight, out, axis=axis, ignore_index=ignore_index,
+                      label_smoothing=label_smoothing, reduction=reduction, divisor=divisor)
     return E.ce_grad(call, out)
 
 
@@ -282,10 +287,8 @@ def cross_entropy_with_grad(
     >>> print(f"{float(loss):.4f}", grad)
     0.6931 [[ 0.5 -0.5]]
     """
-    opts = CEOptions.checked(axis=axis, ignore_index=ignore_index, label_smoothing=label_smoothing,
-                              reduction=reduction, divisor=divisor)
-    call = V.ce_call(logits, target, weight, opts)
-    V.out_buffer(call, out, (target, weight))
+    call = _grad_call(logits, target, weight, out, axis=axis, ignore_index=ignore_index,
+                      label_smoothing=label_smoothing, reduction=reduction, divisor=divisor)
     return E.ce_with_grad(call, out)
 
 
@@ -606,3 +609,15 @@ def sigmoid_focal_loss(
     if alpha is not None and V.real_number(alpha, "alpha") < 0:
         alpha = None  # torchvision's convention: a negative alpha turns the balance off
     return E.sigmoid_focal_loss(call, gamma, None if alpha is None else float(alpha))
+
+
+#: The functions the framework shells (:mod:`crossentropy.jax`,
+#: :mod:`crossentropy.tensorflow`) wrap unchanged and let their framework
+#: differentiate through the forward operations; ``cross_entropy`` and
+#: ``binary_cross_entropy_with_logits`` are the shells' own ops. Written once
+#: here; each shell binds them to the same names, in this order.
+PASS_THROUGH = (
+    logsumexp, softmax, log_softmax, cross_entropy_from_probs, binary_cross_entropy, entropy,
+    kl_divergence, focal_loss, sigmoid_focal_loss, poly1_cross_entropy, cross_entropy_grad,
+    cross_entropy_with_grad, binary_cross_entropy_with_logits_grad,
+)

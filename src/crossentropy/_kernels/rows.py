@@ -389,6 +389,24 @@ def _ce_index_row(z, i, t, weight, has_weight, weight_sum, ignore_index, eps, sc
     return li, False
 
 
+@jit(**ROW_JIT)
+def _ce_index_rows(z, r0, r1, target, weight, has_weight, weight_sum, ignore_index, eps, sc,
+                   want_loss, loss, per_row, grad, want_grad):
+    """Rows ``r0:r1``, one by one: ``(sum of the losses, first all -inf row or -1)``."""
+    buf = _scratch(z)
+    acc = 0.0
+    first = -1
+    for i in range(r0, r1):
+        li, empty = _ce_index_row(z, i, target[i], weight, has_weight, weight_sum, ignore_index,
+                                  eps, sc, want_loss, grad, want_grad, buf)
+        if empty and first < 0:
+            first = i
+        if per_row:
+            loss[i] = li
+        acc += li
+    return acc, first
+
+
 @_rows_kernel
 def ce_index_kernel(
     z, target, weight, has_weight, weight_sum, ignore_index, eps, scale,
@@ -403,17 +421,9 @@ def ce_index_kernel(
     for b in prange(block_bad.shape[0]):
         wide_vectors()
         r0, r1 = _block(b, rows, R)
-        buf = _scratch(z)
-        acc = 0.0
-        first = -1
-        for i in range(r0, r1):
-            li, empty = _ce_index_row(z, i, target[i], weight, has_weight, weight_sum,
-                                      ignore_index, eps, scale, want_loss, grad, want_grad, buf)
-            if empty and first < 0:
-                first = i
-            if per_row:
-                loss[i] = li
-            acc += li
+        acc, first = _ce_index_rows(z, r0, r1, target, weight, has_weight, weight_sum,
+                                    ignore_index, eps, scale, want_loss, loss, per_row, grad,
+                                    want_grad)
         if want_loss:
             block_sum[b] = acc
         block_bad[b] = first
@@ -461,15 +471,9 @@ def ce_index_small_kernel(
         acc = 0.0
         first = -1
         if special:  # a row of NaN or infinities: this block goes row by row
-            buf = _scratch(z)
-            for i in range(r0, r1):
-                li, empty = _ce_index_row(z, i, target[i], weight, has_weight, weight_sum,
-                                          ignore_index, eps, scale, want_loss, grad, want_grad, buf)
-                if empty and first < 0:
-                    first = i
-                if per_row:
-                    loss[i] = li
-                acc += li
+            acc, first = _ce_index_rows(z, r0, r1, target, weight, has_weight, weight_sum,
+                                        ignore_index, eps, scale, want_loss, loss, per_row, grad,
+                                        want_grad)
         else:
             # pass 2 over the block's contiguous elements (slices: no index checks)
             zb = zf[r0 * C : r1 * C]
