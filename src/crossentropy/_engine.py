@@ -96,7 +96,7 @@ class Saved:
 
     stats: RowStats | None
     denom: Any  # the mean's divisor, a 0-d accum array (None for "sum" / "none")
-    host: Any = None  # the kernels' saved row statistics (``_kernels.saved``), or None
+    host: Any = None  # the kernels' saved row statistics (``_kernels.ce_index_forward``), or None
 
 
 @functools.cache
@@ -107,14 +107,6 @@ def kernels() -> ModuleType | None:
     except ImportError:
         return None
     return _kernels
-
-
-@functools.cache
-def _saved_kernels() -> ModuleType:
-    """``_kernels.saved``: the forward that saves row statistics and its backward."""
-    from crossentropy._kernels import saved
-
-    return saved
 
 
 def _fast(z: Any, axis: int, out: Any = None) -> bool:
@@ -315,8 +307,8 @@ def ce_forward(call: CECall, keep_exp: bool = False) -> tuple[Any, Saved]:
     k = _kernel_call(call)
     if k is not None:
         kcall = k[0]
-        if _saved_kernels().saved_applicable(kcall):
-            loss, host, bad = _saved_kernels().ce_index_forward(kcall)
+        if kernels().saved_applicable(kcall):
+            loss, host, bad = kernels().ce_index_forward(kcall)
             V.no_empty_rows(kcall.ns, bad)
             return _from_host(call, loss), Saved(None, None, host)
         return _ce_kernel(call, *k, want_loss=True, want_grad=False)[0], Saved(None, None)
@@ -364,7 +356,7 @@ def _saved_backward(call: CECall, kcall: CECall, kout: Any, host: Any, grad_outp
         go = np.asarray(_host_view(go), dtype=np.float64)
         if go.ndim:
             go = go.reshape(-1)
-    g = _saved_kernels().ce_index_backward(
+    g = kernels().ce_index_backward(
         kcall, host, go, out=None if kout is None or kout is False else kout)
     if kcall is call:
         return call.ns.to_output(g) if out is None else out

@@ -131,6 +131,23 @@ caching.CacheImpl._locator_classes = []
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
 
 
+def test_torch_autograd_kernels_without_writable_cache_dir():
+    # The torch shell's forward/backward kernels once lived in a module of their own
+    # compiled with numba.njit directly: without a cache locator every call failed.
+    pytest.importorskip("torch")
+    r = _run("""
+import numba.core.caching as caching
+caching.CacheImpl._locator_classes = []
+import torch, crossentropy as ce
+z = torch.randn(4096, 1000, requires_grad=True)
+t = torch.randint(0, 1000, (4096,))
+ce.cross_entropy(z, t).backward()
+assert torch.isfinite(z.grad).all()
+print("ok")
+""")
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
 def test_fast_path_with_jit_disabled():
     r = _run(CALLS, env={"NUMBA_DISABLE_JIT": "1"})
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]

@@ -8,7 +8,8 @@ same results to rounding; the tests run both). Three layers, one module each:
 * ``exp``: ``exp`` for ``x <= 0`` as a vectorisable polynomial, and intrinsics;
 * ``rows``: the row kernels (``<op>_kernel``), arrays and scalars in;
 * ``host``: wrappers that take a checked call (``_validate.CECall`` /
-  ``BinaryCall``), allocate outputs and reduce.
+  ``BinaryCall``), allocate outputs and reduce; among them the forward that
+  saves two numbers per row and its backward, for autograd.
 
 ``jit`` compiles and launches them safely (no writable cache, fork, threading
 layers); ``floors`` holds the bench's numba passes. Threads and caching
@@ -19,10 +20,23 @@ Importing this package imports numba (the optional extra ``crossentropy[fast]``)
 from crossentropy._kernels.host import (
     applicable,
     bce_with_logits,
+    ce_index_backward,
+    ce_index_forward,
     cross_entropy,
     disabled,
     logsumexp,
+    saved_applicable,
     softmax,
 )
 
-__all__ = ["applicable", "bce_with_logits", "cross_entropy", "disabled", "logsumexp", "softmax"]
+__all__ = [
+    "applicable",
+    "bce_with_logits",
+    "ce_index_backward",
+    "ce_index_forward",
+    "cross_entropy",
+    "disabled",
+    "logsumexp",
+    "saved_applicable",
+    "softmax",
+]

@@ -21,8 +21,10 @@ from crossentropy._config import BLOCK_ELEMENTS, SMALL_C
 from crossentropy._kernels.rows import (
     bce_kernel,
     ce_denominator_kernel,
+    ce_index_grad_kernel,
     ce_index_kernel,
     ce_index_small_kernel,
+    ce_index_stats_kernel,
     ce_soft_kernel,
     first_empty_row_kernel,
     lse_kernel,
@@ -30,7 +32,17 @@ from crossentropy._kernels.rows import (
 )
 from crossentropy._validate import BinaryCall, CECall
 
-__all__ = ["applicable", "bce_with_logits", "cross_entropy", "disabled", "logsumexp", "softmax"]
+__all__ = [
+    "applicable",
+    "bce_with_logits",
+    "ce_index_backward",
+    "ce_index_forward",
+    "cross_entropy",
+    "disabled",
+    "logsumexp",
+    "saved_applicable",
+    "softmax",
+]
 
 #: Switch for tests and ``crossentropy bench``: ``False`` sends every call to
 #: the generic path. Use :class:`disabled` rather than setting it.
@@ -138,9 +150,22 @@ def _bad_rows(z: np.ndarray, first: int) -> np.ndarray:
     return bad
 
 
-def _ce_denominator(t: np.ndarray, w: np.ndarray, has_w: bool, call: CECall) -> float:
-    denom, bad = ce_denominator_kernel(t, w, has_w, int(call.opts.ignore_index),
-                                      call.num_classes)
+def _index_inputs(call: CECall, R: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Class indices ``(R,)``, the class weights as float64 (or empty), and whether given."""
+    w = _EMPTY_F64 if call.weight is None else np.asarray(call.weight, np.float64)
+    return _index_target(call.y, R), w, call.weight is not None
+
+
+def _denominator(call: CECall, t: np.ndarray, w: np.ndarray, has_w: bool, R: int) -> float:
+    """The mean's divisor (1 for ``"sum"`` / ``"none"``): ``divisor``, the counted weight or R."""
+    opts = call.opts
+    if opts.reduction != "mean":
+        return 1.0
+    if opts.divisor is not None:
+        return float(opts.divisor)
+    if call.kind != "index":
+        return float(R)
+    denom, bad = ce_denominator_kernel(t, w, has_w, int(opts.ignore_index), call.num_classes)
     if bad >= 0:  # unreachable after validation; kept so that memory stays safe
         raise IndexError(f"target: expected class indices in [0, {call.num_classes}), "
                          f"got {int(t[bad])} (at row {bad})")
@@ -164,25 +189,19 @@ def cross_entropy(call: CECall, *, want_loss: bool = True, want_grad: bool = Tru
     index = call.kind == "index"
     ignore = int(opts.ignore_index)
     if index:
-        t = _index_target(call.y, R)
-        w = _EMPTY_F64 if call.weight is None else np.asarray(call.weight, np.float64)
+        t, w, has_w = _index_inputs(call, R)
     else:
         t = np.empty(0, np.int64)
         y = _rows_view(call.y, R, C)
         w = _EMPTY_F64 if call.weight is None else np.asarray(call.weight)
-    has_w = call.weight is not None
+        has_w = call.weight is not None
     if want_grad and out is not None:  # a failing call must leave out as it was
         block_bad = np.empty(nb, np.int64)
         first_empty_row_kernel(zr, t, index, ignore, rows, block_bad)
         first = _first_bad(block_bad)
         if first >= 0:
             return None, None, _bad_rows(z, first)
-    denom = 1.0
-    if opts.reduction == "mean":
-        if opts.divisor is not None:
-            denom = float(opts.divisor)
-        else:
-            denom = _ce_denominator(t, w, has_w, call) if index else float(R)
+    denom = _denominator(call, t, w, has_w, R)
     grad = None
     if want_grad:
         grad = np.empty_like(z) if out is None else out  # first touched by the kernel
@@ -215,6 +234,70 @@ def cross_entropy(call: CECall, *, want_loss: bool = True, want_grad: bool = Tru
         else:
             loss = np.asarray(block_sum.sum() / denom, dtype=z.dtype)
     return loss, grad, _bad_rows(z, _first_bad(block_bad))
+
+
+def saved_applicable(call: CECall) -> bool:
+    """Whether :func:`ce_index_forward` takes the call: index targets without smoothing."""
+    return call.kind == "index" and call.opts.label_smoothing == 0.0
+
+
+def ce_index_forward(call: CECall) -> tuple[Any, dict, np.ndarray]:
+    """The forward that saves row statistics, for autograd: ``(loss, saved, bad)``.
+
+    It reads each row once and keeps two numbers per row, the max ``m``
+    (exact) and ``s = sum_c exp(z_c - m)`` (float64), for
+    :func:`ce_index_backward`. ``loss`` is reduced in the logits' dtype,
+    ``saved`` holds ``m``, ``s`` and the mean's ``denom``, and ``bad`` marks
+    the counted rows of all ``-inf`` (row shape).
+    """
+    z, opts = call.z, call.opts
+    zr = _as_rows(z)
+    R, C = zr.shape
+    t, w, has_w = _index_inputs(call, R)
+    m = np.empty(R, z.dtype)
+    s = np.empty(R, np.float64)
+    rows = np.empty(R, np.float64)
+    bad = np.zeros(R, np.uint8)
+    ce_index_stats_kernel(zr, t, w, has_w, int(opts.ignore_index), _blocks(C, R)[0], m, s,
+                          rows, bad)
+    denom = _denominator(call, t, w, has_w, R)
+    if opts.reduction == "none":
+        loss = rows.astype(z.dtype).reshape(z.shape[:-1])
+    elif opts.reduction == "sum":
+        loss = np.asarray(rows.sum(), dtype=z.dtype)
+    else:
+        loss = np.asarray(rows.sum() / denom if denom else 0.0, dtype=z.dtype)
+    return loss, {"m": m, "s": s, "denom": denom}, bad.view(bool).reshape(z.shape[:-1])
+
+
+def ce_index_backward(call: CECall, saved: dict, grad_output: Any = 1.0,
+                      out: np.ndarray | None = None) -> np.ndarray:
+    """The gradient times ``grad_output`` (a number, or per-row values for ``"none"``).
+
+    One read of the logits and one write of the gradient, from
+    :func:`ce_index_forward`'s ``saved``. ``out`` (C-contiguous, the logits'
+    shape and dtype; may be the logits) receives it.
+    """
+    z, opts = call.z, call.opts
+    zr = _as_rows(z)
+    R, C = zr.shape
+    t, w, has_w = _index_inputs(call, R)
+    g = np.empty_like(z) if out is None else out
+    go = np.asarray(grad_output, np.float64)
+    go = go.reshape(R) if go.ndim else go
+    denom = saved["denom"]
+    if opts.reduction == "mean" and denom == 0.0:
+        g.fill(0)
+        return g
+    scale = go / denom if opts.reduction == "mean" else go
+    if has_w:
+        sc = w[np.where((t >= 0) & (t < C), t, 0)] * scale
+    else:
+        sc = np.broadcast_to(scale, (R,))
+    sc = np.ascontiguousarray(sc, dtype=np.float64)
+    ce_index_grad_kernel(zr, t, int(opts.ignore_index), _blocks(C, R)[0], saved["m"],
+                         saved["s"], sc, _as_rows(g))
+    return g
 
 
 def bce_with_logits(call: BinaryCall, *, want_grad: bool, grad_output: float = 1.0) -> np.ndarray:

@@ -45,7 +45,9 @@ __all__ = [
     "bce_kernel",
     "ce_denominator_kernel",
     "ce_index_kernel",
+    "ce_index_grad_kernel",
     "ce_index_small_kernel",
+    "ce_index_stats_kernel",
     "ce_soft_kernel",
     "first_empty_row_kernel",
     "lse_kernel",
@@ -498,6 +500,73 @@ def ce_index_small_kernel(
         if want_loss:
             block_sum[b] = acc
         block_bad[b] = first
+
+
+@_rows_kernel
+def ce_index_stats_kernel(z, t, w, has_w, ignore_index, rows, m_out, s_out, loss, bad):
+    """The forward that saves row statistics (index targets, no smoothing).
+
+    Per row: the max ``m_out`` (exact), ``s_out = sum_c exp(z_c - m)``
+    (float64), the loss ``w_t ((m - z_t) + log s)`` (float64) and ``bad = 1``
+    for a counted row of all -inf; ignored rows get ``m = 0, s = 1``, loss 0.
+    """
+    R = z.shape[0]
+    C = z.shape[1]
+    for b in prange(-(-R // rows)):
+        wide_vectors()
+        r0, r1 = _block(b, rows, R)
+        buf = _scratch(z)
+        for i in range(r0, r1):
+            ti = t[i]
+            if _skipped(ti, ignore_index, C):
+                m_out[i] = 0.0
+                s_out[i] = 1.0
+                loss[i] = 0.0
+                continue
+            m = _row_max(z, i)
+            m_out[i] = m
+            a_t = w[ti] if has_w else 1.0
+            if m == -np.inf:
+                bad[i] = 1
+                s_out[i] = 1.0
+                loss[i] = np.nan
+            elif m != m:
+                s_out[i] = np.nan
+                loss[i] = np.nan
+            elif m == np.inf:  # the generic path's arithmetic: p = NaN where z = +inf, else 0
+                s_out[i] = np.inf
+                loss[i] = a_t * -float(z[i, ti]) + a_t * np.inf if a_t != 0.0 else 0.0
+            else:
+                si = _row_sum_exp(z, i, m, buf)
+                s_out[i] = si
+                loss[i] = a_t * ((float(m) - float(z[i, ti])) + math.log(si)) if a_t != 0.0 else 0.0
+
+
+@_rows_kernel
+def ce_index_grad_kernel(z, t, ignore_index, rows, m, s, sc, g):
+    """The backward from :func:`ce_index_stats_kernel`'s statistics, one read and one write.
+
+    ``g_c = sc_i (exp(z_c - m_i) / s_i - [c == t_i])``; ignored rows 0; ``g`` may be ``z``.
+    """
+    R = z.shape[0]
+    C = z.shape[1]
+    for b in prange(-(-R // rows)):
+        wide_vectors()
+        r0, r1 = _block(b, rows, R)
+        for i in range(r0, r1):
+            ti = t[i]
+            if _skipped(ti, ignore_index, C):
+                _row_fill(g, i, 0.0)
+                continue
+            mi = m[i]
+            if mi == np.inf:  # as the generic path: p = NaN where z = +inf, else 0
+                for c in range(C):
+                    g[i, c] = np.nan if z[i, c] == np.inf else 0.0
+            else:
+                k = like(sc[i] / s[i], z)
+                for c in range(C):
+                    g[i, c] = exp_diff(z[i, c], mi) * k
+            g[i, ti] -= like(sc[i], z)
 
 
 @_rows_kernel
