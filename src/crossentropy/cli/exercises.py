@@ -878,9 +878,12 @@ def _stability_check(f, reference, args, logs: bool = True, scalar: bool = False
     got, problem = _run(f, *args)
     if got is None:
         return Finding(label, False, problem)
-    if scalar:
+    if scalar and got.size:
         got = got.reshape(-1)[:1].reshape(())
     want = np.asarray(reference(*args))
+    if got.shape != want.shape:
+        return Finding(label, False, f"returned shape {got.shape} for logits of shape "
+                                     f"{args[0].shape}, expected {want.shape}")
     if _close(got, want):
         return Finding(label, True, "finite and right")
     if not np.all(np.isfinite(got)):
