@@ -120,7 +120,7 @@ def _jax(x: Any) -> Any:
     return x if isinstance(x, jax.Array) else jnp.asarray(x)
 
 
-def _on_jax(func, x, /, *arrays, **options):
+def _on_jax(func, /, x, *arrays, **options):
     return func(_jax(x), *arrays, **options)
 
 
