@@ -12,18 +12,26 @@ libraries by their types. The rules:
   (NumPy's bfloat16 is ``ml_dtypes.bfloat16``, what JAX hands to NumPy);
 * complex dtypes are never real numbers: they are a ``TypeError``;
 * row reductions accumulate in float64 where the namespace has it (NumPy,
-  PyTorch, CuPy; JAX only with ``jax_enable_x64``), else in float32.
+  PyTorch, CuPy; JAX only with ``jax_enable_x64``), else in float32; on an
+  accelerator device, in float32 with compensated sums
+  (``_config.ACCUMULATION``, forced for a block by :func:`accumulation`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import array_api_compat
 import numpy as np
+
+from crossentropy import _config
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,9 @@ class Namespace:
     dtype: Any  # the input's floating dtype, also the output dtype
     compute: Any  # dtype the elementwise math runs in (float32 or float64)
     accum: Any  # dtype of row sums and reductions
+    #: True when ``accum`` is the float32 compute dtype and sums are compensated
+    #: (``_numerics.rsum``): the accelerator mode of ``_config.ACCUMULATION``
+    compensated: bool = False
 
     def asarray(self, value, dtype=None, name: str = "input"):
         """Bring ``value`` (list, scalar, array of any library) into this namespace.
@@ -128,11 +139,72 @@ def namespace(x, name: str, *, floating: bool = True) -> tuple[Namespace, Any]:
         compute = xp.float32
     else:
         compute = dtype
-    accum = xp.float64 if _has_float64(xp) else xp.float32
+    device = array_api_compat.device(arr)
+    compensated = xp.finfo(compute).bits < 64 and _compensated(xp, device)
+    accum = xp.float64 if not compensated and _has_float64(xp) else compute
     if xp.finfo(compute).bits > xp.finfo(accum).bits:  # pragma: no cover - defensive
         accum = compute
-    device = array_api_compat.device(arr)
-    return Namespace(xp=xp, device=device, dtype=dtype, compute=compute, accum=accum), arr
+    return Namespace(xp=xp, device=device, dtype=dtype, compute=compute, accum=accum,
+                     compensated=compensated), arr
+
+
+# ---------------------------------------------------------------- accumulation mode
+
+_MODES = ("auto", "float64", "compensated")
+_MODE: contextvars.ContextVar[str | None] = contextvars.ContextVar("accumulation", default=None)
+
+
+@contextlib.contextmanager
+def accumulation(mode: str) -> Iterator[None]:
+    """Force the generic path's accumulation mode (``_config.ACCUMULATION``) inside a block.
+
+    ``accumulation("compensated")`` runs the accelerator code (float32 sums, no
+    float64) on the CPU, as the accuracy tests do. Per thread and per task
+    (a context variable).
+    """
+    if mode not in _MODES:
+        raise ValueError(f"mode: expected one of {_MODES}, got {mode!r}")
+    token = _MODE.set(mode)
+    try:
+        yield
+    finally:
+        _MODE.reset(token)
+
+
+def accumulation_mode() -> str:
+    """The mode in force: the innermost :func:`accumulation`, else ``_config.ACCUMULATION``."""
+    mode = _MODE.get() or _config.ACCUMULATION
+    if mode not in _MODES:
+        raise ValueError(f"crossentropy._config.ACCUMULATION: expected one of {_MODES}, "
+                         f"got {mode!r}")
+    return mode
+
+
+def _compensated(xp, device) -> bool:
+    mode = accumulation_mode()
+    return mode == "compensated" or (mode == "auto" and on_accelerator(xp, device))
+
+
+def on_accelerator(xp, device) -> bool:
+    """Whether arrays of ``xp`` on ``device`` live on an accelerator (GPU, TPU, ...).
+
+    torch: any device but ``cpu`` (and ``meta``); CuPy: always; JAX: the
+    device's platform (under ``jit``, where arrays have no device, JAX's
+    default backend); others: a device whose name says GPU, TPU or CUDA
+    (TensorFlow's ``/device:GPU:0``). NumPy and array-api-strict: never.
+    """
+    if array_api_compat.is_numpy_namespace(xp):
+        return False
+    if array_api_compat.is_cupy_namespace(xp):
+        return True
+    kind = getattr(device, "type", None) or getattr(device, "platform", None)
+    if kind is None and device is None and array_api_compat.is_jax_namespace(xp):
+        jax = sys.modules.get("jax")  # imported: its arrays are here
+        kind = jax.default_backend() if jax is not None else None
+    if kind is not None:
+        return str(kind).lower() not in ("cpu", "meta")
+    name = str(device).lower()
+    return any(k in name for k in ("gpu", "tpu", "cuda"))
 
 
 def eps(ns: Namespace) -> float:

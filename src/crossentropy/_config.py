@@ -85,3 +85,20 @@ SUM_CHUNK = 1024
 #: sums of a reduced loss (summed in block order, so a result does not depend
 #: on the number of threads).
 BLOCK_ELEMENTS = 4096
+
+#: How the generic array-API path (``_numerics``; not the kernels) accumulates
+#: row sums and batch reductions of float32 (and float16 / bfloat16) inputs:
+#:
+#: * ``"float64"``: in float64 where the array library has it (else in float32,
+#:   as JAX does without ``jax_enable_x64``);
+#: * ``"compensated"``: in float32, with compensated sums (a pairwise tree of
+#:   error-free ``TwoSum`` steps): no float64 anywhere, the same accuracy
+#:   (float32 losses within 2e-7 relative of mpmath);
+#: * ``"auto"``: ``"compensated"`` for arrays on an accelerator (CUDA and other
+#:   torch devices, CuPy, JAX and TensorFlow on a GPU or TPU), whose float64
+#:   runs at 1/2 to 1/64 of float32; ``"float64"`` on the CPU, where float64
+#:   costs little.
+#:
+#: float64 inputs always accumulate in float64. Tests force a mode for a block
+#: of code with ``crossentropy._backend.accumulation(mode)``.
+ACCUMULATION = "auto"
