@@ -81,6 +81,13 @@ SMALL_C = 32
 #: scratch buffer of ``rows._row_sum_exp``, in L1).
 SUM_CHUNK = 1024
 
+#: Bytes of logits plus gradient above which the gradient is written with
+#: non-temporal (streaming) stores: such a working set does not stay in the
+#: cache, and a streaming store writes a cache line without reading it first
+#: (a plain store reads it: half again the memory traffic of a copy). ``None``:
+#: the size of the CPU's last-level cache (Linux sysfs; 32 MiB where unknown).
+STREAM_MIN_BYTES: int | None = None
+
 #: Elements per block of rows: the unit of parallel work, and of the partial
 #: sums of a reduced loss (summed in block order, so a result does not depend
 #: on the number of threads).

@@ -12,12 +12,13 @@ a caller's ``out``: that is checked first.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numba
 import numpy as np
 
-from crossentropy._config import BLOCK_ELEMENTS, SMALL_C
+from crossentropy._config import BLOCK_ELEMENTS, SMALL_C, STREAM_MIN_BYTES
 from crossentropy._kernels.rows import (
     bce_kernel,
     ce_denominator_kernel,
@@ -49,6 +50,27 @@ __all__ = [
 ENABLED = True
 
 _EMPTY_F64 = np.empty(0, np.float64)
+
+
+def _last_level_cache_bytes() -> int:
+    """The largest CPU cache of CPU 0 (Linux sysfs), or 32 MiB where it cannot be read."""
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        if text[-1:].upper() in units and text[:-1].isdigit():
+            sizes.append(int(text[:-1]) * units[text[-1].upper()])
+        elif text.isdigit():
+            sizes.append(int(text))
+    return max(sizes, default=32 << 20)
+
+
+#: Logits plus gradient above this many bytes: the gradient is streamed
+#: (``_config.STREAM_MIN_BYTES``).
+STREAM_MIN = _last_level_cache_bytes() if STREAM_MIN_BYTES is None else STREAM_MIN_BYTES
 
 
 class disabled:  # noqa: N801 - a context manager used like a function
@@ -220,8 +242,11 @@ def cross_entropy(call: CECall, *, want_loss: bool = True, want_grad: bool = Tru
     if index:
         w_sum = float(w.sum()) if has_w else float(C)
         kernel = ce_index_small_kernel if C <= SMALL_C else ce_index_kernel
+        # Streaming stores only into a caller's buffer: the pages of a fresh one
+        # are zeroed in the cache on first touch, where plain stores then hit.
+        stream = want_grad and out is not None and z.nbytes + g.nbytes > STREAM_MIN
         kernel(zr, t, w, has_w, w_sum, ignore, eps, scale,
-               rows, loss_rows, per_row, block_sum, g, want_grad, block_bad)
+               rows, loss_rows, per_row, block_sum, g, want_grad, stream, block_bad)
     else:
         ce_soft_kernel(zr, y, w, has_w, eps, scale,
                        rows, loss_rows, per_row, block_sum, g, want_grad, block_bad)
