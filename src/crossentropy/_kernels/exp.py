@@ -199,21 +199,19 @@ def exp_neg(x):
     return np.exp(x)
 
 
+_EXP = {types.float32: (_exp_f32, _F32_ZERO), types.float64: (_exp_f64, 0.0)}
+
+
 @overload(exp_neg, jit_options={"fastmath": set(EXP_FASTMATH)})
 def _exp_neg_overload(x):
-    if x == types.float32:
+    if x not in _EXP:
+        return None
+    exp_, zero = _EXP[x]
 
-        def impl(x):
-            return _exp_f32(x, _F32_ZERO)
+    def impl(x):
+        return exp_(x, zero)
 
-        return impl
-    if x == types.float64:
-
-        def impl(x):
-            return _exp_f64(x, 0.0)
-
-        return impl
-    return None
+    return impl
 
 
 def exp_diff(z, m):
@@ -229,26 +227,18 @@ def exp_diff(z, m):
 
 @overload(exp_diff, jit_options={"fastmath": set(EXP_FASTMATH)})
 def _exp_diff_overload(z, m):
-    if z == types.float32 and m == types.float32:
+    if not (z in _EXP and m == z):
+        return None
+    exp_ = _EXP[z][0]
 
-        def impl(z, m):
-            x = z - m
-            # TwoSum(z, -m): err = (z - m) - x exactly (no reassoc here)
-            bz = x + m
-            err = (z - bz) - (m + (x - bz))
-            return _exp_f32(x, err)
+    def impl(z, m):
+        x = z - m
+        # TwoSum(z, -m): err = (z - m) - x exactly (no reassoc here)
+        bz = x + m
+        err = (z - bz) - (m + (x - bz))
+        return exp_(x, err)
 
-        return impl
-    if z == types.float64 and m == types.float64:
-
-        def impl(z, m):
-            x = z - m
-            bz = x + m
-            err = (z - bz) - (m + (x - bz))
-            return _exp_f64(x, err)
-
-        return impl
-    return None
+    return impl
 
 
 # ---------------------------------------------------------------------------

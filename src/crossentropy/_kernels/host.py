@@ -178,6 +178,13 @@ def _index_inputs(call: CECall, R: int) -> tuple[np.ndarray, np.ndarray, bool]:
     return _index_target(call.y, R), w, call.weight is not None
 
 
+def _index_rows_inputs(call: CECall) -> tuple[np.ndarray, int, int, np.ndarray, np.ndarray, bool]:
+    """The logits as ``(R, C)`` rows, ``R``, ``C`` and :func:`_index_inputs`."""
+    zr = _as_rows(call.z)
+    R, C = zr.shape
+    return (zr, R, C, *_index_inputs(call, R))
+
+
 def _denominator(call: CECall, t: np.ndarray, w: np.ndarray, has_w: bool, R: int) -> float:
     """The mean's divisor (1 for ``"sum"`` / ``"none"``): ``divisor``, the counted weight or R."""
     opts = call.opts
@@ -276,9 +283,7 @@ def ce_index_forward(call: CECall) -> tuple[Any, dict, np.ndarray]:
     the counted rows of all ``-inf`` (row shape).
     """
     z, opts = call.z, call.opts
-    zr = _as_rows(z)
-    R, C = zr.shape
-    t, w, has_w = _index_inputs(call, R)
+    zr, R, C, t, w, has_w = _index_rows_inputs(call)
     m = np.empty(R, z.dtype)
     s = np.empty(R, np.float64)
     rows = np.empty(R, np.float64)
@@ -304,9 +309,7 @@ def ce_index_backward(call: CECall, saved: dict, grad_output: Any = 1.0,
     shape and dtype; may be the logits) receives it.
     """
     z, opts = call.z, call.opts
-    zr = _as_rows(z)
-    R, C = zr.shape
-    t, w, has_w = _index_inputs(call, R)
+    zr, R, C, t, w, has_w = _index_rows_inputs(call)
     g = np.empty_like(z) if out is None else out
     go = np.asarray(grad_output, np.float64)
     go = go.reshape(R) if go.ndim else go

@@ -183,6 +183,22 @@ def _block(b, rows, R):
     return r0, min(R, r0 + rows)
 
 
+@jit(**ROW_JIT)
+def _row_loss(loss, per_row, i, li, acc):
+    """Row ``i``'s loss ``li`` into ``loss[i]`` if ``per_row``; returns ``acc + li``."""
+    if per_row:
+        loss[i] = li
+    return acc + li
+
+
+@jit(**ROW_JIT)
+def _block_end(b, want_loss, acc, block_sum, first, block_bad):
+    """Block ``b``: its loss sum (if wanted) and its first all -inf row (or -1)."""
+    if want_loss:
+        block_sum[b] = acc
+    block_bad[b] = first
+
+
 # ---------------------------------------------------------------------------
 # row log-sum-exp, softmax, log_softmax
 # ---------------------------------------------------------------------------
@@ -459,9 +475,7 @@ def _ce_index_rows(z, r0, r1, target, weight, has_weight, weight_sum, ignore_ind
                                              buf, ebuf, m, have_m, nxt)
         if empty and first < 0:
             first = i
-        if per_row:
-            loss[i] = li
-        acc += li
+        acc = _row_loss(loss, per_row, i, li, acc)
     if stream:
         store_fence()
     return acc, first
@@ -485,9 +499,7 @@ def ce_index_kernel(
         acc, first = _ce_index_rows(z, r0, r1, target, weight, has_weight, weight_sum,
                                     ignore_index, eps, scale, want_loss, loss, per_row, grad,
                                     want_grad, stream)
-        if want_loss:
-            block_sum[b] = acc
-        block_bad[b] = first
+        _block_end(b, want_loss, acc, block_sum, first, block_bad)
 
 
 @_rows_kernel
@@ -553,15 +565,11 @@ def ce_index_small_kernel(
                     li = _ce_index_finish(z, t, m_row[i - r0], z_t[i - r0], smooth[k],
                                           w_max[k], _sum(ei), weight, has_weight, weight_sum,
                                           eps, scale, want_loss, ei, want_grad)
-                if per_row:
-                    loss[i] = li
-                acc += li
+                acc = _row_loss(loss, per_row, i, li, acc)
             if want_grad and stream:
                 stream_copy(e, gf[r0 * C : r1 * C])
                 store_fence()
-        if want_loss:
-            block_sum[b] = acc
-        block_bad[b] = first
+        _block_end(b, want_loss, acc, block_sum, first, block_bad)
 
 
 @_rows_kernel
@@ -678,12 +686,8 @@ def ce_soft_kernel(
                     for c in range(C):
                         a_c = _soft_a(y, i, c, keep, e_over_c, weight, has_weight)
                         grad[i, c] = grad[i, c] * k1 - like(scale * a_c, z)
-            if per_row:
-                loss[i] = li
-            acc += li
-        if want_loss:
-            block_sum[b] = acc
-        block_bad[b] = first
+            acc = _row_loss(loss, per_row, i, li, acc)
+        _block_end(b, want_loss, acc, block_sum, first, block_bad)
 
 
 # ---------------------------------------------------------------------------
