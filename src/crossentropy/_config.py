@@ -90,5 +90,15 @@ STREAM_MIN_BYTES: int | None = None
 
 #: Elements per block of rows: the unit of parallel work, and of the partial
 #: sums of a reduced loss (summed in block order, so a result does not depend
-#: on the number of threads).
+#: on the number of threads). This for the elementwise kernels and few
+#: classes (up to ``SMALL_C``), whose blocks are one stretch of memory.
 BLOCK_ELEMENTS = 4096
+
+#: Blocks of the row kernels (more than ``SMALL_C`` classes): about this many
+#: elements, at least ``BLOCK_ROWS_MIN`` rows, but with at least
+#: ``BLOCKS_MIN`` blocks where there are that many rows (work for every
+#: thread). Each row's ``exp`` pass takes the next row's max, so only the
+#: first row of a block has a pass of its own: the longer the block the fewer.
+ROW_BLOCK_ELEMENTS = 16384
+BLOCK_ROWS_MIN = 8
+BLOCKS_MIN = 64

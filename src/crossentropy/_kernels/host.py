@@ -18,7 +18,14 @@ from typing import Any
 import numba
 import numpy as np
 
-from crossentropy._config import BLOCK_ELEMENTS, SMALL_C, STREAM_MIN_BYTES
+from crossentropy._config import (
+    BLOCK_ELEMENTS,
+    BLOCK_ROWS_MIN,
+    BLOCKS_MIN,
+    ROW_BLOCK_ELEMENTS,
+    SMALL_C,
+    STREAM_MIN_BYTES,
+)
 from crossentropy._kernels.rows import (
     bce_kernel,
     ce_denominator_kernel,
@@ -135,9 +142,15 @@ def softmax(z: np.ndarray, *, log: bool = False) -> np.ndarray:
     return out
 
 
-def _blocks(C: int, R: int) -> tuple[int, int]:
-    """Rows per block (about ``BLOCK_ELEMENTS`` elements) and the number of blocks."""
-    rows = max(1, BLOCK_ELEMENTS // C)
+def _blocks(C: int, R: int, elementwise: bool = False) -> tuple[int, int]:
+    """Rows per block and the number of blocks (``_config``: ``BLOCK_ELEMENTS``...).
+
+    Depends on the shape only, never on the number of threads.
+    """
+    if elementwise or C <= SMALL_C:
+        rows = max(1, BLOCK_ELEMENTS // C)
+    else:
+        rows = max(1, min(max(BLOCK_ROWS_MIN, ROW_BLOCK_ELEMENTS // C), R // BLOCKS_MIN))
     return rows, -(-R // rows)
 
 
@@ -338,7 +351,7 @@ def bce_with_logits(call: BinaryCall, *, want_grad: bool, grad_output: float = 1
     shape = z.shape
     zr = _as_rows(z)
     R, C = zr.shape
-    rows, nb = _blocks(C, R)
+    rows, nb = _blocks(C, R, elementwise=True)
     yr = _rows_view(call.y, R, C)
     ones = np.broadcast_to(np.ones((1, 1), z.dtype), (R, C))
 

@@ -217,10 +217,16 @@ def lse_kernel(z, rows, lse):
         wide_vectors()
         r0, r1 = _block(b, rows, R)
         buf = _scratch(z)
+        m_next = like(0.0, z)
+        have_next = False  # as in ce_index_stats_kernel
         for i in range(r0, r1):
-            m = _row_max(z, i)
+            m = m_next if have_next else _row_max(z, i)
+            have_next = False
             if m > -np.inf and m < np.inf:
-                lse[i] = float(m) + math.log(_row_sum_exp(z, i, m, buf, -1)[0])
+                nxt = i + 1 if i + 1 < r1 else -1
+                s, m_next = _row_sum_exp(z, i, m, buf, nxt)
+                have_next = nxt >= 0
+                lse[i] = float(m) + math.log(s)
             else:  # NaN, a row of -inf (-inf), or +inf in the row (+inf)
                 lse[i] = m
 
@@ -586,14 +592,18 @@ def ce_index_stats_kernel(z, t, w, has_w, ignore_index, rows, m_out, s_out, loss
         wide_vectors()
         r0, r1 = _block(b, rows, R)
         buf = _scratch(z)
+        m_next = like(0.0, z)
+        have_next = False  # m_next is row i's max (taken by row i - 1's exp pass)
         for i in range(r0, r1):
             ti = t[i]
             if _skipped(ti, ignore_index, C):
                 m_out[i] = 0.0
                 s_out[i] = 1.0
                 loss[i] = 0.0
+                have_next = False
                 continue
-            m = _row_max(z, i)
+            m = m_next if have_next else _row_max(z, i)
+            have_next = False
             m_out[i] = m
             a_t = w[ti] if has_w else 1.0
             if m == -np.inf:
@@ -607,7 +617,9 @@ def ce_index_stats_kernel(z, t, w, has_w, ignore_index, rows, m_out, s_out, loss
                 s_out[i] = np.inf
                 loss[i] = a_t * -float(z[i, ti]) + a_t * np.inf if a_t != 0.0 else 0.0
             else:
-                si = _row_sum_exp(z, i, m, buf, -1)[0]
+                nxt = i + 1 if i + 1 < r1 else -1
+                si, m_next = _row_sum_exp(z, i, m, buf, nxt)
+                have_next = nxt >= 0
                 s_out[i] = si
                 loss[i] = a_t * ((float(m) - float(z[i, ti])) + math.log(si)) if a_t != 0.0 else 0.0
 
