@@ -126,6 +126,8 @@ def namespace(x, name: str, *, floating: bool = True) -> tuple[Namespace, Any]:
         raise TypeError(f"{name}: expected a real floating dtype, got {dtype}")
     if is_numpy_bfloat16(dtype) or xp.finfo(dtype).bits < 32:
         compute = xp.float32
+    elif getattr(dtype, "isnative", True) is False:  # NumPy big-endian: math in native order
+        compute = dtype.newbyteorder("=")
     else:
         compute = dtype
     accum = xp.float64 if _has_float64(xp) else xp.float32
