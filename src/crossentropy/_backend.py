@@ -137,6 +137,8 @@ def namespace(x, name: str, *, floating: bool = True) -> tuple[Namespace, Any]:
         raise TypeError(f"{name}: expected a real floating dtype, got {dtype}")
     if is_numpy_bfloat16(dtype) or xp.finfo(dtype).bits < 32:
         compute = xp.float32
+    elif getattr(dtype, "isnative", True) is False:  # NumPy big-endian: math in native order
+        compute = dtype.newbyteorder("=")
     else:
         compute = dtype
     device = array_api_compat.device(arr)

@@ -343,7 +343,10 @@ def ce_backward(call: CECall, saved: Saved, grad_output: Any = 1.0, out: Any = N
     saved = _generic_saved(call, saved, tg)
     go = _grad_output_rows(call, grad_output)
     scale = N.grad_scale(ns, call.opts.reduction, saved.denom, go)
-    g = N.ce_grad(ns, call.z, tg, call.axis, saved.stats, scale)
+    counted = None
+    if call.opts.reduction == "mean" and tg.kind == "index":
+        counted = tg.counted & (saved.denom != 0)  # a mean over nothing: a zero gradient
+    g = N.ce_grad(ns, call.z, tg, call.axis, saved.stats, scale, counted=counted)
     return _write_out(ns, ns.to_output(g), out, call.logits)
 
 

@@ -25,8 +25,9 @@ Row quantities keep the class axis with length 1 (``keepdims``) so they
 broadcast against the logits. Row sums accumulate in ``ns.accum``: float64
 where the namespace has it, or (``ns.compensated``: on accelerators, whose
 float64 is slow) in float32 with compensated sums, :func:`rsum`. A coefficient
-of exactly zero times an infinite term is zero (``0 log 0 = 0``): see
-:func:`wmul`.
+of exactly zero times an infinite term is zero (``0 log 0 = 0``), a zero
+coefficient times NaN is NaN: see :func:`wmul`. A row that does not count (an
+ignored index target) is exactly 0, whatever its logits and weights hold.
 """
 
 from __future__ import annotations
@@ -41,8 +42,13 @@ from crossentropy._backend import Namespace
 
 
 def wmul(xp, a, b):
-    """``a * b`` with ``0 * inf = 0``: a zero coefficient contributes nothing."""
-    return xp.where(a == 0, xp.zeros_like(a * b), a * b)
+    """``a * b`` with ``0 * inf = 0``: a zero coefficient contributes nothing.
+
+    ``0 * NaN`` stays NaN (IEEE, as in PyTorch): NaN in the input propagates,
+    also through a zero weight or target mass.
+    """
+    prod = a * b
+    return xp.where((a == 0) & ~xp.isnan(b), xp.zeros_like(prod), prod)
 
 
 # ---------------------------------------------------------------- compensated sums
@@ -319,7 +325,8 @@ def _ce_index_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats):
 
     ``nll_c = d_c + L`` with ``d_c = m0 - z_c >= 0`` and ``L = log_s >= 0``. Each
     product ``w_c nll_c`` follows IEEE as in torch (``inf * 0 = NaN``), except that
-    a zero weight contributes 0 (``wmul``) and a row that does not count gives
+    a zero weight times an infinite ``nll`` contributes 0 (``wmul``; times NaN it
+    is NaN, as in torch) and a row that does not count gives
     exactly 0 whatever its weight (API.md; torch gives NaN for a NaN / inf weight
     there). The smoothing sum is split so that no N x C array of ``nll`` is
     needed, without the split's own ``inf * 0``: ``sum_{d_c > 0} w_c d_c + W L``,
@@ -349,8 +356,12 @@ def _ce_index_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats):
     return xp.where(tg.counted, loss, xp.zeros_like(loss))
 
 
-def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale):
+def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale, counted=None):
     """``(p * A - a) * scale`` per row; zero on rows that do not count.
+
+    ``counted`` (default ``tg.counted``) are the rows whose gradient is
+    computed; the engine passes none for a mean over a zero divisor (index
+    targets), whose gradient is 0, as an empty batch's.
 
     Written to hold at most two N x C arrays at a time besides the logits:
     the row factors are folded into per-row scalars first, and the target
@@ -359,22 +370,25 @@ def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale):
     mask (one more N x C array, e.g. on array-api-strict).
     """
     xp = ns.xp
+    counted = tg.counted if counted is None else counted
     zero = xp.zeros_like(stats.log_s)
-    log_s = xp.astype(xp.where(tg.counted, stats.log_s, zero), ns.compute)
-    scale = xp.where(tg.counted, scale * xp.ones_like(log_s), xp.zeros_like(log_s))
+    log_s = xp.astype(xp.where(counted, stats.log_s, zero), ns.compute)
+    scale = xp.where(counted, scale * xp.ones_like(log_s), xp.zeros_like(log_s))
     if stats.e is not None:  # the forward's exp(z - m0): one multiply per element, no exp
         g = stats.e * xp.exp(-log_s)  # exp(-log_s) in (0, 1]: s >= 1 on finite rows
     else:
         g = xp.exp((z - stats.m0) - log_s)  # the softmax, 0 on all -inf rows that do not count
-    # A row whose factor is 0 (not counted, zero weight, a mean over nothing) gets
-    # exactly 0, also where its logits hold NaN, as its loss does (``wmul``).
-    g = wmul(xp, tg.total(ns, axis) * scale, g)
+    # A counted row whose factor is 0 (zero weight, a mean over a zero or infinite
+    # divisor) follows IEEE, as its loss does and as in PyTorch: 0 where its
+    # softmax is a number, NaN where it is NaN. A row that does not count is 0.
+    g = (tg.total(ns, axis) * scale) * g
     if tg.kind == "prob":
         return g - tg.a * scale
+    g = xp.where(counted, g, xp.zeros_like(scale))
     if tg.soft:
         w = tg.w if tg.w is not None else 1.0
-        # scale is 0 on rows that do not count: 0 there, also for a NaN / inf weight
-        g = g - wmul(xp, scale, tg.soft * w * xp.ones_like(scale))
+        # 0 on rows that do not count, also for a NaN / inf weight
+        g = g - xp.where(counted, scale * (tg.soft * w), xp.zeros_like(scale))
     hard = tg.hard * tg.w_t * scale
     if None in tuple(z.shape) or not _fancy_setitem(xp):
         # A dimension known only at run time (TensorFlow graphs), or a namespace
@@ -491,8 +505,8 @@ def reduce(ns: Namespace, rows, reduction: str, denom):
                                                                           xp.zeros_like(lo))
         return ns.to_output(hi + lo)
     total = xp.sum(rows, dtype=ns.accum)
-    if reduction == "mean":
-        total = total * safe_inverse(xp, denom)
+    if reduction == "mean":  # over a zero divisor 0, as an empty batch (also for NaN rows)
+        total = xp.where(denom != 0, total * safe_inverse(xp, denom), xp.zeros_like(total))
     return ns.to_output(total)
 
 
@@ -511,9 +525,10 @@ def grad_scale(ns: Namespace, reduction: str, denom, grad_output=1.0):
 
 
 def xlogy(xp, x, y):
-    """``x * log(y)`` with ``0 * log(0) = 0``; NaN propagates."""
-    safe_y = xp.where(x == 0, xp.ones_like(y), y)
-    return xp.where(x == 0, xp.zeros_like(x * y), x * xp.log(safe_y))
+    """``x * log(y)`` with ``0 * log(0) = 0``; NaN propagates (``0 * log(NaN)`` is NaN)."""
+    zero = (x == 0) & ~xp.isnan(y)
+    safe_y = xp.where(zero, xp.ones_like(y), y)
+    return xp.where(zero, xp.zeros_like(x * y), x * xp.log(safe_y))
 
 
 def entropy_rows(ns: Namespace, p, axis: int):
@@ -522,9 +537,9 @@ def entropy_rows(ns: Namespace, p, axis: int):
 
 
 def kl_rows(ns: Namespace, p, q, axis: int):
-    """``sum p log(p / q)``: 0 where ``p = 0``, ``+inf`` where ``p > 0 = q``."""
+    """``sum p log(p / q)``: 0 where ``p = 0``, ``+inf`` where ``p > 0 = q``; NaN propagates."""
     xp = ns.xp
-    safe_q = xp.where(p == 0, xp.ones_like(q), q)
+    safe_q = xp.where((p == 0) & ~xp.isnan(q), xp.ones_like(q), q)
     terms = xlogy(xp, p, p / safe_q)
     # p / q overflows for subnormal q although log p - log q is finite
     overflow = xp.isinf(terms) & (safe_q > 0) & xp.isfinite(p)

@@ -119,8 +119,30 @@ def real_dtype(ns: Namespace, arr, name: str) -> None:
         raise TypeError(f"{name}: expected real numbers, got dtype {arr.dtype}")
 
 
+def _within(ns: Namespace, arr, low: float, high: float | None = None) -> bool | None:
+    """Whether every entry is in ``[low, high]``, by reductions that make no mask.
+
+    ``True``: all in range and no NaN; ``None``: the values are abstract (under
+    ``jax.jit``); ``False``: look closer (an entry out of range, or a NaN, which
+    is allowed but hides from ``min`` / ``max``). The common valid call then
+    allocates nothing of the input's size.
+    """
+    shape = tuple(arr.shape)
+    if any(d is None for d in shape):  # a TensorFlow graph dimension: the mask path
+        return False
+    if math.prod(shape) == 0:
+        return True
+    xp = ns.xp
+    ok = xp.min(arr) >= low
+    if high is not None:
+        ok = ok & (xp.max(arr) <= high)
+    return concrete_bool(ok)
+
+
 def non_negative(ns: Namespace, arr, name: str, what: str = "values") -> None:
     """Negative entries are a ValueError; NaN is allowed (it propagates)."""
+    if _within(ns, arr, 0) is not False:
+        return
     xp = ns.xp
     bad = arr < 0
     if concrete_bool(xp.any(bad)):
@@ -131,6 +153,9 @@ def non_negative(ns: Namespace, arr, name: str, what: str = "values") -> None:
 
 
 def in_unit_interval(ns: Namespace, arr, name: str, hint: str = "") -> None:
+    """Entries outside ``[0, 1]`` are a ValueError; NaN is allowed (it propagates)."""
+    if _within(ns, arr, 0, 1) is not False:
+        return
     xp = ns.xp
     bad = (arr < 0) | (arr > 1)
     if concrete_bool(xp.any(bad)):
@@ -159,7 +184,7 @@ def weight(ns: Namespace, value, num_classes: int, name: str = "weight"):
         raise ValueError(
             f"{name}: expected shape ({num_classes},) (one weight per class), got {tuple(w.shape)}"
         )
-    w = ns.xp.astype(w, ns.compute)
+    w = ns.xp.astype(w, ns.compute, copy=False)
     non_negative(ns, w, name, "weights")
     return w
 
@@ -170,7 +195,7 @@ def elementwise_weight(ns: Namespace, value, shape: tuple[int, ...], name: str):
         return None
     w = ns.asarray(value, name=name)
     real_dtype(ns, w, name)
-    w = ns.xp.astype(w, ns.compute)
+    w = ns.xp.astype(w, ns.compute, copy=False)
     try:
         _broadcast_shape(tuple(w.shape), shape)
     except ValueError:
@@ -233,7 +258,7 @@ def target(ns: Namespace, value, shape: tuple[int, ...], ax: int, ignore: int):
                 f"got {tuple(y.shape)} (integer class indices have shape "
                 f"{shape[:ax] + shape[ax + 1:]})"
             )
-        y = xp.astype(y, ns.compute)
+        y = xp.astype(y, ns.compute, copy=False)  # no copy of a target already in it
         non_negative(ns, y, "target", "probabilities")
         return y, "prob"
     raise TypeError(
@@ -244,7 +269,7 @@ def target(ns: Namespace, value, shape: tuple[int, ...], ax: int, ignore: int):
 def rows_sum_to_one(ns: Namespace, p, ax: int, name: str = "probs") -> None:
     """Each row of a distribution sums to 1 within ``sqrt(eps)`` of its dtype."""
     xp = ns.xp
-    total = xp.sum(xp.astype(p, ns.accum), axis=ax)
+    total = xp.sum(p, axis=ax, dtype=ns.accum)  # no N x C copy in the accum dtype
     tol = math.sqrt(eps(ns))
     bad = xp.abs(total - 1) > tol  # False for NaN: a NaN row propagates (nll_from_probs_rows)
     if concrete_bool(xp.any(bad)):
@@ -493,7 +518,7 @@ def binary_call(x, target_, weight_, reduction_value, name: str, pos_weight=None
     same_shape(y, tuple(arr.shape), "target", name)
     if not is_real(ns.xp, y.dtype):
         raise TypeError(f"target: expected real numbers in [0, 1], got dtype {y.dtype}")
-    y = ns.xp.astype(y, ns.compute)
+    y = ns.xp.astype(y, ns.compute, copy=False)
     in_unit_interval(ns, y, "target")
     w = elementwise_weight(ns, weight_, tuple(arr.shape), "weight")
     red = reduction(reduction_value)

@@ -237,17 +237,19 @@ def cross_entropy(call: CECall, *, want_loss: bool = True, want_grad: bool = Tru
         y = _rows_view(call.y, R, C)
         w = _EMPTY_F64 if call.weight is None else np.asarray(call.weight)
         has_w = call.weight is not None
-    if want_grad and out is not None:  # a failing call must leave out as it was
+    denom = _denominator(call, t, w, has_w, R)
+    if (want_grad and out is not None) or denom == 0.0:
+        # a failing call must leave out as it was; a mean over nothing still
+        # raises for a counted row of all -inf (the kernel below does not run)
         block_bad = np.empty(nb, np.int64)
         first_empty_row_kernel(zr, t, index, ignore, rows, block_bad)
         first = _first_bad(block_bad)
         if first >= 0:
             return None, None, _bad_rows(z, first)
-    denom = _denominator(call, t, w, has_w, R)
     grad = None
     if want_grad:
         grad = np.empty_like(z) if out is None else out  # first touched by the kernel
-    if denom == 0.0:
+    if denom == 0.0:  # a mean over a zero divisor: 0 and a zero gradient, as an empty batch
         if grad is not None:
             grad.fill(0)
         loss = np.zeros((), z.dtype) if want_loss else None
@@ -332,7 +334,8 @@ def ce_index_backward(call: CECall, saved: dict, grad_output: Any = 1.0,
         return g
     scale = go / denom if opts.reduction == "mean" else go
     if has_w:
-        sc = w[np.where((t >= 0) & (t < C), t, 0)] * scale
+        with np.errstate(invalid="ignore"):  # inf * 0: NaN, as the generic path
+            sc = w[np.where((t >= 0) & (t < C), t, 0)] * scale
     else:
         sc = np.broadcast_to(scale, (R,))
     sc = np.ascontiguousarray(sc, dtype=np.float64)

@@ -313,7 +313,8 @@ def _ce_index_inf_row(z, i, t, weight, has_weight, weight_sum, a_t, e_over_c, sc
     li = 0.0
     big_a = a_t + e_over_c * weight_sum if e_over_c > 0.0 else a_t
     if want_loss:
-        li = a_t * -float(z[i, t]) if a_t != 0.0 else 0.0
+        # a_t nll_t with nll_t = -z_t + inf: NaN at z_t = +inf, also for a_t == 0
+        li = a_t * -float(z[i, t]) if a_t != 0.0 else (np.nan if z[i, t] == np.inf else 0.0)
         if e_over_c > 0.0:
             smooth = 0.0
             for c in range(C):
@@ -615,7 +616,10 @@ def ce_index_stats_kernel(z, t, w, has_w, ignore_index, rows, m_out, s_out, loss
                 loss[i] = np.nan
             elif m == np.inf:  # the generic path's arithmetic: p = NaN where z = +inf, else 0
                 s_out[i] = np.inf
-                loss[i] = a_t * -float(z[i, ti]) + a_t * np.inf if a_t != 0.0 else 0.0
+                if a_t != 0.0:
+                    loss[i] = a_t * -float(z[i, ti]) + a_t * np.inf
+                else:  # 0 nll_t: NaN where nll_t = -inf + inf is (z_t = +inf)
+                    loss[i] = np.nan if z[i, ti] == np.inf else 0.0
             else:
                 nxt = i + 1 if i + 1 < r1 else -1
                 si, m_next = _row_sum_exp(z, i, m, buf, nxt)
@@ -734,13 +738,13 @@ def bce_kernel(
                 small = e / (1.0 + e)  # sigmoid(-|z|)
                 if loss_mode != 0:
                     # pw y softplus(-z) + (1 - y) softplus(z), a zero coefficient
-                    # contributing 0 even against an infinite softplus
                     log_term = math.log1p(e)
                     pos = pw * yc
-                    li = pos * (max(-zc, 0.0) + log_term) if pos != 0.0 else 0.0
+                    # contributing 0 even against an infinite softplus (NaN stays NaN)
+                    li = pos * (max(-zc, 0.0) + log_term) if pos != 0.0 or zc != zc else 0.0
                     if yc != 1.0:
                         li += (1.0 - yc) * (max(zc, 0.0) + log_term)
-                    li = li * wc if wc != 0.0 else 0.0
+                    li = li * wc if wc != 0.0 or li != li else 0.0
                     if loss_mode == 1:
                         loss[i, c] = li
                     else:
