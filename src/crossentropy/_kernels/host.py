@@ -29,6 +29,7 @@ from crossentropy._config import (
 from crossentropy._kernels.rows import (
     bce_kernel,
     ce_denominator_kernel,
+    ce_index_chunk_kernel,
     ce_index_grad_kernel,
     ce_index_kernel,
     ce_index_small_kernel,
@@ -44,6 +45,7 @@ __all__ = [
     "applicable",
     "bce_with_logits",
     "ce_index_backward",
+    "ce_index_chunk",
     "ce_index_forward",
     "cross_entropy",
     "disabled",
@@ -342,6 +344,23 @@ def ce_index_backward(call: CECall, saved: dict, grad_output: Any = 1.0,
     ce_index_grad_kernel(zr, t, int(opts.ignore_index), _blocks(C, R)[0], saved["m"],
                          saved["s"], sc, _as_rows(g))
     return g
+
+
+def ce_index_chunk(z: np.ndarray, col: np.ndarray, a: np.ndarray, coef: np.ndarray,
+                   scale: np.ndarray, z_loss: float, m: np.ndarray, log_s: np.ndarray,
+                   z_t: np.ndarray | None = None) -> None:
+    """A chunk's gradient in place of its ``(R, C)`` logits ``z``, for the torch chunk engine.
+
+    With ``z_t`` (the forward): ``m``, ``log_s`` and ``z_t`` receive each
+    row's max, ``log sum exp(z - m)`` and target logit; without (a recompute),
+    ``m`` and ``log_s`` are the saved statistics. See
+    :func:`~crossentropy._kernels.rows.ce_index_chunk_kernel`. All arrays
+    C-contiguous, ``z`` float32 or float64 and writeable.
+    """
+    R, C = z.shape
+    stats = z_t is not None
+    ce_index_chunk_kernel(z, col, a, coef, scale, float(z_loss), stats, _blocks(C, R)[0], m,
+                          log_s, z_t if stats else m)
 
 
 def bce_with_logits(call: BinaryCall, *, want_grad: bool, grad_output: float = 1.0) -> np.ndarray:

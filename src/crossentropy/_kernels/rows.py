@@ -51,6 +51,7 @@ from crossentropy._kernels.jit import jit, rows_kernel
 __all__ = [
     "bce_kernel",
     "ce_denominator_kernel",
+    "ce_index_chunk_kernel",
     "ce_index_kernel",
     "ce_index_grad_kernel",
     "ce_index_small_kernel",
@@ -653,6 +654,54 @@ def ce_index_grad_kernel(z, t, ignore_index, rows, m, s, sc, g):
                 for c in range(C):
                     g[i, c] = exp_diff(z[i, c], mi) * k
             g[i, ti] -= like(sc[i], z)
+
+
+@_rows_kernel
+def ce_index_chunk_kernel(z, col, a, coef, scale, z_loss, stats, rows, m, log_s, z_t):
+    """A chunk's gradient in place of its logits (index targets): the chunk engine's row math.
+
+    Row ``i`` has its target in column ``col[i]`` with mass ``a[i]`` (0 for a
+    row that does not count), the factor ``scale[i]`` and the coefficient
+    ``coef[i]``. With ``stats``, the row's max ``m``, ``log_s = log sum_c
+    exp(z_c - m)`` (float64 sum) and target logit ``z_t`` are written out
+    (``z_t`` before ``z`` is overwritten) and ``k = coef + 2 z_loss (m + log_s)``;
+    without, ``m`` and ``log_s`` are read (saved statistics) and ``k = coef``.
+    Then ``g_c = scale (k exp(z_c - m - log_s) - a [c == col])`` overwrites
+    ``z``: one read of the row from memory, the later passes from cache. A row
+    whose max is -inf gets ``p = 0`` (``log_s = 0`` with ``stats``); a row with
+    NaN or +inf gets NaN.
+    """
+    R = z.shape[0]
+    C = z.shape[1]
+    for b in prange(-(-R // rows)):
+        wide_vectors()
+        r0, r1 = _block(b, rows, R)
+        for i in range(r0, r1):
+            ci = col[i]
+            if stats:
+                z_t[i] = z[i, ci]
+                mi = _row_max(z, i)
+                m[i] = mi
+                if mi == -np.inf:
+                    log_s[i] = 0.0
+                    _row_fill(z, i, 0.0)
+                elif not (mi < np.inf):  # NaN, or +inf in the row
+                    log_s[i] = np.nan
+                    _row_fill(z, i, np.nan)
+                else:
+                    s = _row_exp_store(z, i, mi, z)
+                    ls = math.log(s)
+                    log_s[i] = ls
+                    kz = like(float(scale[i]) * (float(coef[i]) + 2.0 * z_loss * (float(mi) + ls))
+                              / s, z)
+                    for c in range(C):
+                        z[i, c] = z[i, c] * kz
+            else:
+                mi = m[i]
+                kz = like(float(scale[i]) * float(coef[i]) * math.exp(-float(log_s[i])), z)
+                for c in range(C):
+                    z[i, c] = exp_diff(z[i, c], mi) * kz
+            z[i, ci] = like(float(z[i, ci]) - float(scale[i]) * float(a[i]), z)
 
 
 @_rows_kernel

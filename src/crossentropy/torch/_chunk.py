@@ -65,13 +65,16 @@ from torch.autograd.function import once_differentiable
 
 from crossentropy import _validate
 from crossentropy._backend import namespace
+from crossentropy._engine import kernels
 
 #: Cap on the working memory of one chunk's buffers (bytes); see ``auto_chunk_size``.
-MEMORY_BUDGET = 64 * 2**20
+MEMORY_BUDGET = 84 * 2**20
 #: Chunks smaller than this (bytes) are not worth the loop: small problems take fewer chunks.
 MIN_CHUNK_BYTES = 8 * 2**20
 #: Target number of chunks: a chunk is about 1/CHUNKS_PER_PASS of the full logits.
 CHUNKS_PER_PASS = 12
+#: Bytes of a chunk's logits computed by one matmul call (see ``_Linear.logits``).
+LOGITS_BLOCK_BYTES = 8 * 2**20
 #: Chunks of fewer logits take the generic softmax path (see ``softmax_``).
 _FUSED_SOFTMAX_MIN = 2**16
 
@@ -165,19 +168,22 @@ def auto_chunk_size(
 
         chunk_size = clamp(max(ceil(N / 12), 8 MiB // row), 1, min(N, budget // row))
 
-    i.e. about a twelfth of the full logits (the naive version holds about
-    2.7 ``N x V`` float32 tensors at its peak, so this stays near 3% of its
-    working memory), no chunk smaller than 8 MiB unless the whole problem
-    is, and never more than ``budget`` (64 MiB) of chunk buffers, whatever
-    ``N``. Fewer, larger chunks run faster (fewer passes over ``d weight``,
-    larger matmuls); the budget is what bounds them. For float32:
-    ``N = 4096, V = 32000`` gives 342 rows (42 MiB); ``N = 2048, V = 128256``
-    gives 130 rows (64 MiB). ``V`` is the classes of this rank (its shard).
+    i.e. about a twelfth of the full logits (the naive version's working
+    memory is about two ``N x V`` float32 tensors, the logits and their
+    gradient, so a chunk is about 4% of it, and the matmul's scratch, at most
+    ``LOGITS_BLOCK_BYTES`` (see ``_Linear.logits``), keeps the whole under
+    5%), no chunk smaller than 8 MiB unless the whole problem is, and never
+    more than ``budget`` (84 MiB) of chunk buffers, whatever ``N``. Fewer,
+    larger chunks run faster: every chunk streams the weight through two
+    matmuls and reads and writes ``d weight`` once, whatever its rows; the
+    budget is what bounds them. For float32: ``N = 4096, V = 32000`` gives
+    342 rows (42 MiB); ``N = 2048, V = 128256`` gives 171 rows (84 MiB).
+    ``V`` is the classes of this rank (its shard).
 
     >>> auto_chunk_size(4096, 32000), auto_chunk_size(2048, 128256)
-    (342, 130)
+    (342, 171)
     >>> auto_chunk_size(100, 32000), auto_chunk_size(10**6, 32000)
-    (65, 524)
+    (65, 688)
     """
     row = max(1, num_classes) * _bytes_per_logit(dtype, softcap, soft)
     rows = max(-(-n_rows // CHUNKS_PER_PASS), MIN_CHUNK_BYTES // row)
@@ -332,6 +338,53 @@ def _target_terms(z, rows: _Rows, w, o: Options, ws):
     return big_a, big_d, None
 
 
+def _row_kernels(z: torch.Tensor, t, o: Options):
+    """The fused row kernels (``crossentropy._kernels``) if they take this chunk, else None.
+
+    They take the common case: one process, index targets, no label
+    smoothing, no softcap (``t is None``), float32 or float64 CPU logits
+    (contiguous: the workspace). There one kernel reads each row once and
+    leaves the gradient in its place (max, ``exp`` and sum, scale: the later
+    passes find the row in cache), where the torch steps take six passes
+    over the chunk. Everything else takes the torch steps below.
+    """
+    if (o.shard is not None or o.soft or o.label_smoothing or t is not None or not o.local
+            or z.device.type != "cpu" or z.dtype not in (torch.float32, torch.float64)
+            or not z.is_contiguous() or z.numel() == 0):
+        return None
+    k = kernels()
+    return k if k is not None and k.applicable(z.detach().numpy(), 1) else None
+
+
+def _np(x: torch.Tensor):
+    """A NumPy view (shared memory) of a contiguous CPU tensor."""
+    return x.detach().contiguous().numpy()
+
+
+def _forward_rows_fused(k, z, rows: _Rows, scale, o: Options, want_grad: bool):
+    """``_forward_rows`` on the fused kernel (no shard, index targets, no smoothing or softcap).
+
+    The kernel leaves per row the max ``m``, ``log_s`` and the target logit
+    ``z_t``, and ``g`` in place of ``z`` with ``coef = A + 2 z_loss lse``
+    (``A = w_t``). Here ``shift = m`` (0 for a row of only -inf) and the loss
+    is ``A ((m - z_t) + log_s) + z_loss lse^2``.
+    """
+    n = z.shape[0]
+    m, log_s, z_t = (torch.empty(n, dtype=z.dtype, device=z.device) for _ in range(3))
+    big_a = rows.w_t.to(z.dtype)
+    k.ce_index_chunk(_np(z), _np(rows.col), _np(big_a), _np(big_a), _np(scale), o.z_loss,
+                     _np(m), _np(log_s), _np(z_t))
+    shift = _finite(m)
+    lse = shift + log_s
+    keep, zl = rows.keep, o.z_loss
+    loss = torch.where(keep, torch.where(big_a == 0, 0.0, big_a * ((shift - z_t) + log_s))
+                       + zl * lse * lse, 0.0)
+    coef = torch.where(keep, big_a + 2.0 * zl * lse, 0.0)
+    # rows of only -inf: an error if counted (raised after the loop), else lse = 0
+    log_s = torch.where(torch.isneginf(m), torch.where(keep, -torch.inf, 0.0), log_s)
+    return loss, shift, log_s, coef, z if want_grad else None
+
+
 def _forward_rows(ws, z, t, rows: _Rows, w, scale, o: Options, want_grad: bool):
     """Row losses, the saved statistics ``(shift, log_s, coef)`` and ``g`` of a chunk.
 
@@ -339,6 +392,9 @@ def _forward_rows(ws, z, t, rows: _Rows, w, scale, o: Options, want_grad: bool):
     overwrites ``z``, each row multiplied by ``scale`` (0 on ignored rows).
     Two all-reduces (MAX of one number per row, SUM of three), none without a shard.
     """
+    k = _row_kernels(z, t, o)
+    if k is not None:
+        return _forward_rows_fused(k, z, rows, scale, o, want_grad)
     n = z.shape[0]
     shifted = o.soft or bool(o.label_smoothing)  # D_r sums over every class: needs z - m
     if shifted:
@@ -402,6 +458,11 @@ def _backward_rows(ws, z, t, rows: _Rows, w, scale, shift, log_s, coef, o: Optio
     ``grad_y`` (probability targets that require grad) receives
     ``d loss / d y = (1 - e) w (lse - z)``, scaled per row.
     """
+    k = _row_kernels(z, t, o) if grad_y is None else None
+    if k is not None:
+        k.ce_index_chunk(_np(z), _np(rows.col), _np(rows.w_t.to(z.dtype)), _np(coef),
+                         _np(scale), 0.0, _np(shift), _np(log_s))
+        return z
     if grad_y is not None:
         d = torch.sub(shift[:, None], z, out=grad_y).add_(log_s[:, None])
         if w is not None:
@@ -464,13 +525,25 @@ class _Linear:
         )
 
     def logits(self, ws: _Workspace, rows: slice):
+        """The chunk's logits ``h_c @ W.T + b``, a block of ``LOGITS_BLOCK_BYTES`` at a time.
+
+        Blocks of vocabulary columns, each written in place into its columns
+        of the workspace: with a single call of a few rows by the whole
+        vocabulary, MKL computes into a scratch as large as the chunk's
+        logits (its working memory doubled); per block the scratch is a block.
+        """
         h_c = self.hidden[rows]
         n = h_c.shape[0]
         out = ws.z[:n] if ws.low is None else ws.low[:n]
-        if self.bias is None:
-            torch.mm(h_c, self.weight.t(), out=out)
-        else:
-            torch.addmm(self.bias, h_c, self.weight.t(), out=out)
+        width = out.shape[1]
+        block = max(1, LOGITS_BLOCK_BYTES // max(1, n * out.element_size()))
+        for lo in range(0, width, block):
+            cols = slice(lo, min(width, lo + block))
+            w_b = self.weight[cols].t()
+            if self.bias is None:
+                torch.mm(h_c, w_b, out=out[:, cols])
+            else:
+                torch.addmm(self.bias[cols], h_c, w_b, out=out[:, cols])
         return ws.capped(out if ws.low is None else ws.z[:n].copy_(out))
 
     def add(self, ws: _Workspace, g, rows: slice):

@@ -359,7 +359,7 @@ def vocab_parallel_linear_cross_entropy(
     chunk_size : int, optional
         Rows per chunk; the default is ``linear_cross_entropy``'s policy
         (``crossentropy.torch._linear.auto_chunk_size`` with ``V = V_r``:
-        about N / 12 rows, 8 to 64 MiB of chunk buffers). A non-integer is a
+        about N / 12 rows, 8 to 84 MiB of chunk buffers). A non-integer is a
         ``TypeError``, an integer below 1 a ``ValueError``.
 
     Returns
