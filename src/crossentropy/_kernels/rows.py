@@ -689,7 +689,7 @@ def ce_index_chunk_kernel(z, col, a, coef, scale, z_loss, stats, rows, m, log_s,
                     log_s[i] = np.nan
                     _row_fill(z, i, np.nan)
                 else:
-                    s = _row_exp_store(z, i, mi, z)
+                    s, _ = _row_exp_store(z, i, mi, z[i], -1)
                     ls = math.log(s)
                     log_s[i] = ls
                     kz = like(float(scale[i]) * (float(coef[i]) + 2.0 * z_loss * (float(mi) + ls))
