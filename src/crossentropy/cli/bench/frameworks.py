@@ -3,7 +3,10 @@
 Each row is one framework at one shape, float32 logits, int64 (int32 for JAX)
 class indices, mean reduction, forward + backward, the two variants timed in
 one process, alternating, ``rounds`` times (median ms; ``speedup`` = peer time /
-ours, above 1 is faster):
+ours, above 1 is faster). Each framework runs in a worker process of its own
+(:func:`crossentropy.cli.bench.worker.frameworks_rows`): once TensorFlow's or
+JAX's thread pools exist, their threads compete for the cores with every other
+framework's (the NumPy kernel at 8192 x 1000 took ten times longer after them).
 
 * ``numpy``: ``cross_entropy_with_grad`` (the fused kernels) against a
   NumPy log-softmax written the usual way;
@@ -184,20 +187,22 @@ MEASURES = {"numpy": numpy_rows, "torch": torch_rows, "jax": jax_rows, "tensorfl
 
 
 def measure(shapes=SHAPES, rounds: int = 7, frameworks=tuple(MEASURES),
-            progress: Callable[[str], Any] = print) -> list[dict]:
-    """Rows of the frameworks table; a framework that is not installed is skipped."""
+            progress: Callable[[str], Any] = print, threads: int | None = None) -> list[dict]:
+    """Rows of the frameworks table, by shape; each framework in a worker process of its own.
+
+    A framework that is not installed is skipped. ``threads``: numba's threads
+    in the workers (default: numba's setting).
+    """
     rows: list[dict] = []
-    for n, c in shapes:
-        for name in frameworks:
-            try:
-                got = MEASURES[name](n, c, rounds)
-            except ImportError as exc:
-                progress(f"{name}: skipped ({exc})")
+    for name in frameworks:
+        for r in worker.frameworks_rows(name, shapes, rounds, threads):
+            if "skipped" in r:
+                progress(r["skipped"])
                 continue
-            rows.extend(got)
-            for r in got:
-                progress(format_row(r))
-    return rows
+            rows.append(r)
+            progress(format_row(r))
+    order = {f"{n}x{c}": i for i, (n, c) in enumerate(shapes)}
+    return sorted(rows, key=lambda r: order[r["shape"]])  # stable: frameworks keep their order
 
 
 def format_row(r: dict) -> str:
