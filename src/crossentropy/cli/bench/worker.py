@@ -1,7 +1,8 @@
 """Worker processes of ``crossentropy bench``: torch's peak memory, one framework's timings.
 
-``--memory``: peak memory of a PyTorch forward + backward. Each variant (``F.cross_entropy`` and ``crossentropy.cross_entropy`` on a
-tensor that requires grad) runs in a fresh process of its own, this module's
+``--memory``: peak memory of a PyTorch forward + backward. Each variant
+(``F.cross_entropy`` and ``crossentropy.cross_entropy`` on a tensor that
+requires grad) runs in a fresh process of its own, this module's
 entry point, so that neither sees the other's cached allocations::
 
     python -m crossentropy.cli.bench.worker N C VARIANT THREADS
@@ -115,8 +116,10 @@ def frameworks_rows(name: str, shapes, rounds: int, threads: int | None = None):
 
 
 def main(argv: list[str]) -> int:
-    """The worker's entry point: ``N C VARIANT THREADS``, or ``frameworks NAME ROUNDS THREADS
-    NxC...``; prints JSON lines."""
+    """The worker's entry point; prints JSON lines.
+
+    ``N C VARIANT THREADS`` (memory), or ``frameworks NAME ROUNDS THREADS NxC...``.
+    """
     if argv and argv[0] == "frameworks":
         shapes = [tuple(int(v) for v in s.split("x")) for s in argv[4:]]
         frameworks_here(argv[1], int(argv[2]), int(argv[3]), shapes)  # type: ignore[arg-type]
