@@ -349,7 +349,7 @@ def ce_backward(call: CECall, saved: Saved, grad_output: Any = 1.0, out: Any = N
     return _write_out(ns, ns.to_output(g), out, call.logits)
 
 
-def ce_forward_with_grad(call: CECall) -> tuple[Any, Any] | None:
+def ce_forward_with_grad(call: CECall, out: Any = None) -> tuple[Any, Any] | None:
     """``(loss, grad)`` in one fused pass where the kernels take the call, else ``None``.
 
     For autograd forwards whose backward is sure to follow: the pass computes
@@ -357,11 +357,12 @@ def ce_forward_with_grad(call: CECall) -> tuple[Any, Any] | None:
     a forward that saves row statistics reads the logits again and recomputes
     every ``exp`` in the backward. The gradient is that of the reduced loss
     (``grad_output`` 1); the backward scales it (:func:`times_grad_output`).
+    ``out`` (optional) receives it.
     """
-    k = _kernel_call(call)
+    k = _kernel_call(call, out)
     if k is None:
         return None
-    return _ce_kernel(call, *k, want_loss=True, want_grad=True)
+    return _ce_kernel(call, *k, want_loss=True, want_grad=True, out=out)
 
 
 def _saved_backward(call: CECall, kcall: CECall, kout: Any, host: Any, grad_output: Any,
