@@ -11,13 +11,8 @@ The worker builds the inputs, warms the loss up on a tiny batch, then
 measures one forward + backward with the benchmark's memory probe
 (:func:`crossentropy.cli.bench.memory.peak_extra`) and prints one JSON line.
 
-``--frameworks``: each framework's rows are timed in a process of its own, so
-that no other framework's thread pools (TensorFlow's and JAX's start at import
-and keep threads spinning) share the cores with the one being measured::
-
-    python -m crossentropy.cli.bench.worker frameworks NAME ROUNDS THREADS NxC [NxC ...]
-
-prints one JSON line per row as it is measured (or one ``{"skipped": ...}``).
+``--frameworks`` times each framework in a worker process of its own too
+(:func:`crossentropy.cli.bench.frameworks.frameworks_rows`).
 """
 
 from __future__ import annotations
@@ -25,7 +20,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 
 VARIANTS = ("torch", "crossentropy")
 
@@ -78,52 +72,8 @@ def torch_memory_table(n: int = 8192, c: int = 32000, threads: int = 2) -> list[
     return [measure(n, c, variant, threads) for variant in VARIANTS]
 
 
-def frameworks_here(name: str, rounds: int, threads: int | None,
-                    shapes: list[tuple[int, int]]) -> None:
-    """The ``frameworks`` worker's body: ``name``'s rows at each shape, one JSON line each."""
-    from crossentropy.cli.bench import frameworks
-
-    if threads:
-        import numba
-
-        numba.set_num_threads(min(threads, int(numba.config.NUMBA_NUM_THREADS)))
-    for n, c in shapes:
-        try:
-            rows = frameworks.MEASURES[name](n, c, rounds)
-        except ImportError as exc:
-            print(json.dumps({"skipped": f"{name}: skipped ({exc})"}), flush=True)
-            return
-        for row in rows:
-            print(json.dumps(row), flush=True)
-
-
-def frameworks_rows(name: str, shapes, rounds: int, threads: int | None = None):
-    """Run ``name``'s rows in a fresh worker process; yield each row (a dict) as it arrives.
-
-    A framework that is not installed yields one ``{"skipped": message}``.
-    """
-    cmd = [sys.executable, "-m", __name__, "frameworks", name, str(rounds), str(threads or 0),
-           *(f"{n}x{c}" for n, c in shapes)]
-    with tempfile.TemporaryFile("w+") as err, subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=err, text=True) as proc:  # a file: no pipe stall
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("{"):
-                yield json.loads(line)
-        if proc.wait() != 0:
-            err.seek(0)
-            raise RuntimeError(f"benchmark worker failed ({' '.join(cmd)}):\n{err.read()}")
-
-
 def main(argv: list[str]) -> int:
-    """The worker's entry point; prints JSON lines.
-
-    ``N C VARIANT THREADS`` (memory), or ``frameworks NAME ROUNDS THREADS NxC...``.
-    """
-    if argv and argv[0] == "frameworks":
-        shapes = [tuple(int(v) for v in s.split("x")) for s in argv[4:]]
-        frameworks_here(argv[1], int(argv[2]), int(argv[3]), shapes)  # type: ignore[arg-type]
-        return 0
+    """The worker's entry point: ``N C VARIANT THREADS``; prints one JSON line."""
     n, c, variant, threads = int(argv[0]), int(argv[1]), argv[2], int(argv[3])
     if variant not in VARIANTS:
         raise SystemExit(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
