@@ -68,6 +68,7 @@ __all__ = [
     "bce_probs_loss",
     "ce_backward",
     "ce_forward",
+    "ce_forward_with_grad",
     "ce_grad",
     "ce_loss",
     "ce_target_backward",
@@ -82,6 +83,7 @@ __all__ = [
     "poly1_loss",
     "sigmoid_focal_loss",
     "softmax",
+    "times_grad_output",
 ]
 
 
@@ -338,7 +340,7 @@ def ce_backward(call: CECall, saved: Saved, grad_output: Any = 1.0, out: Any = N
         k = _kernel_call(call, out)
         if k is not None:
             g = _ce_kernel(call, *k, want_loss=False, want_grad=True, out=out)[1]
-            return _times_grad_output(call, g, grad_output)
+            return times_grad_output(call, g, grad_output)
     ns, tg = call.ns, _targets(call)
     saved = _generic_saved(call, saved, tg)
     go = _grad_output_rows(call, grad_output)
@@ -348,6 +350,22 @@ def ce_backward(call: CECall, saved: Saved, grad_output: Any = 1.0, out: Any = N
         counted = tg.counted & (saved.denom != 0)  # a mean over nothing: a zero gradient
     g = N.ce_grad(ns, call.z, tg, call.axis, saved.stats, scale, counted=counted)
     return _write_out(ns, ns.to_output(g), out, call.logits)
+
+
+def ce_forward_with_grad(call: CECall, out: Any = None) -> tuple[Any, Any] | None:
+    """``(loss, grad)`` in one fused pass where the kernels take the call, else ``None``.
+
+    For autograd forwards whose backward is sure to follow: the pass computes
+    each ``exp`` once and writes the gradient while the row is in cache, where
+    a forward that saves row statistics reads the logits again and recomputes
+    every ``exp`` in the backward. The gradient is that of the reduced loss
+    (``grad_output`` 1); the backward scales it (:func:`times_grad_output`).
+    ``out`` (optional) receives it.
+    """
+    k = _kernel_call(call, out)
+    if k is None:
+        return None
+    return _ce_kernel(call, *k, want_loss=True, want_grad=True, out=out)
 
 
 def _saved_backward(call: CECall, kcall: CECall, kout: Any, host: Any, grad_output: Any,
@@ -368,8 +386,12 @@ def _saved_backward(call: CECall, kcall: CECall, kout: Any, host: Any, grad_outp
     return _write_out(call.ns, _from_host(call, g), out, call.logits)
 
 
-def _times_grad_output(call: CECall, g: Any, grad_output: Any) -> Any:
-    """Scale a kernel gradient (of the reduced loss) by ``grad_output``, in place."""
+def times_grad_output(call: CECall, g: Any, grad_output: Any) -> Any:
+    """Scale a kernel gradient (of the reduced loss) by ``grad_output``, in place.
+
+    ``grad_output`` is a number, a 0-d array, or per-row values (``"none"``);
+    a factor of 1 costs nothing.
+    """
     if isinstance(grad_output, (int, float)):
         if grad_output != 1.0:
             g *= grad_output

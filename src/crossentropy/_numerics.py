@@ -364,24 +364,27 @@ def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale, co
     targets), whose gradient is 0, as an empty batch's.
 
     Written to hold at most two N x C arrays at a time besides the logits:
-    the row factors are folded into per-row scalars first, and the target
-    term of index targets is subtracted in place (``array_api_extra.at``)
-    where the namespace has integer-array indexing, else through a one-hot
-    mask (one more N x C array, e.g. on array-api-strict).
+    the row factors are folded into per-row scalars first (with the forward's
+    ``e``: one multiply per element, as in autodiff of the peers' losses), and
+    the target term of index targets is subtracted in place
+    (``array_api_extra.at``) where the namespace has integer-array indexing,
+    else (and in traced JAX programs) through a one-hot mask (one more N x C
+    array, e.g. on array-api-strict; fused into the same pass under ``jit``).
     """
     xp = ns.xp
     counted = tg.counted if counted is None else counted
     zero = xp.zeros_like(stats.log_s)
     log_s = xp.astype(xp.where(counted, stats.log_s, zero), ns.compute)
     scale = xp.where(counted, scale * xp.ones_like(log_s), xp.zeros_like(log_s))
-    if stats.e is not None:  # the forward's exp(z - m0): one multiply per element, no exp
-        g = stats.e * xp.exp(-log_s)  # exp(-log_s) in (0, 1]: s >= 1 on finite rows
-    else:
-        g = xp.exp((z - stats.m0) - log_s)  # the softmax, 0 on all -inf rows that do not count
     # A counted row whose factor is 0 (zero weight, a mean over a zero or infinite
     # divisor) follows IEEE, as its loss does and as in PyTorch: 0 where its
     # softmax is a number, NaN where it is NaN. A row that does not count is 0.
-    g = (tg.total(ns, axis) * scale) * g
+    factor = tg.total(ns, axis) * scale
+    if stats.e is not None:  # the forward's exp(z - m0): one multiply per element, no exp
+        # exp(-log_s) in (0, 1]: s >= 1 on finite rows; folded into the row factor
+        g = stats.e * (factor * xp.exp(-log_s))
+    else:
+        g = factor * xp.exp((z - stats.m0) - log_s)  # the softmax, 0 on all -inf rows
     if tg.kind == "prob":
         return g - tg.a * scale
     g = xp.where(counted, g, xp.zeros_like(scale))
@@ -390,9 +393,13 @@ def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale, co
         # 0 on rows that do not count, also for a NaN / inf weight
         g = g - xp.where(counted, scale * (tg.soft * w), xp.zeros_like(scale))
     hard = tg.hard * tg.w_t * scale
-    if None in tuple(z.shape) or not _fancy_setitem(xp):
-        # A dimension known only at run time (TensorFlow graphs), or a namespace
-        # without integer-array ``__setitem__`` (array-api-strict): a one-hot mask.
+    compiled_jax = stats.e is not None and array_api_compat.is_jax_namespace(xp)
+    if None in tuple(z.shape) or not _fancy_setitem(xp) or compiled_jax:
+        # A dimension known only at run time (TensorFlow graphs), a namespace
+        # without integer-array ``__setitem__`` (array-api-strict), or a traced JAX
+        # program: there the mask fuses into the one elementwise pass that writes
+        # the gradient, where a scatter is a pass of its own (a whole one when
+        # rows are short: each of its updates touches another cache line).
         classes = xp.reshape(xp.arange(z.shape[axis], device=ns.device),
                              class_shape(z.ndim, axis, z.shape[axis]))
         return g - xp.where(classes == tg.t, hard, xp.zeros_like(hard))

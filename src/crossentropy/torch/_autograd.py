@@ -4,8 +4,13 @@ Forward checks the call once and saves the inputs, the checked target and
 (generic path only) the per-row max and log-sum-exp, never an N x C softmax;
 backward rebuilds the call from them without checking again and calls the
 engine's gradient (``softmax(z) * sum(a) - a``, scaled). CPU tensors the
-fused kernels take run on them zero-copy (NumPy views of the tensors' memory),
-forward and backward. Double backward is not supported:
+fused kernels take run on them zero-copy (NumPy views of the tensors' memory).
+When the backward is sure to be wanted (grad mode on, the logits require
+grad, no ``inplace_backward``), the kernels' forward writes the gradient in
+the same pass (each ``exp`` computed once, the logits read once) and the
+backward only scales it by ``grad_output`` (nothing to do for 1): the one
+N x C buffer is the gradient the backward returns, so the peak memory is that
+of the backward alone. Double backward is not supported:
 these Functions are once differentiable (``create_graph=True`` raises).
 """
 
@@ -22,10 +27,17 @@ __all__ = ["bce_op", "binary_cross_entropy_with_logits", "ce_op", "cross_entropy
 
 class _CrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, target, weight, opts: E.CEOptions, inplace: bool):
+    def forward(ctx, logits, target, weight, opts: E.CEOptions, inplace: bool, grad_now: bool):
         call = E.ce_call(logits, target, weight, opts)
+        ctx.opts, ctx.inplace, ctx.grad = opts, inplace, None
+        fused = E.ce_forward_with_grad(call) if grad_now else None
+        if fused is not None:  # the kernels: loss and gradient in one pass
+            loss, ctx.grad = fused
+            ctx.host = None
+            ctx.save_for_backward(logits, call.y, call.weight)
+            return loss
         loss, saved = E.ce_forward(call)
-        ctx.opts, ctx.inplace, ctx.host = opts, inplace, saved.host
+        ctx.host = saved.host
         stats = saved.stats
         if stats is None:  # the fused kernels: two numbers per row in ``saved.host`` (or none)
             ctx.save_for_backward(logits, call.y, call.weight)
@@ -44,13 +56,17 @@ class _CrossEntropy(torch.autograd.Function):
             saved = E.Saved(stats=E.RowStats(m=m, m0=m0, log_s=log_s), denom=denom)
         else:
             saved = E.Saved(stats=None, denom=None, host=ctx.host)
+        grad_now, ctx.grad = ctx.grad, None  # once: a second backward (retain_graph) recomputes
         grad_logits = grad_target = None
         if ctx.needs_input_grad[0]:
-            out = logits.detach() if ctx.inplace else None
-            grad_logits = E.ce_backward(call, saved, grad_loss, out=out)
+            if grad_now is not None:
+                grad_logits = E.times_grad_output(call, grad_now, grad_loss)
+            else:
+                out = logits.detach() if ctx.inplace else None
+                grad_logits = E.ce_backward(call, saved, grad_loss, out=out)
         if ctx.needs_input_grad[1]:
             grad_target = E.ce_target_backward(call, saved, grad_loss)
-        return grad_logits, grad_target, None, None, None
+        return grad_logits, grad_target, None, None, None, None
 
 
 class _BCEWithLogits(torch.autograd.Function):
@@ -79,8 +95,10 @@ def _tensor(value: Any, like: torch.Tensor) -> Any:
 def ce_op(logits: torch.Tensor, target: Any, weight: Any, opts: E.CEOptions,
           inplace_backward: bool = False) -> torch.Tensor:
     """Softmax cross-entropy of checked options as a differentiable torch op."""
+    inplace = bool(inplace_backward)
+    grad_now = not inplace and logits.requires_grad and torch.is_grad_enabled()
     return _CrossEntropy.apply(logits, _tensor(target, logits), _tensor(weight, logits), opts,
-                               bool(inplace_backward))
+                               inplace, grad_now)
 
 
 def bce_op(logits: torch.Tensor, target: Any, weight: Any, pos_weight: Any,
