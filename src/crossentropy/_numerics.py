@@ -35,7 +35,7 @@ from typing import Any
 import array_api_compat
 import array_api_extra as xpx
 
-from crossentropy._backend import Namespace
+from crossentropy._backend import Namespace, torch_transformed
 
 
 def wmul(xp, a, b):
@@ -268,9 +268,10 @@ def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale):
         # scale is 0 on rows that do not count: 0 there, also for a NaN / inf weight
         g = g - wmul(xp, scale, tg.soft * w * xp.ones_like(scale))
     hard = tg.hard * tg.w_t * scale
-    if None in tuple(z.shape) or not _fancy_setitem(xp):
-        # A dimension known only at run time (TensorFlow graphs), or a namespace
-        # without integer-array ``__setitem__`` (array-api-strict): a one-hot mask.
+    if None in tuple(z.shape) or not _fancy_setitem(xp) or torch_transformed(z):
+        # A dimension known only at run time (TensorFlow graphs), a namespace
+        # without integer-array ``__setitem__`` (array-api-strict), or torch under
+        # ``torch.compile`` / ``torch.func`` (``at`` is not traceable): a one-hot mask.
         classes = xp.reshape(xp.arange(z.shape[axis], device=ns.device),
                              class_shape(z.ndim, axis, z.shape[axis]))
         return g - xp.where(classes == tg.t, hard, xp.zeros_like(hard))

@@ -20,33 +20,88 @@ from crossentropy import _engine as E
 __all__ = ["bce_op", "binary_cross_entropy_with_logits", "ce_op", "cross_entropy"]
 
 
+# Each Function is written in the ``setup_context`` form: ``forward`` computes
+# from its inputs alone and returns the loss followed by the tensors its
+# backward needs (marked non-differentiable), ``setup_context`` saves them.
+# That form is what ``torch.func`` (grad, vjp, vmap, per-sample gradients)
+# and ``torch.compile`` trace; ``generate_vmap_rule`` lets ``vmap`` run the
+# forward and the backward on batched tensors, which the engine computes on
+# with its generic path (no NumPy view of a batched tensor exists).
+
+
+def _host_stats(saved: E.Saved) -> tuple[torch.Tensor, ...]:
+    """The kernels' saved row statistics as tensors (zero-copy for ``m`` and ``s``)."""
+    host = saved.host
+    denom = host["denom"]
+    return (torch.from_numpy(host["m"]), torch.from_numpy(host["s"]),
+            torch.tensor(0.0 if denom is None else float(denom), dtype=torch.float64))
+
+
+def _saved_stats(saved: E.Saved, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """What :func:`E.ce_forward` left for the backward, as a tuple of tensors.
+
+    Its length tells the backward which form it is: 0 (the fused kernels,
+    which reread the logits), 3 (the kernels' row max, sum of exp and
+    divisor) or 4 (the generic path's row max, finite max, log-sum and divisor;
+    a placeholder divisor for ``"sum"`` / ``"none"``).
+    """
+    if saved.host is not None:
+        return _host_stats(saved)
+    if saved.stats is None:
+        return ()
+    stats = saved.stats
+    denom = saved.denom if saved.denom is not None else like.new_zeros(())
+    return stats.m, stats.m0, stats.log_s, denom
+
+
+def _rebuilt_saved(stats: tuple, opts: E.CEOptions) -> E.Saved:
+    """The engine's :class:`E.Saved` from :func:`_saved_stats`.
+
+    The kernels' statistics are NumPy views; a ``torch.func`` transform hands
+    the backward wrapped tensors, which have none: the engine then recomputes
+    the row statistics on its generic path (as for the fused kernels' form).
+    """
+    if len(stats) == 3:
+        m, s, denom = stats
+        if _transformed(m):
+            return E.Saved(stats=None, denom=None)
+        return E.Saved(stats=None, denom=None,
+                       host={"m": m.numpy(), "s": s.numpy(), "denom": float(denom)})
+    if not stats:
+        return E.Saved(stats=None, denom=None)
+    m, m0, log_s, denom = stats
+    return E.Saved(stats=E.RowStats(m=m, m0=m0, log_s=log_s),
+                   denom=denom if opts.reduction == "mean" else None)
+
+
 class _CrossEntropy(torch.autograd.Function):
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, logits, target, weight, opts: E.CEOptions, inplace: bool):
+    def forward(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+                opts: E.CEOptions, inplace: bool) -> tuple[torch.Tensor, ...]:
         call = E.ce_call(logits, target, weight, opts)
         loss, saved = E.ce_forward(call)
-        ctx.opts, ctx.inplace, ctx.host = opts, inplace, saved.host
-        stats = saved.stats
-        if stats is None:  # the fused kernels: two numbers per row in ``saved.host`` (or none)
-            ctx.save_for_backward(logits, call.y, call.weight)
-        else:
-            ctx.save_for_backward(logits, call.y, call.weight, stats.m, stats.m0, stats.log_s,
-                                  saved.denom)
-        return loss
+        return (loss, *_saved_stats(saved, loss))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        logits, target, weight, opts, inplace = inputs
+        _, *stats = output
+        ctx.mark_non_differentiable(*stats)
+        ctx.opts, ctx.inplace, ctx.n_stats = opts, inplace, len(stats)
+        ctx.save_for_backward(logits, target, weight, *stats)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss):
-        logits, y, w, *rest = ctx.saved_tensors
-        call = E.trusted_ce_call(logits, y, w, ctx.opts)
-        if rest:
-            m, m0, log_s, denom = rest
-            saved = E.Saved(stats=E.RowStats(m=m, m0=m0, log_s=log_s), denom=denom)
-        else:
-            saved = E.Saved(stats=None, denom=None, host=ctx.host)
+    def backward(ctx: Any, grad_loss: torch.Tensor,
+                 *_: Any) -> tuple[torch.Tensor | None, ...]:
+        logits, target, weight, *stats = ctx.saved_tensors
+        call = E.trusted_ce_call(logits, target, weight, ctx.opts)
+        saved = _rebuilt_saved(tuple(stats), ctx.opts)
         grad_logits = grad_target = None
         if ctx.needs_input_grad[0]:
-            out = logits.detach() if ctx.inplace else None
+            out = logits.detach() if ctx.inplace and not _transformed(logits) else None
             grad_logits = E.ce_backward(call, saved, grad_loss, out=out)
         if ctx.needs_input_grad[1]:
             grad_target = E.ce_target_backward(call, saved, grad_loss)
@@ -54,20 +109,32 @@ class _CrossEntropy(torch.autograd.Function):
 
 
 class _BCEWithLogits(torch.autograd.Function):
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, logits, target, weight, pos_weight, reduction: str):
+    def forward(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+                pos_weight: torch.Tensor | None, reduction: str) -> torch.Tensor:
         call = E.binary_call(logits, target, weight, reduction, "logits", pos_weight)
-        ctx.reduction = reduction
-        ctx.save_for_backward(logits, call.y, call.weight, call.pos_weight)
         return E.bce_logits_loss(call)
 
     @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        logits, target, weight, pos_weight, reduction = inputs
+        ctx.reduction = reduction
+        ctx.save_for_backward(logits, target, weight, pos_weight)
+
+    @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss):
+    def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         logits, y, w, pw = ctx.saved_tensors
         call = E.trusted_binary_call(logits, y, w, pw, ctx.reduction)
         g, gy = E.bce_logits_backward(call, grad_loss, target_grad=ctx.needs_input_grad[1])
         return (g if ctx.needs_input_grad[0] else None), gy, None, None, None
+
+
+def _transformed(x: torch.Tensor) -> bool:
+    """Traced by ``torch.compile`` or wrapped by a ``torch.func`` transform."""
+    return torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
 def _tensor(value: Any, like: torch.Tensor) -> Any:
@@ -80,7 +147,7 @@ def ce_op(logits: torch.Tensor, target: Any, weight: Any, opts: E.CEOptions,
           inplace_backward: bool = False) -> torch.Tensor:
     """Softmax cross-entropy of checked options as a differentiable torch op."""
     return _CrossEntropy.apply(logits, _tensor(target, logits), _tensor(weight, logits), opts,
-                               bool(inplace_backward))
+                               bool(inplace_backward))[0]
 
 
 def bce_op(logits: torch.Tensor, target: Any, weight: Any, pos_weight: Any,
