@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch._C._functorch import TransformType
+from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
 from crossentropy import _engine as E
 
@@ -96,6 +98,7 @@ class _CrossEntropy(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_loss: torch.Tensor,
                  *_: Any) -> tuple[torch.Tensor | None, ...]:
+        _refuse_second_order()
         logits, target, weight, *stats = ctx.saved_tensors
         call = E.trusted_ce_call(logits, target, weight, ctx.opts)
         saved = _rebuilt_saved(tuple(stats), ctx.opts)
@@ -126,10 +129,28 @@ class _BCEWithLogits(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        _refuse_second_order()
         logits, y, w, pw = ctx.saved_tensors
         call = E.trusted_binary_call(logits, y, w, pw, ctx.reduction)
         g, gy = E.bce_logits_backward(call, grad_loss, target_grad=ctx.needs_input_grad[1])
         return (g if ctx.needs_input_grad[0] else None), gy, None, None, None
+
+
+def _refuse_second_order() -> None:
+    """Raise under nested ``torch.func.grad``: the Functions are once differentiable.
+
+    Eager autograd learns it from ``once_differentiable`` (``create_graph=True``
+    raises); ``torch.func`` does not look at it, and a gradient of this
+    backward would silently be zero. Two gradient transforms on the stack while
+    the backward runs mean its result is being differentiated again.
+    """
+    if torch.compiler.is_compiling():  # Dynamo traces the backward: no functorch stack to read
+        return
+    grads = [i for i in retrieve_all_functorch_interpreters() if i.key() == TransformType.Grad]
+    if len(grads) > 1:
+        raise RuntimeError("crossentropy's torch losses are once differentiable: their "
+                           "gradient cannot be differentiated again (nested torch.func.grad, "
+                           "hessian); differentiate torch.nn.functional's loss instead")
 
 
 def _transformed(x: torch.Tensor) -> bool:
