@@ -226,3 +226,44 @@ def test_torch_eager_value_checks_still_run_after_compiling(dynamo):
     compiled(_z(), T)
     with pytest.raises(IndexError, match="target"):
         fn(_z(), torch.tensor([0, 1, 2, 0, 3, 1]))
+
+
+# ---------------------------------------------------------------- the chunked losses
+
+
+@pytest.mark.parametrize("options", [{}, {"reduction": "none"}, {"label_smoothing": 0.1},
+                                     {"chunk_size": 4}])
+def test_torch_func_grad_linear_cross_entropy_equals_torch(options):
+    from crossentropy.torch import linear_cross_entropy
+
+    h, w = _z(5, shape=(6, 5)), _z(6, shape=(3, 5))
+
+    def ours(h, w):
+        return linear_cross_entropy(h, w, T, **options).sum()
+
+    def theirs(h, w):
+        torch_options = {k: v for k, v in options.items() if k != "chunk_size"}
+        return F.cross_entropy(h @ w.T, T, **torch_options).sum()
+
+    got = grad(ours, argnums=(0, 1))(h, w)
+    expected = grad(theirs, argnums=(0, 1))(h, w)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_torch_func_grad_vocab_parallel_world_of_one_equals_torch():
+    from crossentropy.torch.distributed import vocab_parallel_cross_entropy
+
+    z = _z()
+    got = grad(lambda a: vocab_parallel_cross_entropy(a, T, label_smoothing=0.1))(z)
+    torch.testing.assert_close(got, grad(lambda a: F.cross_entropy(a, T, label_smoothing=0.1))(z))
+
+
+def test_torch_func_linear_cross_entropy_refuses_vmap_and_second_order():
+    from crossentropy.torch import linear_cross_entropy
+
+    h, w = _z(5, shape=(6, 5)), _z(6, shape=(3, 5))
+    with pytest.raises(RuntimeError, match="vmap"):
+        vmap(lambda a: linear_cross_entropy(a, w, T))(h[None].expand(2, 6, 5))
+    with pytest.raises(RuntimeError, match="once differentiable"):
+        grad(lambda a: grad(lambda b: linear_cross_entropy(b, w, T))(a).pow(2).sum())(h)

@@ -19,7 +19,8 @@ from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
 from crossentropy import _engine as E
 
-__all__ = ["bce_op", "binary_cross_entropy_with_logits", "ce_op", "cross_entropy"]
+__all__ = ["bce_op", "binary_cross_entropy_with_logits", "ce_op", "cross_entropy",
+           "refuse_second_order"]
 
 
 # Each Function is written in the ``setup_context`` form: ``forward`` computes
@@ -91,6 +92,7 @@ class _CrossEntropy(torch.autograd.Function):
         logits, target, weight, opts, inplace = inputs
         _, *stats = output
         ctx.mark_non_differentiable(*stats)
+        ctx.set_materialize_grads(False)  # no zeros for the statistics' (absent) gradients
         ctx.opts, ctx.inplace, ctx.n_stats = opts, inplace, len(stats)
         ctx.save_for_backward(logits, target, weight, *stats)
 
@@ -98,7 +100,7 @@ class _CrossEntropy(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_loss: torch.Tensor,
                  *_: Any) -> tuple[torch.Tensor | None, ...]:
-        _refuse_second_order()
+        refuse_second_order()
         logits, target, weight, *stats = ctx.saved_tensors
         call = E.trusted_ce_call(logits, target, weight, ctx.opts)
         saved = _rebuilt_saved(tuple(stats), ctx.opts)
@@ -129,14 +131,14 @@ class _BCEWithLogits(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        _refuse_second_order()
+        refuse_second_order()
         logits, y, w, pw = ctx.saved_tensors
         call = E.trusted_binary_call(logits, y, w, pw, ctx.reduction)
         g, gy = E.bce_logits_backward(call, grad_loss, target_grad=ctx.needs_input_grad[1])
         return (g if ctx.needs_input_grad[0] else None), gy, None, None, None
 
 
-def _refuse_second_order() -> None:
+def refuse_second_order() -> None:
     """Raise under nested ``torch.func.grad``: the Functions are once differentiable.
 
     Eager autograd learns it from ``once_differentiable`` (``create_graph=True``
