@@ -1,12 +1,15 @@
 """The library's analytic gradients wired into ``torch.autograd``.
 
-Forward checks the call once and saves the inputs, the checked target and
-(generic path only) the per-row max and log-sum-exp, never an N x C softmax;
-backward rebuilds the call from them without checking again and calls the
+Forward checks the call once; the inputs and the per-row statistics (row
+max and log-sum-exp, or the kernels' max and sum of exp) are saved, never an
+N x C softmax; backward rebuilds the call from them without checking again
+(the target and weights only brought to their working dtypes) and calls the
 engine's gradient (``softmax(z) * sum(a) - a``, scaled). CPU tensors the
 fused kernels take run on them zero-copy (NumPy views of the tensors' memory),
-forward and backward. Double backward is not supported:
-these Functions are once differentiable (``create_graph=True`` raises).
+forward and backward. Under ``torch.func`` transforms and ``torch.compile``
+the engine takes its generic path (see ``docs/guide/pytorch.md``). Double
+backward is not supported: these Functions are once differentiable
+(``create_graph=True`` and nested ``torch.func.grad`` raise).
 """
 
 from __future__ import annotations
