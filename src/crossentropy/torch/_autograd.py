@@ -104,6 +104,8 @@ class _CrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_loss: torch.Tensor,
                  *_: Any) -> tuple[torch.Tensor | None, ...]:
         refuse_second_order()
+        if grad_loss is None:  # only the statistics got a gradient (gradcheck): none flows back
+            return None, None, None, None, None
         logits, target, weight, *stats = ctx.saved_tensors
         call = E.trusted_ce_call(logits, target, weight, ctx.opts)
         saved = _rebuilt_saved(tuple(stats), ctx.opts)
