@@ -24,9 +24,9 @@ import contextvars
 import functools
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import array_api_compat
 import numpy as np
@@ -228,25 +228,77 @@ def count(ns: Namespace, x):
     return ns.xp.sum(ns.xp.ones_like(x, dtype=ns.accum))
 
 
-#: Silences NumPy's floating-point warnings inside a public function (used as
-#: ``@quiet``). The library produces infinities on purpose (``log 0``,
-#: ``p / 0`` under a mask); NumPy would warn about each, other libraries do
-#: not. NumPy's own ``errstate`` is a context decorator; since NumPy 2.0 it
-#: keeps its state per call (a context variable), so nested and concurrent
-#: calls are safe.
-quiet = np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore")
+_ERRSTATE = np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def quiet(func: F) -> F:
+    """Silence NumPy's floating-point warnings inside a public function (``@quiet``).
+
+    The library produces infinities on purpose (``log 0``, ``p / 0`` under a
+    mask); NumPy would warn about each, other libraries do not. NumPy's own
+    ``errstate`` is the context decorator; since NumPy 2.0 it keeps its state
+    per call (a context variable), so nested and concurrent calls are safe.
+    While ``torch.compile`` traces, ``func`` runs without it: Dynamo does not
+    trace into NumPy's error state (a graph break), and no NumPy math runs then.
+    """
+    silenced = _ERRSTATE(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if torch_compiling():
+            return func(*args, **kwargs)
+        return silenced(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def concrete_bool(x) -> bool | None:
     """``bool(x)`` for a 0-d boolean array, or ``None`` when the value is abstract.
 
-    Under ``jax.jit`` the values are tracers that cannot be inspected; the
-    value checks are then skipped (shapes and dtypes are still checked).
+    Under ``jax.jit`` the values are tracers that cannot be inspected, and so
+    are torch tensors while ``torch.compile`` traces and under
+    ``torch.func.vmap`` (no data-dependent branch there); the value checks are
+    then skipped (shapes and dtypes are still checked). Under
+    ``torch.func.grad`` alone the values are concrete and the checks run.
     """
+    if array_api_compat.is_torch_array(x):
+        if torch_compiling():
+            return None
+        try:
+            return bool(x)
+        except RuntimeError:  # vmap: "data-dependent control flow"
+            if torch_transformed(x):
+                return None
+            raise
     try:
         return bool(x)
     except TypeError:  # jax.errors.ConcretizationTypeError is a TypeError
         return None
+
+
+def torch_compiling() -> bool:
+    """True while ``torch.compile`` (Dynamo) traces: no host values, no foreign code.
+
+    Looks torch up among the loaded modules (it is loaded when a torch tensor
+    reached the library), never imports it.
+    """
+    torch = sys.modules.get("torch")
+    return torch is not None and bool(torch.compiler.is_compiling())
+
+
+def torch_transformed(x) -> bool:
+    """True for a torch tensor that ``torch.compile`` traces or a ``torch.func`` transform wraps.
+
+    Such tensors have no memory a NumPy view (hence the numba kernels) could
+    read: the library computes on them with the generic array-API path.
+    """
+    if not array_api_compat.is_torch_array(x):
+        return False
+    if torch_compiling():
+        return True
+    return bool(sys.modules["torch"]._C._functorch.is_functorch_wrapped_tensor(x))
 
 
 def first_true(xp, mask, shape) -> tuple[int, ...]:

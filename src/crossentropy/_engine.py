@@ -7,7 +7,9 @@ here. The softmax cross-entropy entry points pick one of two paths:
 
 * the fused numba kernels (``_kernels``) for NumPy float32 / float64 logits,
   C-contiguous with the class axis last, when numba is installed;
-* the generic array-API math of ``_numerics`` for everything else.
+* the generic array-API math of ``_numerics`` for everything else, including
+  torch tensors under ``torch.compile`` or a ``torch.func`` transform
+  (``_backend.torch_transformed``: no memory to view).
 
 Framework shells (``crossentropy.torch``, ``crossentropy.jax``,
 ``crossentropy.tensorflow``) and the layers call :func:`ce_forward`, which
@@ -33,7 +35,7 @@ from array_api_compat import is_jax_array, is_torch_array
 
 from crossentropy import _numerics as N
 from crossentropy import _validate as V
-from crossentropy._backend import Namespace, count, namespace, quiet
+from crossentropy._backend import Namespace, count, namespace, quiet, torch_transformed
 from crossentropy._numerics import RowStats
 from crossentropy._validate import (
     BinaryCall,
@@ -128,7 +130,8 @@ def _host_view(x: Any) -> Any:
     contiguous for the logits; any CPU tensor for targets and weights (the
     host layer copies those it needs in another form; they are O(rows)).
     """
-    if x is None or not array_api_compat.is_torch_array(x) or x.device.type != "cpu":
+    if (x is None or not array_api_compat.is_torch_array(x) or torch_transformed(x)
+            or x.device.type != "cpu"):
         return x
     if x.dtype.is_complex or str(x.dtype) == "torch.bfloat16" or x.is_conj() or x.is_neg():
         return x
@@ -142,7 +145,8 @@ def _torch_kernel_call(call: Any) -> Any:
     is in the compute dtype), so they run on the kernels too.
     """
     z = call.z
-    if (kernels() is None or not array_api_compat.is_torch_array(z) or z.device.type != "cpu"
+    if (kernels() is None or not array_api_compat.is_torch_array(z) or torch_transformed(z)
+            or z.device.type != "cpu"
             or str(z.dtype) not in _TORCH_HOST_DTYPES or not z.is_contiguous()
             or z.ndim == 0 or z.numel() == 0 or z.is_conj() or z.is_neg()):
         return None
@@ -558,7 +562,8 @@ def bce_logits_backward(call: BinaryCall, grad_output: Any = 1.0,
     grad_output = V.grad_output(ns, grad_output)
     number = isinstance(grad_output, float)
     if not number and not target_grad and getattr(grad_output, "ndim", None) == 0:
-        if is_torch_array(grad_output) and grad_output.device.type == "cpu":
+        if (is_torch_array(grad_output) and grad_output.device.type == "cpu"
+                and not torch_transformed(grad_output)):
             grad_output, number = float(grad_output), True  # a CPU scalar: no device sync
     kc = None if target_grad or not number else _bce_kernel_call(call)
     if kc is not None:

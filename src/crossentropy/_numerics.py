@@ -38,7 +38,7 @@ from typing import Any
 import array_api_compat
 import array_api_extra as xpx
 
-from crossentropy._backend import Namespace
+from crossentropy._backend import Namespace, torch_transformed
 
 
 def wmul(xp, a, b):
@@ -394,12 +394,13 @@ def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale, co
         g = g - xp.where(counted, scale * (tg.soft * w), xp.zeros_like(scale))
     hard = tg.hard * tg.w_t * scale
     compiled_jax = stats.e is not None and array_api_compat.is_jax_namespace(xp)
-    if None in tuple(z.shape) or not _fancy_setitem(xp) or compiled_jax:
+    if None in tuple(z.shape) or not _fancy_setitem(xp) or compiled_jax or torch_transformed(z):
         # A dimension known only at run time (TensorFlow graphs), a namespace
-        # without integer-array ``__setitem__`` (array-api-strict), or a traced JAX
-        # program: there the mask fuses into the one elementwise pass that writes
-        # the gradient, where a scatter is a pass of its own (a whole one when
-        # rows are short: each of its updates touches another cache line).
+        # without integer-array ``__setitem__`` (array-api-strict), torch under
+        # ``torch.compile`` / ``torch.func`` (``at`` is not traceable), or a traced
+        # JAX program: there the mask fuses into the one elementwise pass that
+        # writes the gradient, where a scatter is a pass of its own (a whole one
+        # when rows are short: each of its updates touches another cache line).
         classes = xp.reshape(xp.arange(z.shape[axis], device=ns.device),
                              class_shape(z.ndim, axis, z.shape[axis]))
         return g - xp.where(classes == tg.t, hard, xp.zeros_like(hard))

@@ -105,6 +105,8 @@ def non_negative_number(value, name: str) -> float:
 
 
 def _real(value, name: str) -> float:
+    if isinstance(value, (int, float)):  # the common case, decided without NumPy
+        return float(value)
     if isinstance(value, (complex, str, bytes)) or np.iscomplexobj(value):
         raise TypeError(f"{name}: expected a real number, got {value!r}")
     try:
@@ -379,10 +381,20 @@ def ce_call(logits, target_, weight_, opts: CEOptions, *, name: str = "logits",
 
 
 def trusted_ce_call(logits, y, w, opts: CEOptions) -> CECall:
-    """Rebuild the call a forward checked, from its saved arrays, without checking again."""
+    """Rebuild the call a forward checked, from its saved arrays, without checking again.
+
+    ``y`` and ``w`` may be the checked ones or the arrays as given (then only
+    their dtypes are brought to what :func:`ce_call` returns: no checks).
+    """
     ns, z = namespace(logits, "logits")
     ax = opts.axis % z.ndim
-    kind = "index" if ns.xp.isdtype(y.dtype, "integral") else "prob"
+    xp = ns.xp
+    kind = "index" if xp.isdtype(y.dtype, "integral") else "prob"
+    index_dtype = _index_dtype(xp) if kind == "index" else ns.compute
+    if index_dtype is not None and y.dtype != index_dtype:
+        y = xp.astype(y, index_dtype)
+    if w is not None and w.dtype != ns.compute:
+        w = xp.astype(w, ns.compute)
     return CECall(ns=ns, logits=logits, z=compute(ns, z), y=y, kind=kind, axis=ax,
                   num_classes=z.shape[ax], weight=w, opts=opts)
 
@@ -527,8 +539,13 @@ def binary_call(x, target_, weight_, reduction_value, name: str, pos_weight=None
 
 
 def trusted_binary_call(logits, y, w, pw, reduction_value: str) -> BinaryCall:
-    """Rebuild a checked binary call from its saved arrays, without checking again."""
+    """Rebuild a checked binary call from its saved arrays, without checking again.
+
+    As :func:`trusted_ce_call`, the arrays as given are brought to the compute dtype.
+    """
     ns, z = namespace(logits, "logits")
+    y, w, pw = (a if a is None or a.dtype == ns.compute else ns.xp.astype(a, ns.compute)
+                for a in (y, w, pw))
     return BinaryCall(ns=ns, z=compute(ns, z), y=y, weight=w, pos_weight=pw,
                       reduction=reduction_value)
 

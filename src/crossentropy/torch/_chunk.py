@@ -66,6 +66,7 @@ from torch.autograd.function import once_differentiable
 from crossentropy import _validate
 from crossentropy._backend import namespace
 from crossentropy._engine import kernels
+from crossentropy.torch._autograd import refuse_second_order
 
 #: Cap on the working memory of one chunk's buffers (bytes); see ``auto_chunk_size``.
 MEMORY_BUDGET = 84 * 2**20
@@ -648,20 +649,31 @@ def _inverse_denominator(rows: _Rows, o: Options, device, cdt) -> torch.Tensor:
     return torch.where(count == 0, 0.0, 1.0 / torch.where(count == 0, 1.0, count))
 
 
-class ChunkedCrossEntropy(torch.autograd.Function):
-    """The chunked loss as one autograd Function.
+def chunked_loss(o: Options, target: torch.Tensor, w: torch.Tensor | None,
+                 *inputs: torch.Tensor | None) -> torch.Tensor:
+    """The chunked loss of ``inputs`` (``(hidden, weight, bias)`` or ``(logits,)``)."""
+    grad_on = torch.is_grad_enabled()
+    needs = tuple(grad_on and x is not None and x.requires_grad for x in inputs)
+    return ChunkedCrossEntropy.apply(o, needs, target, w, *inputs)[0]
 
-    ``apply(o, target, class_weight, *inputs)``: ``inputs`` are
-    ``(hidden, weight, bias)`` (the linear form) or ``(logits,)``; returns the
-    reduced loss or the row losses.
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """The chunked loss as one autograd Function, in the ``setup_context`` form.
+
+    ``apply(o, needs, target, class_weight, *inputs)``: ``inputs`` are
+    ``(hidden, weight, bias)`` (the linear form) or ``(logits,)``, ``needs``
+    which of them autograd will want a gradient for. Returns the reduced loss
+    or the row losses, then what the backward needs (non-differentiable): the
+    row statistics, ``1 / denominator`` and, in eager mode, the gradients
+    computed chunk by chunk (those in ``needs``).
     """
 
     @staticmethod
-    def forward(ctx, o: Options, target, w, *inputs):
+    def forward(o: Options, needs: tuple[bool, ...], target: torch.Tensor,
+                w: torch.Tensor | None, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         linear = len(inputs) == 3
         x = inputs[0]
         n_rows, cdt, device = x.shape[0], compute_dtype(x.dtype), x.device
-        needs = ctx.needs_input_grad[3:]
         wc = None if w is None else w.to(cdt)
         rows = _targets(target, wc, o, n_rows, device, cdt)
         inv = _inverse_denominator(rows, o, device, cdt)
@@ -677,39 +689,57 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             if eager:
                 io.add(ws, g, sl)
         _validate.some_finite_logit(namespace(x, "logits")[0], log_s, rows.keep)
-        ctx.o, ctx.linear, ctx.inv = o, linear, inv
-        ctx.eager = io if eager else None
-        ctx.save_for_backward(target, w, shift, log_s, coef, *inputs)
         if o.reduction == "none":
-            return loss_rows.to(x.dtype)
-        return (loss_rows.sum() * inv).to(x.dtype)
+            loss = loss_rows.to(x.dtype)
+        else:
+            loss = (loss_rows.sum() * inv).to(x.dtype)
+        grads = [g for g in io.grads if g is not None] if eager else []
+        return (loss, shift, log_s, coef, inv, *grads)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        o, needs, target, w, *xs = inputs
+        _, shift, log_s, coef, inv, *grads = output
+        ctx.mark_non_differentiable(shift, log_s, coef, inv, *grads)
+        ctx.set_materialize_grads(False)  # no zeros for those outputs' (absent) gradients
+        ctx.o, ctx.linear = o, len(xs) == 3
+        ctx.eager = None
+        if grads:  # one per input in ``needs``, in order
+            left = iter(grads)
+            ctx.eager = tuple(next(left) if n else None for n in needs)
+        ctx.save_for_backward(target, w, shift, log_s, coef, inv, *xs)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out):
+    def backward(ctx: Any, grad_out: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        refuse_second_order()
         o: Options = ctx.o
-        target, w, shift, log_s, coef, *inputs = ctx.saved_tensors
+        target, w, shift, log_s, coef, inv, *inputs = ctx.saved_tensors
+        if grad_out is None:  # only the statistics got a gradient (gradcheck): none flows back
+            return (None,) * (4 + len(inputs))
         x = inputs[0]
         dtypes = [None if t is None else t.dtype for t in inputs]
-        want = ctx.needs_input_grad[3:]
+        want = ctx.needs_input_grad[4:]
         cdt = compute_dtype(x.dtype)
         if ctx.eager is not None:
             # Gradients of the loss were computed in forward: scale by grad_out and hand
             # the buffers over (dropping our reference, so autograd need not copy them).
-            io, ctx.eager = ctx.eager, None
-            grads = io.finish(grad_out.to(cdt), dtypes)
+            grads, ctx.eager = ctx.eager, None
+            if ctx.linear and grads[0] is not None:  # d hidden: every rank's classes feed it
+                o.all_reduce(grads[0], dist.ReduceOp.SUM)
+            grads = _scaled(grads, grad_out.to(cdt), dtypes)
             grads = [g if wanted else None for g, wanted in zip(grads, want, strict=True)]
-            return None, None, None, *grads
+            return None, None, None, None, *grads
         # Recompute: a second pass over the chunks, logits rebuilt from the inputs.
         n_rows, device = x.shape[0], x.device
         wc = None if w is None else w.to(cdt)
         rows = _targets(target, wc, o, n_rows, device, cdt)
-        scale = rows.keep.to(cdt) * ctx.inv * grad_out.to(cdt)
+        scale = rows.keep.to(cdt) * inv * grad_out.to(cdt)
         needs = tuple(bool(a) and t is not None for a, t in zip(want, inputs, strict=True))
         linear = ctx.linear
         io = _Linear(*inputs, needs, o) if linear else _Logits(x, needs, o)
         grad_y = (torch.empty(target.shape, dtype=cdt, device=device)
-                  if o.soft and ctx.needs_input_grad[1] else None)
+                  if o.soft and ctx.needs_input_grad[2] else None)
         ws = _Workspace(min(o.chunk_size, n_rows), x.dtype, device, o, matmul=linear)
         for sl, z, t in _chunks(io, ws, n_rows, o.chunk_size):
             g = _backward_rows(ws, z, t, rows[sl], wc, scale[sl], shift[sl], log_s[sl], coef[sl], o,
@@ -717,4 +747,4 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             io.add(ws, g, sl)
         grads = io.finish(None, dtypes)
         grad_y = None if grad_y is None else grad_y.to(target.dtype)
-        return None, grad_y, None, *grads
+        return None, None, grad_y, None, *grads

@@ -19,11 +19,11 @@ from torch import nn
 from crossentropy import _validate
 from crossentropy._backend import namespace
 from crossentropy.torch._chunk import (
-    ChunkedCrossEntropy,
     Options,
     auto_chunk_size,
     check_chunk_size,
     check_softcap,
+    chunked_loss,
     resolve_mode,
 )
 
@@ -309,7 +309,7 @@ def linear_cross_entropy_with_mode(hidden, weight, target, bias=None, *, ignore_
         label_smoothing=label_smoothing, reduction=reduction, divisor=divisor, z_loss=z_loss,
         softcap=softcap, chunk_size=chunk_size, mode=resolve_mode(mode, reduction, target_grad),
     )
-    loss = ChunkedCrossEntropy.apply(options, target2, None, hidden2, weight, bias)
+    loss = chunked_loss(options, target2, None, hidden2, weight, bias)
     return loss.reshape(lead) if reduction == "none" else loss
 
 

@@ -59,12 +59,12 @@ from crossentropy._backend import Namespace, namespace
 from crossentropy._docs import PARAMS
 from crossentropy.torch._chunk import (
     RECOMPUTE,
-    ChunkedCrossEntropy,
     Options,
     Shard,
     auto_chunk_size,
     check_chunk_size,
     check_softcap,
+    chunked_loss,
     resolve_mode,
 )
 
@@ -297,7 +297,7 @@ def vocab_parallel_cross_entropy(
                           auto_chunk_size(rows, local, logits_shard.dtype, soft=soft), RECOMPUTE)
     z = torch.movedim(logits_shard, ax, -1).reshape(rows, local)
     y = torch.movedim(y, ax, -1).reshape(rows, local) if soft else y.reshape(rows)
-    loss = ChunkedCrossEntropy.apply(options, y, w, z)
+    loss = chunked_loss(options, y, w, z)
     return loss.reshape(rows_shape) if reduction == "none" else loss
 
 
@@ -420,7 +420,7 @@ def vocab_parallel_linear_cross_entropy(
                           resolve_mode("auto", reduction, target_grad))
     h = hidden.reshape(rows, hidden.shape[-1])
     y = y.reshape(rows, local) if soft else y.reshape(rows)
-    loss = ChunkedCrossEntropy.apply(options, y, None, h, weight_shard, bias_shard)
+    loss = chunked_loss(options, y, None, h, weight_shard, bias_shard)
     return loss.reshape(rows_shape) if reduction == "none" else loss
 
 
