@@ -174,8 +174,13 @@ def accumulation(mode: str) -> Iterator[None]:
 
 
 def accumulation_mode() -> str:
-    """The mode in force: the innermost :func:`accumulation`, else ``_config.ACCUMULATION``."""
-    mode = _MODE.get() or _config.ACCUMULATION
+    """The mode in force: the innermost :func:`accumulation`, else ``_config.ACCUMULATION``.
+
+    While ``torch.compile`` traces, only ``_config.ACCUMULATION`` counts: Dynamo
+    cannot read a context variable (a graph break).
+    """
+    forced = None if torch_compiling() else _MODE.get()
+    mode = forced or _config.ACCUMULATION
     if mode not in _MODES:
         raise ValueError(f"crossentropy._config.ACCUMULATION: expected one of {_MODES}, "
                          f"got {mode!r}")

@@ -54,9 +54,10 @@ def _saved_stats(saved: E.Saved, like: torch.Tensor) -> tuple[torch.Tensor, ...]
 
     Its length tells the backward which form it is: 0 (the fused kernels,
     which reread the logits), 1 (the gradient itself, from
-    :func:`E.ce_forward_with_grad`: not made here, kept on ``ctx``), 3 (the kernels' row max, sum of exp and
-    divisor) or 4 (the generic path's row max, finite max, log-sum and divisor;
-    a placeholder divisor for ``"sum"`` / ``"none"``).
+    :func:`E.ce_forward_with_grad`: not made here, kept on ``ctx``), 3 (the
+    kernels' row max, sum of exp and divisor) or 4 (the generic path's row
+    max, finite max, log-sum and divisor; a placeholder divisor for ``"sum"``
+    / ``"none"``).
     """
     if saved.host is not None:
         return _host_stats(saved)

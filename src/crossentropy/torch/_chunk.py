@@ -64,7 +64,7 @@ import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
 from crossentropy import _validate
-from crossentropy._backend import namespace
+from crossentropy._backend import namespace, torch_transformed
 from crossentropy._engine import kernels
 from crossentropy.torch._autograd import refuse_second_order
 
@@ -347,11 +347,12 @@ def _row_kernels(z: torch.Tensor, t, o: Options):
     (contiguous: the workspace). There one kernel reads each row once and
     leaves the gradient in its place (max, ``exp`` and sum, scale: the later
     passes find the row in cache), where the torch steps take six passes
-    over the chunk. Everything else takes the torch steps below.
+    over the chunk. Everything else (also tensors under ``torch.func`` or
+    ``torch.compile``, which no NumPy view can read) takes the torch steps below.
     """
     if (o.shard is not None or o.soft or o.label_smoothing or t is not None or not o.local
             or z.device.type != "cpu" or z.dtype not in (torch.float32, torch.float64)
-            or not z.is_contiguous() or z.numel() == 0):
+            or not z.is_contiguous() or z.numel() == 0 or torch_transformed(z)):
         return None
     k = kernels()
     return k if k is not None and k.applicable(z.detach().numpy(), 1) else None
