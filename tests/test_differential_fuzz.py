@@ -29,7 +29,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, event, given, settings
+from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
 import crossentropy as ce
@@ -243,10 +243,10 @@ def _against_torch(case: Case, gen):
     if case.dtype not in ("float32", "float64") or not np.isfinite(case.z).all():
         return
     if (case.weight is not None and not np.isfinite(case.weight).all()
-            and (case.kind == "prob" or case.label_smoothing)
-            and not (case.kind == "index" and (case.target != -100).all())):
-        # an ignored row with a NaN / inf weight and smoothing: 0 here (API.md: an
-        # ignored row counts for nothing), NaN in torch; prob targets: below
+            and (case.kind == "prob" or (case.target == -100).any())):
+        # an ignored row with a NaN / inf weight: 0 here (API.md: an ignored row
+        # counts for nothing), NaN in torch (also without smoothing, in K-dim
+        # inputs); prob targets: below
         return
     if case.kind == "prob" and case.weight is not None and case.label_smoothing:
         return  # torch's soft targets with weights and smoothing: a different definition
@@ -259,6 +259,14 @@ def _against_torch(case: Case, gen):
     loss = F.cross_entropy(zt, t, weight=w, label_smoothing=case.label_smoothing,
                            reduction=case.reduction)
     loss.sum().backward()
+    if case.kind == "index" and case.weight is not None and np.isinf(case.weight).any():
+        # An inf weight on a row whose float32 loss torch rounds to 0 (log_softmax
+        # of a confident row): inf * 0 = NaN in torch, inf here (the exact loss is
+        # positive, the library keeps it): not comparable.
+        tc = t.clamp(min=0)
+        picked = torch.gather(F.log_softmax(zt.detach(), dim=1), 1, tc.unsqueeze(1)).squeeze(1)
+        if bool(((t != -100) & torch.isinf(w[tc]) & (picked == 0)).any()):
+            return
     if case.reduction == "mean" and bool(torch.isnan(loss)) and float(gen[0]) == 0.0:
         return  # a mean over no counted weight: 0 here (API.md), NaN in torch
     event("compared with torch")
@@ -313,3 +321,20 @@ def test_fuzz_check_catches_a_disagreement():
         _close(good * (1 + 1e-6), good, "float64", "loss", case)
     with pytest.raises(AssertionError):
         _close(np.float64(np.nan), good, "float64", "loss", case)
+
+
+@settings(max_examples=1, phases=[Phase.explicit], **SETTINGS)
+@example(Case(dtype="float32",
+              z=np.float32([[3.7719066, -3.963146], [19.212679, 3.1470034],
+                            [-16.070082, 10.847852]]),
+              target=np.array([1, 1, 1]), kind="index", axis=-1,
+              weight=np.array([1.08724998, np.inf]), label_smoothing=0.0, reduction="sum",
+              out="none", layout="contiguous", scale=30.0, specials=()))
+@given(cases())
+def test_fuzz_inf_weight_on_a_row_torch_rounds_to_zero(case):
+    """Found by the fuzz: torch's float32 loss of the last row rounds to 0 (inf * 0 = NaN).
+
+    The library's row loss is exact (about 2e-12 > 0), so its weighted sum is inf:
+    the comparison with torch steps aside there; kernel and generic still agree.
+    """
+    _check(case)
