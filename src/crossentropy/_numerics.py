@@ -380,7 +380,7 @@ def reduce(ns: Namespace, rows, reduction: str, denom):
     return ns.to_output(total)
 
 
-def grad_scale(ns: Namespace, reduction: str, denom, grad_output=1.0):
+def grad_scale(ns: Namespace, reduction: str, denom, grad_output: float = 1.0):
     """The factor each row's gradient is multiplied by (compute dtype)."""
     xp = ns.xp
     scale = grad_output

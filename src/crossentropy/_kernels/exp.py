@@ -102,7 +102,7 @@ def _prefer_vector_width(typingctx):
     return types.none(), codegen
 
 
-def wide_vectors():
+def wide_vectors() -> None:
     """Let LLVM vectorise the calling function with ``_config.VECTOR_WIDTH``-bit vectors.
 
     Call it first in a kernel's loop body (numba code). LLVM's tuning for
@@ -115,7 +115,7 @@ def wide_vectors():
 
 @overload(wide_vectors, inline="always")
 def _wide_vectors_overload():
-    def impl():
+    def impl() -> None:
         _prefer_vector_width()
 
     return impl
@@ -265,7 +265,7 @@ def _like_overload(v, arr):
 
 
 @jit(**PARALLEL_JIT)
-def _exp_neg_kernel(x, out):
+def _exp_neg_kernel(x, out) -> None:
     n = x.shape[0]
     for i in prange(n):
         wide_vectors()

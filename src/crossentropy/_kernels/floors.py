@@ -22,7 +22,7 @@ _CHUNK = 1 << 14
 
 
 @jit(**PARALLEL_JIT)
-def copy_pass(z, out):
+def copy_pass(z, out) -> None:
     """``out[:] = z`` over 1-D arrays, in parallel chunks."""
     n = z.shape[0]
     for b in prange((n + _CHUNK - 1) // _CHUNK):
@@ -46,7 +46,7 @@ def read_pass(z):
 
 
 @jit(**PARALLEL_JIT)
-def exp_pass(z, m, out):
+def exp_pass(z, m, out) -> None:
     """``out = exp(z - m)`` over 1-D arrays with the kernels' ``exp``, in parallel chunks."""
     n = z.shape[0]
     for b in prange((n + _CHUNK - 1) // _CHUNK):

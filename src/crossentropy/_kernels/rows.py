@@ -126,7 +126,7 @@ def _sum(v):
 
 
 @jit(**ROW_JIT)
-def _row_fill(out, i, v):
+def _row_fill(out, i, v) -> None:
     for c in range(out.shape[1]):
         out[i, c] = v
 
@@ -162,7 +162,7 @@ def _scratch(z):
 
 
 @_rows_kernel
-def lse_kernel(z, rows, lse):
+def lse_kernel(z, rows, lse) -> None:
     R = z.shape[0]
     for b in prange((R + rows - 1) // rows):
         wide_vectors()
@@ -177,7 +177,7 @@ def lse_kernel(z, rows, lse):
 
 
 @_rows_kernel
-def softmax_kernel(z, rows, out, log):
+def softmax_kernel(z, rows, out, log) -> None:
     R, C = z.shape
     for b in prange((R + rows - 1) // rows):
         wide_vectors()
@@ -221,7 +221,7 @@ def ce_denominator_kernel(target, weight, has_weight, ignore_index, C):
 
 
 @_rows_kernel
-def first_empty_row_kernel(z, target, index, ignore_index, rows, block_bad):
+def first_empty_row_kernel(z, target, index, ignore_index, rows, block_bad) -> None:
     """Per block, the first counted row whose logits are all -inf (-1 if none).
 
     Run before a kernel that writes into a caller's buffer, so that a call
@@ -413,7 +413,7 @@ def _ce_index_rows(z, r0, r1, target, weight, has_weight, weight_sum, ignore_ind
 def ce_index_kernel(
     z, target, weight, has_weight, weight_sum, ignore_index, eps, scale,
     rows, loss, per_row, block_sum, grad, want_grad, block_bad,
-):  # fmt: skip
+) -> None:  # fmt: skip
     """Softmax cross-entropy, index targets, ``rows`` rows per block.
 
     ``per_row``: each row's loss into ``loss`` (R,); else only the block sums.
@@ -435,7 +435,7 @@ def ce_index_kernel(
 def ce_index_small_kernel(
     z, target, weight, has_weight, weight_sum, ignore_index, eps, scale,
     rows, loss, per_row, block_sum, grad, want_grad, block_bad,
-):  # fmt: skip
+) -> None:  # fmt: skip
     """As :func:`ce_index_kernel`, for few classes: ``exp`` over a block's contiguous elements."""
     R, C = z.shape
     want_loss = block_sum.shape[0] > 0
@@ -503,7 +503,7 @@ def ce_index_small_kernel(
 
 
 @_rows_kernel
-def ce_index_stats_kernel(z, t, w, has_w, ignore_index, rows, m_out, s_out, loss, bad):
+def ce_index_stats_kernel(z, t, w, has_w, ignore_index, rows, m_out, s_out, loss, bad) -> None:
     """The forward that saves row statistics (index targets, no smoothing).
 
     Per row: the max ``m_out`` (exact), ``s_out = sum_c exp(z_c - m)``
@@ -543,7 +543,7 @@ def ce_index_stats_kernel(z, t, w, has_w, ignore_index, rows, m_out, s_out, loss
 
 
 @_rows_kernel
-def ce_index_grad_kernel(z, t, ignore_index, rows, m, s, sc, g):
+def ce_index_grad_kernel(z, t, ignore_index, rows, m, s, sc, g) -> None:
     """The backward from :func:`ce_index_stats_kernel`'s statistics, one read and one write.
 
     ``g_c = sc_i (exp(z_c - m_i) / s_i - [c == t_i])``; ignored rows 0; ``g`` may be ``z``.
@@ -573,7 +573,7 @@ def ce_index_grad_kernel(z, t, ignore_index, rows, m, s, sc, g):
 def ce_soft_kernel(
     z, y, weight, has_weight, eps, scale,
     rows, loss, per_row, block_sum, grad, want_grad, block_bad,
-):  # fmt: skip
+) -> None:  # fmt: skip
     """Softmax cross-entropy, probability targets ``y`` (any float dtype, ``(R, C)`` view)."""
     R, C = z.shape
     want_loss = block_sum.shape[0] > 0
@@ -632,7 +632,7 @@ def ce_soft_kernel(
 def bce_kernel(
     z, y, weight, has_weight, pos_weight, has_pos_weight, scale,
     rows, loss_mode, loss, block_sum, grad, want_grad,
-):  # fmt: skip
+) -> None:  # fmt: skip
     """Sigmoid cross-entropy from logits, elementwise, ``rows`` rows per block.
 
     loss_mode: 0 no loss, 1 elementwise into loss (R, C), 2 block sums into

@@ -124,7 +124,7 @@ class MLP:
 class Adam:
     """Adam (Kingma & Ba 2015), written plainly; updates the layers' params in place."""
 
-    def __init__(self, layers, lr=3e-3, beta1=0.9, beta2=0.999, eps=1e-8) -> None:
+    def __init__(self, layers, lr: float = 3e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
         import numpy as np
 
         self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps

@@ -677,7 +677,7 @@ def _as_array(result):
         return None, f"returned {type(result).__name__}, not numbers ({exc})"
 
 
-def _close(a, b, rtol=1e-6, atol=1e-10) -> bool:
+def _close(a, b, rtol: float = 1e-6, atol: float = 1e-10) -> bool:
     np = _np()
     return a.shape == b.shape and bool(np.all(np.isfinite(a))) and np.allclose(
         a, b, rtol=rtol, atol=atol)

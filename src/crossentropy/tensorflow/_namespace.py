@@ -109,7 +109,7 @@ def _integer_array_index(key, ndim):
     return tf.stack([tf.broadcast_to(t, target) for t in parts], axis=-1)
 
 
-def _binary(op, reflected=False):
+def _binary(op, reflected: bool = False):
     def method(self, other):
         if not isinstance(other, (Array, bool, int, float)):
             return NotImplemented
@@ -136,7 +136,7 @@ class Array:
     __slots__ = ("t",)
     __array_priority__ = 100  # NumPy defers to our reflected operators
 
-    def __init__(self, tensor):
+    def __init__(self, tensor) -> None:
         self.t = tensor
 
     def __array_namespace__(self, api_version=None):
@@ -200,7 +200,7 @@ class Array:
             return Array(tf.gather_nd(self.t, indices))
         return Array(self.t[key])
 
-    def __setitem__(self, key, value):
+    def __setitem__(self, key, value) -> None:
         """``x[key] = value`` rebinds this wrapper to an updated tensor.
 
         TensorFlow tensors are immutable: the update makes a new tensor (a
@@ -305,13 +305,13 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None):
     return Array(t)
 
 
-def astype(x, dtype, /, *, copy=True, device=None):
+def astype(x, dtype, /, *, copy: bool = True, device=None):
     t = _tensor(x)
     return Array(t if t.dtype == dtype else tf.cast(t, dtype))
 
 
 def _reduce(f):
-    def g(x, /, *, axis=None, keepdims=False, dtype=None):
+    def g(x, /, *, axis=None, keepdims: bool = False, dtype=None):
         t = _tensor(x)
         if dtype is not None and t.dtype != dtype:
             t = tf.cast(t, dtype)
@@ -355,7 +355,7 @@ def take_along_axis(x, indices, /, *, axis=-1):
     return Array(tnp.take_along_axis(_tensor(x), _tensor(indices), axis=axis))
 
 
-def expand_dims(x, /, *, axis=0):
+def expand_dims(x, /, *, axis: int = 0):
     return Array(tf.expand_dims(_tensor(x), axis))
 
 
@@ -398,13 +398,13 @@ def _shape(shape):
     return list(shape)
 
 
-def arange(start, /, stop=None, step=1, *, dtype=None, device=None):
+def arange(start, /, stop=None, step: int = 1, *, dtype=None, device=None):
     if stop is None:
         start, stop = 0, start
     return Array(tf.range(start, stop, step, dtype=dtype or tf.int64))
 
 
-def argmax(x, /, *, axis=None, keepdims=False):
+def argmax(x, /, *, axis=None, keepdims: bool = False):
     t = _tensor(x)
     if axis is None:
         t, axis = tf.reshape(t, [-1]), 0

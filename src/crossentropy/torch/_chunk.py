@@ -424,7 +424,7 @@ class _Workspace:
     holding two of them.
     """
 
-    def __init__(self, rows: int, dtype: torch.dtype, device, o: Options, matmul: bool):
+    def __init__(self, rows: int, dtype: torch.dtype, device, o: Options, matmul: bool) -> None:
         cdt = compute_dtype(dtype)
         shape = (rows, o.local)
         self.z = torch.empty(shape, dtype=cdt, device=device)  # logits, then g
@@ -453,7 +453,7 @@ class _Workspace:
 class _Linear:
     """Source and sink of ``hidden @ weight.T + bias``."""
 
-    def __init__(self, hidden, weight, bias, needs, o: Options):
+    def __init__(self, hidden, weight, bias, needs, o: Options) -> None:
         self.hidden, self.weight, self.bias, self.o = hidden, weight, bias, o
         cdt = compute_dtype(hidden.dtype)
         new = torch.zeros if hidden.shape[0] == 0 else torch.empty  # else the first chunk writes
@@ -473,7 +473,7 @@ class _Linear:
             torch.addmm(self.bias, h_c, self.weight.t(), out=out)
         return ws.capped(out if ws.low is None else ws.z[:n].copy_(out))
 
-    def add(self, ws: _Workspace, g, rows: slice):
+    def add(self, ws: _Workspace, g, rows: slice) -> None:
         """Add one chunk's contribution to d hidden (its rows), d weight and d bias.
 
         The first chunk writes ``d weight`` and ``d bias`` (their buffers start
@@ -505,7 +505,7 @@ class _Linear:
 class _Logits:
     """Source and sink of given logits ``(rows, local)``."""
 
-    def __init__(self, z, needs, o: Options):
+    def __init__(self, z, needs, o: Options) -> None:
         self.z = z
         self.grads = (torch.empty_like(z) if needs[0] else None,)
 
@@ -513,7 +513,7 @@ class _Logits:
         z_c = self.z[rows]
         return ws.capped(ws.z[: z_c.shape[0]].copy_(z_c))
 
-    def add(self, ws: _Workspace, g, rows: slice):
+    def add(self, ws: _Workspace, g, rows: slice) -> None:
         if self.grads[0] is not None:
             self.grads[0][rows] = g
 

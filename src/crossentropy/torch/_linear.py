@@ -276,8 +276,8 @@ def linear_cross_entropy(
 
 
 def linear_cross_entropy_with_mode(hidden, weight, target, bias=None, *, ignore_index=-100,
-                                   label_smoothing=0.0, reduction="mean", divisor=None,
-                                   z_loss=0.0, softcap=None, chunk_size=None, mode="auto"):
+                                   label_smoothing: float = 0.0, reduction: str = "mean", divisor=None,
+                                   z_loss: float = 0.0, softcap=None, chunk_size=None, mode: str = "auto"):
     """``linear_cross_entropy`` with the gradient strategy selectable (tests, benchmark).
 
     Not exported: ``mode`` is ``"auto"`` (what :func:`linear_cross_entropy`

@@ -115,20 +115,20 @@ def _ours(np, z, t, dtype):
 
     buf = np.empty_like(z)
 
-    def fb_out():
+    def fb_out() -> None:
         ce.cross_entropy_with_grad(z, t, out=buf)
 
-    def fb_alloc():
+    def fb_alloc() -> None:
         ce.cross_entropy_with_grad(z, t)
 
-    def fwd():
+    def fwd() -> None:
         ce.cross_entropy(z, t)
 
-    def fb_generic():
+    def fb_generic() -> None:
         with K.disabled():
             ce.cross_entropy_with_grad(z, t)
 
-    def fwd_generic():
+    def fwd_generic() -> None:
         with K.disabled():
             ce.cross_entropy(z, t)
 
@@ -230,11 +230,11 @@ def _jax(np, z, t, dtype):
     value = jax.jit(mean_loss)
     zj, tj = jax.device_put(z), jax.device_put(t)
 
-    def fb():
+    def fb() -> None:
         loss, g = value_and_grad(zj, tj)
         g.block_until_ready()
 
-    def fwd():
+    def fwd() -> None:
         value(zj, tj).block_until_ready()
 
     return {"jax.jit + optax": (fb, fwd)}

@@ -70,7 +70,7 @@ def _setup(n, d, v, dtype_name, bias, chunk_size, threads):
     dtype = getattr(torch, dtype_name)
     gen = torch.Generator().manual_seed(0)
 
-    def step(variant, h, w, t, b):
+    def step(variant, h, w, t, b) -> None:
         for x in (h, w, b):
             if x is not None:
                 x.grad = None
@@ -246,7 +246,7 @@ def print_table(rows, file=None) -> None:
     print(head, file=file)
     print("|---" * (head.count("|") - 1) + "|", file=file)
 
-    def fmt(r, key, spec=".3f"):
+    def fmt(r, key, spec: str = ".3f"):
         return format(r[key], spec) if key in r else "-"
 
     for r in rows:
