@@ -11,6 +11,7 @@ float64: within 2 ulp (``tests/kernels/test_kernels.py`` checks 10^7 points).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -18,7 +19,7 @@ from numba import prange, types
 from numba.extending import intrinsic, overload
 
 from crossentropy._config import EXP_FASTMATH, PARALLEL_JIT, VECTOR_WIDTH
-from crossentropy._kernels.jit import jit
+from crossentropy._kernels.jit import FloatArray, jit
 
 __all__ = [
     "F32_XMIN", "F64_XMIN", "exp_diff", "exp_neg", "exp_neg_array", "fmax", "like", "wide_vectors",
@@ -55,7 +56,7 @@ _F64_C = tuple(1.0 / math.factorial(k) for k in range(14))
 
 
 @intrinsic
-def _add_to_exponent(typingctx, q, t):
+def _add_to_exponent(typingctx: Any, q: Any, t: Any) -> Any:
     """``q * 2**n`` for ``q`` in [0.5, 2), ``n`` carried by the float ``t = MAGIC + n``.
 
     ``t`` carries the integer ``n`` in its low mantissa bits: the bits of ``t``
@@ -66,7 +67,7 @@ def _add_to_exponent(typingctx, q, t):
         return None
     ity, shift = (ir.IntType(32), 23) if q == types.float32 else (ir.IntType(64), 52)
 
-    def codegen(context, builder, sig, args):
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         qv, tv = args
         n_bits = builder.shl(builder.bitcast(tv, ity), ity(shift))
         return builder.bitcast(builder.add(builder.bitcast(qv, ity), n_bits), qv.type)
@@ -75,11 +76,11 @@ def _add_to_exponent(typingctx, q, t):
 
 
 @intrinsic
-def _llvm_maximum(typingctx, a, b):
+def _llvm_maximum(typingctx: Any, a: Any, b: Any) -> Any:
     if not (isinstance(a, types.Float) and a == b):
         return None
 
-    def codegen(context, builder, sig, args):
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         ty = args[0].type
         fn = builder.module.declare_intrinsic("llvm.maximum", [ty], ir.FunctionType(ty, [ty, ty]))
         return builder.call(fn, args)
@@ -88,8 +89,8 @@ def _llvm_maximum(typingctx, a, b):
 
 
 @intrinsic
-def _prefer_vector_width(typingctx):
-    def codegen(context, builder, sig, args):
+def _prefer_vector_width(typingctx: Any) -> Any:
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         # llvmlite checks attribute names against a fixed list without
         # key="value" attributes; the set underneath takes the string as is.
         # Any failure leaves LLVM's default width.
@@ -114,14 +115,14 @@ def wide_vectors() -> None:
 
 
 @overload(wide_vectors, inline="always")
-def _wide_vectors_overload():
+def _wide_vectors_overload() -> Any:
     def impl() -> None:
-        _prefer_vector_width()
+        _prefer_vector_width()  # type: ignore[call-arg]  # numba code
 
     return impl
 
 
-def fmax(a, b):
+def fmax(a: float, b: float) -> float:
     """IEEE 754-2019 ``maximum`` (``llvm.maximum``): NaN if either is NaN.
 
     Unlike ``if b > a: a = b``, LLVM vectorises it as a reduction. This
@@ -133,18 +134,18 @@ def fmax(a, b):
 
 
 @overload(fmax)
-def _fmax_overload(a, b):
+def _fmax_overload(a: Any, b: Any) -> Any:
     if isinstance(a, types.Float) and a == b:
 
-        def impl(a, b):
-            return _llvm_maximum(a, b)
+        def impl(a: float, b: float) -> Any:
+            return _llvm_maximum(a, b)  # type: ignore[call-arg]  # numba code
 
         return impl
     return None
 
 
 @jit(inline="always", fastmath=set(EXP_FASTMATH))
-def _exp_f32(x, err):
+def _exp_f32(x: float, err: float) -> float:
     """float32 ``exp(x + err)`` for ``x <= 0`` and a tiny correction ``err``.
 
     ``err`` (the rounding error of ``x``, or 0) is added to the reduced argument.
@@ -159,12 +160,12 @@ def _exp_f32(x, err):
     q = q * r + _F32_P1
     q = q * r + _F32_P0
     q = q * (r * r) + r + _F32_ONE
-    y = _add_to_exponent(q, t)
+    y: float = _add_to_exponent(q, t)  # type: ignore[call-arg]  # numba code, not Python
     return y if x >= F32_XMIN else _F32_ZERO
 
 
 @jit(inline="always", fastmath=set(EXP_FASTMATH))
-def _exp_f64(x, err):
+def _exp_f64(x: float, err: float) -> float:
     """float64 ``exp(x + err)`` for ``x <= 0`` and a tiny correction ``err``."""
     c = _F64_C
     t = x * _F64_LOG2E + _F64_MAGIC
@@ -184,11 +185,11 @@ def _exp_f64(x, err):
     q = q * r + c[3]
     q = q * r + c[2]
     q = q * (r * r) + r + 1.0
-    y = _add_to_exponent(q, t)
+    y: float = _add_to_exponent(q, t)  # type: ignore[call-arg]  # numba code, not Python
     return y if x >= F64_XMIN else 0.0
 
 
-def exp_neg(x):
+def exp_neg(x: float) -> Any:
     """``exp(x)`` for ``-inf <= x <= 0`` inside numba code; see the module doc.
 
     Results below ``exp(XMIN)`` (2.7e-38 for float32, 7e-308 for float64) are
@@ -198,23 +199,23 @@ def exp_neg(x):
 
 
 @overload(exp_neg, jit_options={"fastmath": set(EXP_FASTMATH)})
-def _exp_neg_overload(x):
+def _exp_neg_overload(x: Any) -> Any:
     if x == types.float32:
 
-        def impl(x):
+        def impl(x: float) -> Any:
             return _exp_f32(x, _F32_ZERO)
 
         return impl
     if x == types.float64:
 
-        def impl(x):
+        def impl(x: float) -> Any:
             return _exp_f64(x, 0.0)
 
         return impl
     return None
 
 
-def exp_diff(z, m):
+def exp_diff(z: float, m: float) -> Any:
     """``exp(z - m)`` for ``z <= m`` inside numba code.
 
     The rounding error of ``z - m`` (up to ``|z - m| * 2^-24`` relative in
@@ -226,10 +227,10 @@ def exp_diff(z, m):
 
 
 @overload(exp_diff, jit_options={"fastmath": set(EXP_FASTMATH)})
-def _exp_diff_overload(z, m):
+def _exp_diff_overload(z: Any, m: Any) -> Any:
     if z == types.float32 and m == types.float32:
 
-        def impl(z, m):
+        def impl(z: float, m: float) -> Any:
             x = z - m
             # TwoSum(z, -m): err = (z - m) - x exactly (no reassoc here)
             bz = x + m
@@ -239,7 +240,7 @@ def _exp_diff_overload(z, m):
         return impl
     if z == types.float64 and m == types.float64:
 
-        def impl(z, m):
+        def impl(z: float, m: float) -> Any:
             x = z - m
             bz = x + m
             err = (z - bz) - (m + (x - bz))
@@ -249,30 +250,30 @@ def _exp_diff_overload(z, m):
     return None
 
 
-def like(v, arr):
+def like(v: float, arr: FloatArray) -> Any:
     """``v`` converted to the element type of ``arr`` (numba code only)."""
     return arr.dtype.type(v)
 
 
 @overload(like)
-def _like_overload(v, arr):
+def _like_overload(v: Any, arr: Any) -> Any:
     ty = arr.dtype
 
-    def impl(v, arr):
+    def impl(v: float, arr: FloatArray) -> Any:
         return ty(v)
 
     return impl
 
 
 @jit(**PARALLEL_JIT)
-def _exp_neg_kernel(x, out) -> None:
+def _exp_neg_kernel(x: FloatArray, out: FloatArray) -> None:
     n = x.shape[0]
     for i in prange(n):
         wide_vectors()
         out[i] = exp_neg(x[i])
 
 
-def exp_neg_array(x, out=None):
+def exp_neg_array(x: FloatArray, out: FloatArray | None = None) -> FloatArray:
     """``exp_neg`` over a 1-D float32/float64 array ``x`` (in parallel), into ``out``."""
     out = np.empty_like(x) if out is None else out
     _exp_neg_kernel(x, out)

@@ -14,7 +14,7 @@ from numba import prange
 
 from crossentropy._config import PARALLEL_JIT, REDUCE_JIT
 from crossentropy._kernels.exp import exp_diff, wide_vectors
-from crossentropy._kernels.jit import jit
+from crossentropy._kernels.jit import FloatArray, jit
 
 __all__ = ["copy_pass", "exp_pass", "read_pass"]
 
@@ -22,7 +22,7 @@ _CHUNK = 1 << 14
 
 
 @jit(**PARALLEL_JIT)
-def copy_pass(z, out) -> None:
+def copy_pass(z: FloatArray, out: FloatArray) -> None:
     """``out[:] = z`` over 1-D arrays, in parallel chunks."""
     n = z.shape[0]
     for b in prange((n + _CHUNK - 1) // _CHUNK):
@@ -32,7 +32,7 @@ def copy_pass(z, out) -> None:
 
 
 @jit(**{**REDUCE_JIT, "parallel": True})
-def read_pass(z):
+def read_pass(z: FloatArray) -> float:
     """The float64 sum of a 1-D array, in parallel chunks."""
     n = z.shape[0]
     total = 0.0
@@ -46,7 +46,7 @@ def read_pass(z):
 
 
 @jit(**PARALLEL_JIT)
-def exp_pass(z, m, out) -> None:
+def exp_pass(z: FloatArray, m: float, out: FloatArray) -> None:
     """``out = exp(z - m)`` over 1-D arrays with the kernels' ``exp``, in parallel chunks."""
     n = z.shape[0]
     for b in prange((n + _CHUNK - 1) // _CHUNK):

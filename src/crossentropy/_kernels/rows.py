@@ -33,13 +33,14 @@ default) and label smoothing ``e``:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import prange
 
 from crossentropy._config import PARALLEL_JIT, REDUCE_JIT, ROW_JIT, SERIAL_JIT, SUM_CHUNK
 from crossentropy._kernels.exp import exp_diff, fmax, like, wide_vectors
-from crossentropy._kernels.jit import jit, rows_kernel
+from crossentropy._kernels.jit import FloatArray, IntArray, jit, rows_kernel
 
 __all__ = [
     "bce_kernel",
@@ -63,7 +64,7 @@ _rows_kernel = rows_kernel(PARALLEL_JIT)
 
 
 @jit(**REDUCE_JIT)
-def _row_max(z, i):
+def _row_max(z: FloatArray, i: int) -> Any:
     """Pass 1: the row max, NaN if the row holds a NaN."""
     wide_vectors()
     m = z[i, 0]
@@ -73,7 +74,7 @@ def _row_max(z, i):
 
 
 @jit(**REDUCE_JIT)
-def _row_sum_exp(z, i, m, buf):
+def _row_sum_exp(z: FloatArray, i: int, m: Any, buf: FloatArray) -> Any:
     """Pass 2 without a gradient: sum_c exp(z_c - m), accumulated in float64.
 
     ``exp`` goes through ``buf`` (a scratch of the logits' dtype) a chunk at
@@ -95,7 +96,7 @@ def _row_sum_exp(z, i, m, buf):
 
 
 @jit(**REDUCE_JIT)
-def _row_exp_store(z, i, m, out):
+def _row_exp_store(z: FloatArray, i: int, m: Any, out: FloatArray) -> Any:
     """Pass 2 with a gradient: out[i, c] = exp(z_c - m) and their float64 sum.
 
     ``out`` may be ``z``: each element is read before it is written. Two
@@ -112,7 +113,7 @@ def _row_exp_store(z, i, m, out):
 
 
 @jit(**REDUCE_JIT)
-def _sum(v):
+def _sum(v: Any) -> Any:
     wide_vectors()
     s = 0.0
     for k in range(v.shape[0]):
@@ -126,26 +127,27 @@ def _sum(v):
 
 
 @jit(**ROW_JIT)
-def _row_fill(out, i, v) -> None:
+def _row_fill(out: FloatArray, i: int, v: Any) -> None:
     for c in range(out.shape[1]):
         out[i, c] = v
 
 
 @jit(**ROW_JIT)
-def _soft_a(y, i, c, keep, e_over_c, weight, has_weight):
+def _soft_a(y: FloatArray, i: int, c: int, keep: float, e_over_c: float, weight: FloatArray,
+            has_weight: bool) -> Any:
     """``a_c = w_c ((1 - e) y_c + e / C)`` of a probability target (float64)."""
     a_c = keep * float(y[i, c]) + e_over_c
     return a_c * float(weight[c]) if has_weight else a_c
 
 
 @jit(**ROW_JIT)
-def _skipped(t, ignore_index, C):
+def _skipped(t: int, ignore_index: int, C: int) -> bool:
     """Whether a row is skipped: target ``ignore_index`` (or out of range, unreachable)."""
     return t == ignore_index or t < 0 or t >= C
 
 
 @jit(**ROW_JIT)
-def _block(b, rows, R):
+def _block(b: int, rows: int, R: int) -> tuple[int, int]:
     r0 = b * rows
     return r0, min(R, r0 + rows)
 
@@ -156,13 +158,13 @@ def _block(b, rows, R):
 
 
 @jit(**ROW_JIT)
-def _scratch(z):
+def _scratch(z: FloatArray) -> Any:
     """The chunk buffer of :func:`_row_sum_exp` (one per block of rows)."""
     return np.empty(min(z.shape[1], SUM_CHUNK), z.dtype)
 
 
 @_rows_kernel
-def lse_kernel(z, rows, lse) -> None:
+def lse_kernel(z: FloatArray, rows: int, lse: FloatArray) -> None:
     R = z.shape[0]
     for b in prange((R + rows - 1) // rows):
         wide_vectors()
@@ -177,7 +179,7 @@ def lse_kernel(z, rows, lse) -> None:
 
 
 @_rows_kernel
-def softmax_kernel(z, rows, out, log) -> None:
+def softmax_kernel(z: FloatArray, rows: int, out: FloatArray, log: bool) -> None:
     R, C = z.shape
     for b in prange((R + rows - 1) // rows):
         wide_vectors()
@@ -207,7 +209,8 @@ def softmax_kernel(z, rows, out, log) -> None:
 
 
 @jit(**SERIAL_JIT)
-def ce_denominator_kernel(target, weight, has_weight, ignore_index, C):
+def ce_denominator_kernel(target: IntArray, weight: FloatArray, has_weight: bool,
+                          ignore_index: int, C: int) -> Any:
     """Sum of w[t_i] over the counted rows, and the first row out of range (-1 if none)."""
     denom = 0.0
     for i in range(target.shape[0]):
@@ -221,7 +224,8 @@ def ce_denominator_kernel(target, weight, has_weight, ignore_index, C):
 
 
 @_rows_kernel
-def first_empty_row_kernel(z, target, index, ignore_index, rows, block_bad) -> None:
+def first_empty_row_kernel(z: FloatArray, target: IntArray, index: bool, ignore_index: int,
+                           rows: int, block_bad: IntArray) -> None:
     """Per block, the first counted row whose logits are all -inf (-1 if none).
 
     Run before a kernel that writes into a caller's buffer, so that a call
@@ -252,8 +256,9 @@ def first_empty_row_kernel(z, target, index, ignore_index, rows, block_bad) -> N
 
 
 @jit(**ROW_JIT)
-def _ce_index_inf_row(z, i, t, weight, has_weight, weight_sum, a_t, e_over_c, sc,
-                      want_loss, grad, want_grad):
+def _ce_index_inf_row(z: FloatArray, i: int, t: Any, weight: FloatArray, has_weight: bool,
+                      weight_sum: float, a_t: float, e_over_c: float, sc: float,
+                      want_loss: bool, grad: FloatArray, want_grad: bool) -> Any:
     C = z.shape[1]
     li = 0.0
     big_a = a_t + e_over_c * weight_sum if e_over_c > 0.0 else a_t
@@ -277,7 +282,9 @@ def _ce_index_inf_row(z, i, t, weight, has_weight, weight_sum, a_t, e_over_c, sc
 
 
 @jit(**ROW_JIT)
-def _ce_soft_inf_row(z, y, i, weight, has_weight, keep, e_over_c, sc, want_loss, grad, want_grad):
+def _ce_soft_inf_row(z: FloatArray, y: FloatArray, i: int, weight: FloatArray, has_weight: bool,
+                     keep: float, e_over_c: float, sc: float, want_loss: bool, grad: FloatArray,
+                     want_grad: bool) -> Any:
     C = z.shape[1]
     big_a = 0.0
     cross = 0.0
@@ -297,7 +304,7 @@ def _ce_soft_inf_row(z, y, i, weight, has_weight, keep, e_over_c, sc, want_loss,
 
 
 @jit(**ROW_JIT)
-def _ce_index_smooth(z, i, m, weight, has_weight):
+def _ce_index_smooth(z: FloatArray, i: int, m: Any, weight: FloatArray, has_weight: bool) -> Any:
     """``(sum_c w_c (m - z_c), W_max)``: a term is 0 where ``w_c == 0`` or ``z_c == m``.
 
     ``W_max`` is the weight sum of the classes at the row max (``z_c == m``);
@@ -323,8 +330,10 @@ def _ce_index_smooth(z, i, m, weight, has_weight):
 
 
 @jit(**ROW_JIT)
-def _ce_index_finish(z, i, t, m, z_t, smooth, w_max, s, weight, has_weight, weight_sum, eps, sc,
-                     want_loss, grad, want_grad):
+def _ce_index_finish(z: FloatArray, i: int, t: Any, m: Any, z_t: float, smooth: float,
+                     w_max: float, s: Any, weight: FloatArray, has_weight: bool, weight_sum: float,
+                     eps: float, sc: float,
+                     want_loss: bool, grad: FloatArray, want_grad: bool) -> Any:
     """Finish row ``i``: return its loss, and run pass 3 of its gradient.
 
     ``grad[i]`` holds ``exp(z_c - m)`` and ``s`` their sum.
@@ -361,8 +370,9 @@ def _ce_index_finish(z, i, t, m, z_t, smooth, w_max, s, weight, has_weight, weig
 
 
 @jit(**ROW_JIT)
-def _ce_index_row(z, i, t, weight, has_weight, weight_sum, ignore_index, eps, sc,
-                  want_loss, grad, want_grad, buf):
+def _ce_index_row(z: FloatArray, i: int, t: Any, weight: FloatArray, has_weight: bool,
+                  weight_sum: float, ignore_index: int, eps: float, sc: float,
+                  want_loss: bool, grad: FloatArray, want_grad: bool, buf: FloatArray) -> Any:
     """Row ``i`` of softmax cross-entropy with an index target: ``(loss, all -inf)``."""
     C = z.shape[1]
     if _skipped(t, ignore_index, C):
@@ -392,8 +402,10 @@ def _ce_index_row(z, i, t, weight, has_weight, weight_sum, ignore_index, eps, sc
 
 
 @jit(**ROW_JIT)
-def _ce_index_rows(z, r0, r1, target, weight, has_weight, weight_sum, ignore_index, eps, sc,
-                   want_loss, loss, per_row, grad, want_grad):
+def _ce_index_rows(z: FloatArray, r0: int, r1: int, target: IntArray, weight: FloatArray,
+                   has_weight: bool, weight_sum: float, ignore_index: int, eps: float, sc: float,
+                   want_loss: bool, loss: FloatArray, per_row: bool, grad: FloatArray,
+                   want_grad: bool) -> Any:
     """Rows ``r0:r1``, one by one: ``(sum of the losses, first all -inf row or -1)``."""
     buf = _scratch(z)
     acc = 0.0
@@ -411,8 +423,10 @@ def _ce_index_rows(z, r0, r1, target, weight, has_weight, weight_sum, ignore_ind
 
 @_rows_kernel
 def ce_index_kernel(
-    z, target, weight, has_weight, weight_sum, ignore_index, eps, scale,
-    rows, loss, per_row, block_sum, grad, want_grad, block_bad,
+    z: FloatArray, target: IntArray, weight: FloatArray, has_weight: bool, weight_sum: float,
+    ignore_index: int, eps: float, scale: float,
+    rows: int, loss: FloatArray, per_row: bool, block_sum: FloatArray, grad: FloatArray,
+    want_grad: bool, block_bad: IntArray,
 ) -> None:  # fmt: skip
     """Softmax cross-entropy, index targets, ``rows`` rows per block.
 
@@ -433,8 +447,10 @@ def ce_index_kernel(
 
 @_rows_kernel
 def ce_index_small_kernel(
-    z, target, weight, has_weight, weight_sum, ignore_index, eps, scale,
-    rows, loss, per_row, block_sum, grad, want_grad, block_bad,
+    z: FloatArray, target: IntArray, weight: FloatArray, has_weight: bool, weight_sum: float,
+    ignore_index: int, eps: float, scale: float,
+    rows: int, loss: FloatArray, per_row: bool, block_sum: FloatArray, grad: FloatArray,
+    want_grad: bool, block_bad: IntArray,
 ) -> None:  # fmt: skip
     """As :func:`ce_index_kernel`, for few classes: ``exp`` over a block's contiguous elements."""
     R, C = z.shape
@@ -503,7 +519,9 @@ def ce_index_small_kernel(
 
 
 @_rows_kernel
-def ce_index_stats_kernel(z, t, w, has_w, ignore_index, rows, m_out, s_out, loss, bad) -> None:
+def ce_index_stats_kernel(z: FloatArray, t: IntArray, w: FloatArray, has_w: bool, ignore_index: int,
+                          rows: int, m_out: FloatArray, s_out: FloatArray, loss: FloatArray,
+                          bad: IntArray) -> None:
     """The forward that saves row statistics (index targets, no smoothing).
 
     Per row: the max ``m_out`` (exact), ``s_out = sum_c exp(z_c - m)``
@@ -543,7 +561,8 @@ def ce_index_stats_kernel(z, t, w, has_w, ignore_index, rows, m_out, s_out, loss
 
 
 @_rows_kernel
-def ce_index_grad_kernel(z, t, ignore_index, rows, m, s, sc, g) -> None:
+def ce_index_grad_kernel(z: FloatArray, t: IntArray, ignore_index: int, rows: int,
+                         m: FloatArray, s: FloatArray, sc: FloatArray, g: FloatArray) -> None:
     """The backward from :func:`ce_index_stats_kernel`'s statistics, one read and one write.
 
     ``g_c = sc_i (exp(z_c - m_i) / s_i - [c == t_i])``; ignored rows 0; ``g`` may be ``z``.
@@ -571,8 +590,9 @@ def ce_index_grad_kernel(z, t, ignore_index, rows, m, s, sc, g) -> None:
 
 @_rows_kernel
 def ce_soft_kernel(
-    z, y, weight, has_weight, eps, scale,
-    rows, loss, per_row, block_sum, grad, want_grad, block_bad,
+    z: FloatArray, y: FloatArray, weight: FloatArray, has_weight: bool, eps: float, scale: float,
+    rows: int, loss: FloatArray, per_row: bool, block_sum: FloatArray, grad: FloatArray,
+    want_grad: bool, block_bad: IntArray,
 ) -> None:  # fmt: skip
     """Softmax cross-entropy, probability targets ``y`` (any float dtype, ``(R, C)`` view)."""
     R, C = z.shape
@@ -630,8 +650,10 @@ def ce_soft_kernel(
 
 @_rows_kernel
 def bce_kernel(
-    z, y, weight, has_weight, pos_weight, has_pos_weight, scale,
-    rows, loss_mode, loss, block_sum, grad, want_grad,
+    z: FloatArray, y: FloatArray, weight: FloatArray, has_weight: bool, pos_weight: FloatArray,
+    has_pos_weight: bool, scale: float,
+    rows: int, loss_mode: Any, loss: FloatArray, block_sum: FloatArray, grad: FloatArray,
+    want_grad: bool,
 ) -> None:  # fmt: skip
     """Sigmoid cross-entropy from logits, elementwise, ``rows`` rows per block.
 
