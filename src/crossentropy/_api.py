@@ -12,6 +12,7 @@ through ``crossentropy.tensorflow``, which calls the engine the same way.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any, TypeVar, cast
 
@@ -616,7 +617,7 @@ def sigmoid_focal_loss(
 #: differentiate through the forward operations; ``cross_entropy`` and
 #: ``binary_cross_entropy_with_logits`` are the shells' own ops. Written once
 #: here; each shell binds them to the same names, in this order.
-PASS_THROUGH = (
+PASS_THROUGH: tuple[Callable[..., Any], ...] = (
     logsumexp, softmax, log_softmax, cross_entropy_from_probs, binary_cross_entropy, entropy,
     kl_divergence, focal_loss, sigmoid_focal_loss, poly1_cross_entropy, cross_entropy_grad,
     cross_entropy_with_grad, binary_cross_entropy_with_logits_grad,

@@ -114,6 +114,10 @@ def wide_vectors() -> None:
     """
 
 
+# numba checks that an overload's implementation has the parameters of its typing
+# function, annotations included: both are annotated ``Any`` (types, then values).
+
+
 @overload(wide_vectors, inline="always")
 def _wide_vectors_overload() -> Any:
     def impl() -> None:
@@ -137,7 +141,7 @@ def fmax(a: float, b: float) -> float:
 def _fmax_overload(a: Any, b: Any) -> Any:
     if isinstance(a, types.Float) and a == b:
 
-        def impl(a: float, b: float) -> Any:
+        def impl(a: Any, b: Any) -> Any:
             return _llvm_maximum(a, b)  # type: ignore[call-arg]  # numba code
 
         return impl
@@ -202,13 +206,13 @@ def exp_neg(x: float) -> Any:
 def _exp_neg_overload(x: Any) -> Any:
     if x == types.float32:
 
-        def impl(x: float) -> Any:
+        def impl(x: Any) -> Any:
             return _exp_f32(x, _F32_ZERO)
 
         return impl
     if x == types.float64:
 
-        def impl(x: float) -> Any:
+        def impl(x: Any) -> Any:
             return _exp_f64(x, 0.0)
 
         return impl
@@ -230,7 +234,7 @@ def exp_diff(z: float, m: float) -> Any:
 def _exp_diff_overload(z: Any, m: Any) -> Any:
     if z == types.float32 and m == types.float32:
 
-        def impl(z: float, m: float) -> Any:
+        def impl(z: Any, m: Any) -> Any:
             x = z - m
             # TwoSum(z, -m): err = (z - m) - x exactly (no reassoc here)
             bz = x + m
@@ -240,7 +244,7 @@ def _exp_diff_overload(z: Any, m: Any) -> Any:
         return impl
     if z == types.float64 and m == types.float64:
 
-        def impl(z: float, m: float) -> Any:
+        def impl(z: Any, m: Any) -> Any:
             x = z - m
             bz = x + m
             err = (z - bz) - (m + (x - bz))
@@ -259,7 +263,7 @@ def like(v: float, arr: FloatArray) -> Any:
 def _like_overload(v: Any, arr: Any) -> Any:
     ty = arr.dtype
 
-    def impl(v: float, arr: FloatArray) -> Any:
+    def impl(v: Any, arr: Any) -> Any:
         return ty(v)
 
     return impl

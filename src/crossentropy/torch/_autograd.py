@@ -11,7 +11,7 @@ these Functions are once differentiable (``create_graph=True`` raises).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -22,7 +22,8 @@ __all__ = ["bce_op", "binary_cross_entropy_with_logits", "ce_op", "cross_entropy
 
 class _CrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, target, weight, opts: E.CEOptions, inplace: bool):
+    def forward(ctx: Any, logits: torch.Tensor, target: Any, weight: Any, opts: E.CEOptions,
+                inplace: bool) -> Any:
         call = E.ce_call(logits, target, weight, opts)
         loss, saved = E.ce_forward(call)
         ctx.opts, ctx.inplace, ctx.host = opts, inplace, saved.host
@@ -36,7 +37,7 @@ class _CrossEntropy(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss):
+    def backward(ctx: Any, grad_loss: Any) -> tuple[Any, Any, None, None, None]:
         logits, y, w, *rest = ctx.saved_tensors
         call = E.trusted_ce_call(logits, y, w, ctx.opts)
         if rest:
@@ -55,7 +56,8 @@ class _CrossEntropy(torch.autograd.Function):
 
 class _BCEWithLogits(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, target, weight, pos_weight, reduction: str):
+    def forward(ctx: Any, logits: torch.Tensor, target: Any, weight: Any, pos_weight: Any,
+                reduction: str) -> Any:
         call = E.binary_call(logits, target, weight, reduction, "logits", pos_weight)
         ctx.reduction = reduction
         ctx.save_for_backward(logits, call.y, call.weight, call.pos_weight)
@@ -63,7 +65,7 @@ class _BCEWithLogits(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss):
+    def backward(ctx: Any, grad_loss: Any) -> tuple[Any, Any, None, None, None]:
         logits, y, w, pw = ctx.saved_tensors
         call = E.trusted_binary_call(logits, y, w, pw, ctx.reduction)
         g, gy = E.bce_logits_backward(call, grad_loss, target_grad=ctx.needs_input_grad[1])
@@ -79,15 +81,16 @@ def _tensor(value: Any, like: torch.Tensor) -> Any:
 def ce_op(logits: torch.Tensor, target: Any, weight: Any, opts: E.CEOptions,
           inplace_backward: bool = False) -> torch.Tensor:
     """Softmax cross-entropy of checked options as a differentiable torch op."""
-    return _CrossEntropy.apply(logits, _tensor(target, logits), _tensor(weight, logits), opts,
-                               bool(inplace_backward))
+    return cast(torch.Tensor, _CrossEntropy.apply(  # type: ignore[no-untyped-call]
+        logits, _tensor(target, logits), _tensor(weight, logits), opts, bool(inplace_backward)))
 
 
 def bce_op(logits: torch.Tensor, target: Any, weight: Any, pos_weight: Any,
            reduction: str) -> torch.Tensor:
     """Binary cross-entropy from logits (checked ``reduction``) as a differentiable torch op."""
-    return _BCEWithLogits.apply(logits, _tensor(target, logits), _tensor(weight, logits),
-                                _tensor(pos_weight, logits), reduction)
+    return cast(torch.Tensor, _BCEWithLogits.apply(  # type: ignore[no-untyped-call]
+        logits, _tensor(target, logits), _tensor(weight, logits), _tensor(pos_weight, logits),
+        reduction))
 
 
 def cross_entropy(logits: torch.Tensor, target: Any, *, axis: int = -1, weight: Any = None,
