@@ -30,7 +30,8 @@ and dtypes are checked, as under ``jax.jit``.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import keras
 import tensorflow as tf
@@ -42,15 +43,22 @@ from crossentropy.tensorflow._namespace import unwrap, wrap
 #: The same names as :mod:`crossentropy` (the functions are listed once, in ``_api``).
 __all__ = sorted([*_api.__all__, "BCEWithLogitsLoss", "CrossEntropyLoss"])
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Decorator(Protocol):
+    def __call__(self, func: F, /) -> F: ...
+
+
 # The library's code is plain Python over tensors: AutoGraph must not rewrite it.
-_plain = tf.autograph.experimental.do_not_convert
+_plain: _Decorator = tf.autograph.experimental.do_not_convert
 
 
-def _tensor(x):
+def _tensor(x: Any) -> Any:
     return x if isinstance(x, tf.Tensor) else tf.convert_to_tensor(x)
 
 
-def _option(x):
+def _option(x: Any) -> Any:
     """Array-valued options (weights) as :class:`Array`; numbers and lists unchanged."""
     if isinstance(x, (tf.Tensor, tf.Variable)):
         return wrap(x)
@@ -90,13 +98,13 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
                              divisor=divisor)
     w = _option(weight)
 
-    def forward(z, y, soft):
+    def forward(z: Any, y: Any, soft: bool) -> Any:
         call = E.ce_call(wrap(z), wrap(y), w, opts)
         # in a graph (tf.function) keep exp(z - m) for the backward, as tf.nn's fused op
         # keeps its backprop; eagerly, the per-row statistics only
         loss, saved = E.ce_forward(call, keep_exp=not tf.executing_eagerly())
 
-        def backward(grad_loss):
+        def backward(grad_loss: Any) -> Any:
             dz = unwrap(E.ce_backward(call, saved, wrap(grad_loss)))
             if not soft:
                 return dz
@@ -105,14 +113,14 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
         return unwrap(loss), backward
 
     if target.dtype.is_floating:
-        @tf.custom_gradient
-        def op_soft(z, y):
+        @tf.custom_gradient  # type: ignore[untyped-decorator]  # TensorFlow is untyped
+        def op_soft(z: Any, y: Any) -> Any:
             return forward(z, y, soft=True)
 
         return op_soft(logits, target)
 
-    @tf.custom_gradient
-    def op(z):
+    @tf.custom_gradient  # type: ignore[untyped-decorator]  # TensorFlow is untyped
+    def op(z: Any) -> Any:
         return forward(z, target, soft=False)
 
     return op(logits)
@@ -148,11 +156,11 @@ def binary_cross_entropy_with_logits(logits: Any, target: Any, *, weight: Any = 
     if not target.dtype.is_floating:
         target = tf.cast(target, logits.dtype)
 
-    @tf.custom_gradient
-    def op(z, y):
+    @tf.custom_gradient  # type: ignore[untyped-decorator]  # TensorFlow is untyped
+    def op(z: Any, y: Any) -> Any:
         call = E.binary_call(wrap(z), wrap(y), w, reduction, "logits", pw)
 
-        def backward(grad_loss):
+        def backward(grad_loss: Any) -> Any:
             dz, dy = E.bce_logits_backward(call, wrap(grad_loss), target_grad=True)
             return unwrap(dz), unwrap(dy)
 
@@ -164,12 +172,12 @@ def binary_cross_entropy_with_logits(logits: Any, target: Any, *, weight: Any = 
 # ---------------------------------------------------------------- the rest (TF autodiff)
 
 
-def _through(func):
+def _through(func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` of :mod:`crossentropy` on TensorFlow tensors, differentiated by TensorFlow."""
 
     @_plain
     @functools.wraps(func)
-    def wrapper(*arrays, **options):
+    def wrapper(*arrays: Any, **options: Any) -> Any:
         if options.get("out") is not None:
             raise TypeError("out: expected None (TensorFlow tensors are immutable; use the "
                             f"returned gradient), got {type(options['out']).__name__}")
@@ -192,7 +200,7 @@ def _through(func):
 
 
 @keras.saving.register_keras_serializable(package="crossentropy")
-class CrossEntropyLoss(keras.losses.Loss):
+class CrossEntropyLoss(keras.losses.Loss):  # type: ignore[misc]  # Keras is untyped
     """Softmax cross-entropy from logits as a Keras loss, with the analytic gradient.
 
     ``model.compile(loss=CrossEntropyLoss())`` for a model whose last layer
@@ -247,22 +255,22 @@ class CrossEntropyLoss(keras.losses.Loss):
         self.label_smoothing = float(label_smoothing)
         self.axis = int(axis)
 
-    def _is_sparse(self, y_true, y_pred) -> bool:
+    def _is_sparse(self, y_true: Any, y_pred: Any) -> bool:
         if self.sparse is not None:
             return bool(self.sparse)
         rank_t, rank_z = y_true.shape.rank, y_pred.shape.rank
         if rank_t == rank_z - 1:
             return True
         ax = self.axis % rank_z
-        return rank_t == rank_z and y_true.shape[ax] == 1 and y_pred.shape[ax] != 1
+        return bool(rank_t == rank_z and y_true.shape[ax] == 1 and y_pred.shape[ax] != 1)
 
     @_plain
     def call(self, y_true: Any, y_pred: Any) -> tf.Tensor:
         y_pred = _tensor(y_pred)
         y_true = _tensor(y_true)
         weight = None if self.weight is None else tf.constant(self.weight, y_pred.dtype)
-        options = {"axis": self.axis, "weight": weight,
-                   "label_smoothing": self.label_smoothing, "reduction": "none"}
+        options: dict[str, Any] = {"axis": self.axis, "weight": weight,
+                                   "label_smoothing": self.label_smoothing, "reduction": "none"}
         if not self._is_sparse(y_true, y_pred):
             return cross_entropy(y_pred, tf.cast(y_true, y_pred.dtype), **options)
         if y_true.shape.rank == y_pred.shape.rank:
@@ -278,14 +286,14 @@ class CrossEntropyLoss(keras.losses.Loss):
         return rows
 
     def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
+        config: dict[str, Any] = super().get_config()
         config.update(sparse=self.sparse, weight=self.weight, ignore_index=self.ignore_index,
                       label_smoothing=self.label_smoothing, axis=self.axis)
         return config
 
 
 @keras.saving.register_keras_serializable(package="crossentropy")
-class BCEWithLogitsLoss(keras.losses.Loss):
+class BCEWithLogitsLoss(keras.losses.Loss):  # type: ignore[misc]  # Keras is untyped
     """Binary (multi-label) cross-entropy from logits as a Keras loss, analytic gradient.
 
     Each sample's loss is the mean over the last axis of
@@ -320,7 +328,7 @@ class BCEWithLogitsLoss(keras.losses.Loss):
         y_pred = _tensor(y_pred)
         y_true = tf.cast(_tensor(y_true), y_pred.dtype)
 
-        def constant(value):
+        def constant(value: Any) -> Any:
             return None if value is None else tf.constant(value, y_pred.dtype)
 
         elements = binary_cross_entropy_with_logits(
@@ -329,6 +337,6 @@ class BCEWithLogitsLoss(keras.losses.Loss):
         return tf.reduce_mean(elements, axis=-1)
 
     def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
+        config: dict[str, Any] = super().get_config()
         config.update(weight=self.weight, pos_weight=self.pos_weight)
         return config
