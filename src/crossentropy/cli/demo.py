@@ -86,7 +86,7 @@ class Dense:
 class ReLU:
     """``y = max(x, 0)``; the gradient passes where the input was positive."""
 
-    params: dict = {}
+    params: dict[str, Any] = {}
 
     def forward(self, x):
         """``max(x, 0)``; keeps where ``x`` was positive."""
@@ -102,7 +102,7 @@ class MLP:
     """``Dense -> ReLU -> ... -> Dense``: logits for each class."""
 
     def __init__(self, sizes: list[int], rng) -> None:
-        self.layers: list = []
+        self.layers: list[Any] = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             self.layers.append(Dense(n_in, n_out, rng))
             if i < len(sizes) - 2:
@@ -257,7 +257,7 @@ class DemoResult:
     test_accuracy: float
     confusion: Any  # (10, 10) int array, rows = true digit, columns = predicted
     recall: Any  # (10,) per digit: the diagonal over the row's total
-    history: dict = field(default_factory=dict)  # per epoch: train/test loss and accuracy
+    history: dict[str, Any] = field(default_factory=dict)  # per epoch: train/test loss and accuracy
     seconds: float = 0.0
     n_train: int = 0
     n_test: int = 0
@@ -360,7 +360,7 @@ def format_confusion(confusion, recall) -> str:
                     tablefmt="plain", colalign=("right",) * (n + 2), disable_numparse=True)
 
 
-def save_curves(history: dict, path: Path, title: str) -> Path:
+def save_curves(history: dict[str, Any], path: Path, title: str) -> Path:
     """Loss and accuracy per epoch, train and test, as one PNG."""
     import matplotlib
 
@@ -402,7 +402,7 @@ def hidden_sizes(text: str) -> tuple[int, ...]:
         ) from None
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this subcommand's parser to ``subparsers``."""
     parser = add_command(
         subparsers, "demo", run,

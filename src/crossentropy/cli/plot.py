@@ -455,7 +455,7 @@ def make_figures(out: Path) -> list[Path]:
     return paths
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this subcommand's parser to ``subparsers``."""
     parser = add_command(
         subparsers, "plot", run,

@@ -35,6 +35,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from crossentropy.cli import _extras
 from crossentropy.cli._args import add_command, error, positive_int
@@ -90,12 +91,12 @@ def register(subparsers) -> None:
 # ---------------------------------------------------------------- measuring
 
 
-def interleaved(methods: dict, rounds: int, tick=None) -> dict:
+def interleaved(methods: dict[str, Any], rounds: int, tick=None) -> dict[str, Any]:
     """Median seconds of each callable, timed in interleaved rounds.
 
     ``tick()`` is called after every round (a progress bar's update).
     """
-    times: dict = {name: [] for name in methods}
+    times: dict[str, Any] = {name: [] for name in methods}
     for _ in range(rounds):
         for name, fn in methods.items():
             t0 = time.perf_counter()
@@ -252,7 +253,7 @@ _PEER_SETUP = {
 # ---------------------------------------------------------------- report
 
 
-def _runtime_info(np) -> dict:
+def _runtime_info(np) -> dict[str, Any]:
     """Versions, CPU, and the native thread pools (BLAS, OpenMP) through threadpoolctl."""
     from threadpoolctl import threadpool_info
 
@@ -306,7 +307,7 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def _runtime_line(info: dict) -> str:
+def _runtime_line(info: dict[str, Any]) -> str:
     pools = info["threadpools"]
     blas = "; ".join(f"{p['internal_api']} {p['version']} ({p['architecture']}, "
                      f"{p['num_threads']} threads)" for p in pools) or "none loaded"
@@ -316,7 +317,7 @@ def _runtime_line(info: dict) -> str:
     return line
 
 
-def format_table(rows: list[dict], floor_name: str) -> str:
+def format_table(rows: list[dict[str, Any]], floor_name: str) -> str:
     """The results of one shape and mode as a text table (tabulate)."""
     from tabulate import tabulate
 

@@ -41,7 +41,7 @@ def _time(fn: Callable[[], Any]) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def _alternate(ours: Callable[[], Any], peer: Callable[[], Any], rounds: int) -> tuple:
+def _alternate(ours: Callable[[], Any], peer: Callable[[], Any], rounds: int) -> tuple[Any, ...]:
     ours(), peer()  # warm up (compile, caches)
     a, b = [], []
     for _ in range(rounds):
@@ -58,12 +58,12 @@ def _rel(g: Any, ref: Any) -> float:
 
 
 def _row(framework: str, n: int, c: int, ours: float, peer: float, grad_rel: float,
-         **extra: Any) -> dict:
+         **extra: Any) -> dict[str, Any]:
     return {"framework": framework, "shape": f"{n}x{c}", "ours_ms": ours, "peer_ms": peer,
             "speedup": peer / ours, "grad_rel": grad_rel, **extra}
 
 
-def numpy_rows(n: int, c: int, rounds: int) -> list[dict]:
+def numpy_rows(n: int, c: int, rounds: int) -> list[dict[str, Any]]:
     """The fused kernels (``cross_entropy_with_grad``) vs a NumPy log-softmax."""
     import numpy as np
 
@@ -87,7 +87,7 @@ def numpy_rows(n: int, c: int, rounds: int) -> list[dict]:
     return [_row("numpy", n, c, a, b, _rel(ours()[1], peer()[1]))]
 
 
-def torch_rows(n: int, c: int, rounds: int) -> list[dict]:
+def torch_rows(n: int, c: int, rounds: int) -> list[dict[str, Any]]:
     """The torch op vs ``F.cross_entropy``, alone and in a training step; peak memory."""
     import torch
     import torch.nn.functional as F
@@ -129,7 +129,7 @@ def torch_rows(n: int, c: int, rounds: int) -> list[dict]:
     return rows
 
 
-def jax_rows(n: int, c: int, rounds: int) -> list[dict]:
+def jax_rows(n: int, c: int, rounds: int) -> list[dict[str, Any]]:
     """``jax.jit(jax.value_and_grad(...))`` of ours vs optax."""
     import jax
     import optax
@@ -148,7 +148,7 @@ def jax_rows(n: int, c: int, rounds: int) -> list[dict]:
     return [_row("jax", n, c, a, b, _rel(ours()[1], peer()[1]))]
 
 
-def tf_rows(n: int, c: int, rounds: int) -> list[dict]:
+def tf_rows(n: int, c: int, rounds: int) -> list[dict[str, Any]]:
     """Ours vs ``tf.nn.sparse_softmax_cross_entropy_with_logits``, tf.function and eager."""
     import tensorflow as tf
 
@@ -184,9 +184,9 @@ MEASURES = {"numpy": numpy_rows, "torch": torch_rows, "jax": jax_rows, "tensorfl
 
 
 def measure(shapes=SHAPES, rounds: int = 7, frameworks=tuple(MEASURES),
-            progress: Callable[[str], Any] = print) -> list[dict]:
+            progress: Callable[[str], Any] = print) -> list[dict[str, Any]]:
     """Rows of the frameworks table; a framework that is not installed is skipped."""
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     for n, c in shapes:
         for name in frameworks:
             try:
@@ -200,7 +200,7 @@ def measure(shapes=SHAPES, rounds: int = 7, frameworks=tuple(MEASURES),
     return rows
 
 
-def format_row(r: dict) -> str:
+def format_row(r: dict[str, Any]) -> str:
     """One row as a progress line."""
     mem = ""
     if "ours_peak_mib" in r:
@@ -210,7 +210,7 @@ def format_row(r: dict) -> str:
             + mem)
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict[str, Any]]) -> str:
     """The rows as a table (tabulate)."""
     from tabulate import tabulate
 

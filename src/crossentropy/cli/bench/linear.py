@@ -45,6 +45,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 DEFAULT_SHAPES = ((4096, 1024, 32000), (2048, 2048, 128256))
 DEFAULT_VARIANTS = ("naive", "linear")
@@ -105,7 +106,7 @@ def _timed(step, variant, inputs) -> tuple[float, float]:
 
 
 def _worker(variant: str, n: int, d: int, v: int, dtype_name: str, bias: bool,
-            chunk_size: int | None, runs: int, threads: int | None) -> dict:
+            chunk_size: int | None, runs: int, threads: int | None) -> dict[str, Any]:
     """Memory (and time) of one variant, alone in this process."""
     from crossentropy.cli.bench.memory import peak_extra
 
@@ -127,7 +128,7 @@ def _worker(variant: str, n: int, d: int, v: int, dtype_name: str, bias: bool,
 
 def _alternating_worker(variants: list[str], n: int, d: int, v: int, dtype_name: str,
                         bias: bool, chunk_size: int | None, passes: int,
-                        threads: int | None) -> dict:
+                        threads: int | None) -> dict[str, Any]:
     """Times of the variants' passes alternating in one process (A, B, A, B, ...)."""
     inputs, step = _setup(n, d, v, dtype_name, bias, chunk_size, threads)
     out = {name: {"time_s": [], "cpu_s": []} for name in variants}
@@ -139,7 +140,7 @@ def _alternating_worker(variants: list[str], n: int, d: int, v: int, dtype_name:
     return out
 
 
-def _subprocess(args: list[str]) -> dict:
+def _subprocess(args: list[str]) -> dict[str, Any]:
     cmd = [sys.executable, "-m", __name__, *args]
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[3])  # the directory holding crossentropy/
@@ -162,7 +163,7 @@ def _common_args(shape, dtype, bias, chunk_size, threads) -> list[str]:
     return args
 
 
-def _memory_row(res: list[dict]) -> dict:
+def _memory_row(res: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "peak_extra_mib": statistics.median(x["peak_extra_mib"] for x in res),
         "grads_mib": res[0]["grads_mib"],
@@ -177,7 +178,7 @@ def linear_benchmark(shapes=DEFAULT_SHAPES, *, variants=DEFAULT_VARIANTS, repeat
                      runs: int = 0, alternate: int = 3, dtype: str = "float32",
                      bias: bool = False, chunk_size: int | None = None,
                      threads: int | None = None, baseline: str = "naive",
-                     progress=None) -> list[dict]:
+                     progress=None) -> list[dict[str, Any]]:
     """Measure each variant on each ``(N, D, V)`` shape; one row per shape and variant.
 
     Memory: every (round, variant) is a fresh subprocess (``repeats`` rounds,

@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 VARIANTS = ("torch", "crossentropy")
 
 
-def measure_here(n: int, c: int, variant: str, threads: int) -> dict:
+def measure_here(n: int, c: int, variant: str, threads: int) -> dict[str, Any]:
     """The worker's body: one forward + backward of ``variant``, measured in this process."""
     import torch
 
@@ -41,7 +42,7 @@ def measure_here(n: int, c: int, variant: str, threads: int) -> dict:
     warm = torch.randn(4, c, requires_grad=True)
     loss_fn(warm, target[:4]).backward()
     logits.requires_grad_(True)
-    result: dict = {}
+    result: dict[str, Any] = {}
 
     def step() -> None:
         loss = loss_fn(logits, target)
@@ -54,7 +55,7 @@ def measure_here(n: int, c: int, variant: str, threads: int) -> dict:
             "loss": result["loss"]}
 
 
-def measure(n: int, c: int, variant: str, threads: int = 2) -> dict:
+def measure(n: int, c: int, variant: str, threads: int = 2) -> dict[str, Any]:
     """Run one variant in a fresh worker process; its JSON result."""
     out = subprocess.run(
         [sys.executable, "-m", __name__, str(n), str(c), variant, str(threads)],
@@ -63,7 +64,7 @@ def measure(n: int, c: int, variant: str, threads: int = 2) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def torch_memory_table(n: int = 8192, c: int = 32000, threads: int = 2) -> list[dict]:
+def torch_memory_table(n: int = 8192, c: int = 32000, threads: int = 2) -> list[dict[str, Any]]:
     """Both variants, each measured in a fresh process; one row each."""
     return [measure(n, c, variant, threads) for variant in VARIANTS]
 
