@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,10 +127,11 @@ def compute_rows() -> list[dict[str, Any]]:
 
 def explain_row(r: dict[str, Any]) -> str:
     """The row's ``why`` text with the library's numbers filled in."""
-    return r["example"].why.format(**{k: v for k, v in r.items() if k != "example"})
+    why: str = r["example"].why
+    return why.format(**{k: v for k, v in r.items() if k != "example"})
 
 
-def _vec(xs) -> str:
+def _vec(xs: Iterable[float]) -> str:
     return "[" + ", ".join(f"{x:g}" for x in xs) + "]"
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from crossentropy.cli._args import (
@@ -92,15 +93,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 # argument checks that need more than one option (the library checks the rest)
 
 
-def _input_option(args) -> str:
+def _input_option(args: argparse.Namespace) -> str:
     return "--logits" if args.logits is not None else "--probs"
 
 
-def _target_option(args) -> str:
+def _target_option(args: argparse.Namespace) -> str:
     return "--target" if args.target is not None else "--soft-target"
 
 
-def _check_lengths(args) -> str | None:
+def _check_lengths(args: argparse.Namespace) -> str | None:
     values = args.logits if args.logits is not None else args.probs
     if args.binary:
         if len(values) != 1:
@@ -140,7 +141,7 @@ def _check_lengths(args) -> str | None:
     return None
 
 
-def _option_for(message: str, args) -> str:
+def _option_for(message: str, args: argparse.Namespace) -> str:
     """The command-line option that a library error message is about."""
     head = message.split(":", 1)[0].strip()
     if head in ("target", "y"):
@@ -152,24 +153,24 @@ def _option_for(message: str, args) -> str:
 # the computation: a dict of named steps, every loss number from the library
 
 
-def _floats(x) -> list[float]:
+def _floats(x: Any) -> list[float]:
     import numpy as np
 
     return [float(v) for v in np.asarray(x, dtype=np.float64).reshape(-1)]
 
 
-def _scalar(x) -> float:
+def _scalar(x: Any) -> float:
     import numpy as np
 
     return float(np.asarray(x, dtype=np.float64).reshape(()))
 
 
-def _terms(y, log_yhat) -> list[float]:
+def _terms(y: Any, log_yhat: Any) -> list[float]:
     """The per-class terms ``-y_c log yhat_c``, with ``0 * log 0 = 0``."""
     return [0.0 if yc == 0 else -yc * lc for yc, lc in zip(y, log_yhat, strict=True)]
 
 
-def _information_view(steps: dict[str, Any], y, yhat) -> None:
+def _information_view(steps: dict[str, Any], y: Any, yhat: Any) -> None:
     import crossentropy as ce
 
     steps["entropy"] = _scalar(ce.entropy(y))
@@ -179,7 +180,9 @@ def _information_view(steps: dict[str, Any], y, yhat) -> None:
     steps["identity_error"] = 0.0 if both_infinite else abs(steps["h_plus_kl"] - steps["loss"])
 
 
-def compute_multiclass(logits=None, probs=None, target=None, soft_target=None) -> dict[str, Any]:
+def compute_multiclass(logits: Sequence[float] | None = None, probs: Sequence[float] | None = None,
+                       target: int | None = None,
+                       soft_target: Sequence[float] | None = None) -> dict[str, Any]:
     """All the steps of a softmax cross-entropy of one row, as a dict of floats and lists."""
     import numpy as np
 
@@ -233,7 +236,8 @@ def compute_multiclass(logits=None, probs=None, target=None, soft_target=None) -
     return steps
 
 
-def compute_binary(logit=None, prob=None, label=None) -> dict[str, Any]:
+def compute_binary(logit: float | None = None, prob: Any = None,
+                   label: Any = None) -> dict[str, Any]:
     """All the steps of a binary cross-entropy of one example, label ``y`` in ``[0, 1]``."""
     import numpy as np
 
@@ -241,7 +245,8 @@ def compute_binary(logit=None, prob=None, label=None) -> dict[str, Any]:
 
     y = float(label)
     y_arr = np.asarray([y], dtype=np.float64)
-    steps: dict[str, Any] = {"mode": "binary-logits" if logit is not None else "binary-probs", "y": y}
+    steps: dict[str, Any] = {"mode": "binary-logits" if logit is not None else "binary-probs",
+                             "y": y}
     if logit is not None:
         z = float(logit)
         z_arr = np.asarray([z], dtype=np.float64)
@@ -296,13 +301,13 @@ def compute_binary(logit=None, prob=None, label=None) -> dict[str, Any]:
 # rendering
 
 
-def _n(x) -> str:
+def _n(x: Any) -> str:
     if x is None:
         return "undefined"
     return f"{x:.6g}" if x != 0 else "0"
 
 
-def _v(xs) -> str:
+def _v(xs: Any) -> str:
     return "[" + ", ".join(_n(x) for x in xs) + "]"
 
 
@@ -425,7 +430,7 @@ def _table(rows: list[tuple[str, str]]) -> list[str]:
     return [line.rstrip() for line in text.splitlines()]
 
 
-def _json_safe(x):
+def _json_safe(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)
     if isinstance(x, list):
