@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from crossentropy.cli.bench import worker
@@ -73,7 +73,7 @@ def numpy_rows(n: int, c: int, rounds: int) -> list[dict[str, Any]]:
     z = rng.standard_normal((n, c), dtype=np.float32)
     t = rng.integers(0, c, n)
 
-    def peer():
+    def peer() -> Any:
         m = z.max(axis=1, keepdims=True)
         e = np.exp(z - m)
         s = e.sum(axis=1, keepdims=True)
@@ -82,7 +82,7 @@ def numpy_rows(n: int, c: int, rounds: int) -> list[dict[str, Any]]:
         g[np.arange(n), t] -= 1
         return loss, g / n
 
-    ours = lambda: ce.cross_entropy_with_grad(z, t)  # noqa: E731
+    ours: Callable[[], Any] = lambda: ce.cross_entropy_with_grad(z, t)  # noqa: E731
     a, b = _alternate(ours, peer, rounds)
     return [_row("numpy", n, c, a, b, _rel(ours()[1], peer()[1]))]
 
@@ -98,8 +98,8 @@ def torch_rows(n: int, c: int, rounds: int) -> list[dict[str, Any]]:
     z = torch.randn(n, c, generator=g).requires_grad_(True)
     t = torch.randint(0, c, (n,), generator=g)
 
-    def fwd_bwd(fn):
-        def run():
+    def fwd_bwd(fn: Callable[..., Any]) -> Callable[[], Any]:
+        def run() -> Any:
             z.grad = None
             fn(z, t).backward()
             return z.grad
@@ -116,8 +116,8 @@ def torch_rows(n: int, c: int, rounds: int) -> list[dict[str, Any]]:
     h = torch.randn(n, HIDDEN, generator=g)
     W = (torch.randn(HIDDEN, c, generator=g) * 0.05).requires_grad_(True)
 
-    def step(fn):
-        def run():
+    def step(fn: Callable[..., Any]) -> Callable[[], Any]:
+        def run() -> Any:
             W.grad = None
             fn(h @ W, t).backward()
             return W.grad
@@ -142,8 +142,8 @@ def jax_rows(n: int, c: int, rounds: int) -> list[dict[str, Any]]:
     f_ours = jax.jit(jax.value_and_grad(lambda x, y: ce.cross_entropy(x, y)))
     f_peer = jax.jit(jax.value_and_grad(
         lambda x, y: optax.softmax_cross_entropy_with_integer_labels(x, y).mean()))
-    ours = lambda: jax.block_until_ready(f_ours(z, t))  # noqa: E731
-    peer = lambda: jax.block_until_ready(f_peer(z, t))  # noqa: E731
+    ours: Callable[[], Any] = lambda: jax.block_until_ready(f_ours(z, t))  # noqa: E731
+    peer: Callable[[], Any] = lambda: jax.block_until_ready(f_peer(z, t))  # noqa: E731
     a, b = _alternate(ours, peer, rounds)
     return [_row("jax", n, c, a, b, _rel(ours()[1], peer()[1]))]
 
@@ -158,23 +158,23 @@ def tf_rows(n: int, c: int, rounds: int) -> list[dict[str, Any]]:
     z = g.normal((n, c))
     t = g.uniform((n,), 0, c, dtype=tf.int64)
 
-    def ours_fn(x, y):
+    def ours_fn(x: Any, y: Any) -> Any:
         with tf.GradientTape() as tape:
             tape.watch(x)
             loss = cross_entropy(x, y)
         return loss, tape.gradient(loss, x)
 
-    def peer_fn(x, y):
+    def peer_fn(x: Any, y: Any) -> Any:
         with tf.GradientTape() as tape:
             tape.watch(x)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, x))
         return loss, tape.gradient(loss, x)
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, wrap in (("tf", tf.function), ("tf eager", lambda f: f)):
         fo, fp = wrap(ours_fn), wrap(peer_fn)
-        ours = lambda fo=fo: fo(z, t)[1].numpy()  # noqa: E731
-        peer = lambda fp=fp: fp(z, t)[1].numpy()  # noqa: E731
+        ours: Callable[..., Any] = lambda fo=fo: fo(z, t)[1].numpy()  # noqa: E731
+        peer: Callable[..., Any] = lambda fp=fp: fp(z, t)[1].numpy()  # noqa: E731
         a, b = _alternate(ours, peer, rounds)
         rows.append(_row(name, n, c, a, b, _rel(ours(), peer())))
     return rows
@@ -183,7 +183,8 @@ def tf_rows(n: int, c: int, rounds: int) -> list[dict[str, Any]]:
 MEASURES = {"numpy": numpy_rows, "torch": torch_rows, "jax": jax_rows, "tensorflow": tf_rows}
 
 
-def measure(shapes=SHAPES, rounds: int = 7, frameworks=tuple(MEASURES),
+def measure(shapes: Sequence[tuple[int, int]] = SHAPES, rounds: int = 7,
+            frameworks: Sequence[str] = tuple(MEASURES),
             progress: Callable[[str], Any] = print) -> list[dict[str, Any]]:
     """Rows of the frameworks table; a framework that is not installed is skipped."""
     rows: list[dict[str, Any]] = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 VARIANTS = ("torch", "crossentropy")
@@ -31,6 +32,7 @@ def measure_here(n: int, c: int, variant: str, threads: int) -> dict[str, Any]:
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(n, c, generator=g)
     target = torch.randint(0, c, (n,), generator=g)
+    loss_fn: Callable[..., Any]
     if variant == "crossentropy":
         import crossentropy
 
@@ -61,7 +63,8 @@ def measure(n: int, c: int, variant: str, threads: int = 2) -> dict[str, Any]:
         [sys.executable, "-m", __name__, str(n), str(c), variant, str(threads)],
         check=True, capture_output=True, text=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def torch_memory_table(n: int = 8192, c: int = 32000, threads: int = 2) -> list[dict[str, Any]]:
