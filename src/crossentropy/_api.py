@@ -11,6 +11,7 @@ through ``crossentropy.tensorflow``, which calls the engine the same way.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from types import ModuleType
@@ -622,3 +623,26 @@ PASS_THROUGH: tuple[Callable[..., Any], ...] = (
     kl_divergence, focal_loss, sigmoid_focal_loss, poly1_cross_entropy, cross_entropy_grad,
     cross_entropy_with_grad, binary_cross_entropy_with_logits_grad,
 )
+
+
+def pass_through(func: Callable[..., Any], run: Callable[..., Any], arrays: str,
+                 autodiff: str) -> Callable[..., Any]:
+    """``func`` of :data:`PASS_THROUGH` as a framework shell's function.
+
+    ``run(func, *args, **options)`` converts the shell's arrays, calls
+    ``func`` and converts its result back; ``arrays`` names the shell's
+    arrays (``"JAX arrays"``) and ``autodiff`` says what differentiates the
+    result. ``out=`` is refused: the shells' arrays are immutable.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **options: Any) -> Any:
+        if options.get("out") is not None:
+            raise TypeError(f"out: expected None ({arrays} are immutable; use the returned "
+                            f"gradient), got {type(options['out']).__name__}")
+        return run(func, *args, **options)
+
+    wrapper.__doc__ = (
+        f":func:`crossentropy.{func.__name__}` on {arrays} (same arguments), "
+        f"differentiable by {autodiff}.\n")
+    return wrapper

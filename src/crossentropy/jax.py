@@ -21,7 +21,6 @@ differentiated (their cotangent is zero); soft targets are.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -127,20 +126,15 @@ def _jax(x: Any) -> Any:
     return x if isinstance(x, jax.Array) else jnp.asarray(x)
 
 
+def _on_jax(func: Callable[..., Any], /, x: Any, *arrays: Any, **options: Any) -> Any:
+    return func(_jax(x), *arrays, **options)
+
+
 def _through(func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` of :mod:`crossentropy` on JAX arrays, differentiated by JAX."""
-
-    @functools.wraps(func)
-    def wrapper(x: Any, *arrays: Any, **options: Any) -> Any:
-        if options.get("out") is not None:
-            raise TypeError("out: expected None (JAX arrays are immutable; use the returned "
-                            f"gradient), got {type(options['out']).__name__}")
-        return func(_jax(x), *arrays, **options)
-
-    wrapper.__doc__ = (
-        f":func:`crossentropy.{func.__name__}` on JAX arrays (same arguments), "
-        "differentiable by JAX through its forward operations (``grad``, ``jit``, ``vmap``).\n")
-    return wrapper
+    return _api.pass_through(
+        func, _on_jax, "JAX arrays",
+        "JAX through its forward operations (``grad``, ``jit``, ``vmap``)")
 
 
 # The names of ``_api.PASS_THROUGH``, in its order (a test checks each name's function).

@@ -328,6 +328,26 @@ def test_coding_exercise_reports_a_missing_function_and_a_broken_file(tmp_path, 
     assert not ok and "raised AttributeError" in report and "Traceback" not in report
 
 
+@pytest.mark.parametrize(("name", "result"), [
+    ("softmax", "[]"), ("softmax", "z[:, 0]"), ("cross_entropy", "[]"),
+    ("cross_entropy_grad", "[]"), ("cross_entropy_grad", "z[:, 0]")])
+def test_coding_exercise_wrong_shape_near_1e4_is_a_finding(tmp_path, name, result):
+    # Regression: a result of the wrong shape on the logits near 1e4 only (an empty
+    # array, or a column that broadcasts against the rows) made the checker raise
+    # or compare by broadcasting, instead of failing the stability check.
+    title = {"softmax": "Code softmax", "cross_entropy": "Code cross_entropy",
+             "cross_entropy_grad": "Code the gradient"}[name]
+    body = REFERENCE + (f"\n_right = {name}\n\n"
+                        f"def {name}(z, *t):\n"
+                        f"    return _right(z, *t) if abs(z).max() < 100 else {result}\n")
+    ok, report = grade_file(_number(title), _write(tmp_path, body))
+    assert not ok
+    failed = [line for line in report.splitlines() if line.startswith("FAIL")]
+    assert all("near 1e4" in line for line in failed), report  # the random batch passes
+    assert any(line.startswith("FAIL  stability") and "returned shape" in line
+               for line in failed), report
+
+
 def test_coding_exercise_missing_file_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["exercises", "check", str(CODING[0]), "--file", str(tmp_path / "none.py")])

@@ -1,7 +1,8 @@
 """``crossentropy examples``: the classic 8-row worked-example table, computed by the library.
 
-The rows are kept in :data:`WORKED_EXAMPLES` so that the docs and the tests use
-the same data. Each row's ``loss`` is the correct value to 4 decimals
+The rows are kept in ``worked_examples.json`` (beside this module) and loaded
+into :data:`WORKED_EXAMPLES`, so that the docs and the tests use the same data.
+Each row's ``loss`` is the correct value to 4 decimals
 (``-sum_c y_c log yhat_c``, natural log); ``copied`` is the value that the widely
 copied version of this table prints, which is wrong in rows 5, 7 and 8.
 
@@ -12,9 +13,11 @@ The command itself never prints ``loss`` from this table: it prints what
 from __future__ import annotations
 
 import argparse
+import json
 import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from crossentropy.cli._args import add_command
@@ -22,7 +25,13 @@ from crossentropy.cli._args import add_command
 
 @dataclass(frozen=True)
 class WorkedExample:
-    """One row of the worked-example table, with its correct and copied loss."""
+    """One row of the worked-example table, with its correct and copied loss.
+
+    ``why`` is a template: ``{p_true}`` (the probability on the true class of a
+    hard target), ``{loss}``, ``{entropy}``, ``{kl}`` and ``{uniform}`` (the loss
+    of a uniform guess) are filled in with the library's numbers when the table
+    is printed.
+    """
 
     row: int
     target: tuple[float, ...]
@@ -33,49 +42,17 @@ class WorkedExample:
     why: str
 
 
-# ``why`` is a template: {p_true} (probability on the true class of a hard target),
-# {loss}, {entropy}, {kl} and {uniform} (the loss of a uniform guess) are filled in
-# with the library's numbers when the table is printed.
-WORKED_EXAMPLES: tuple[WorkedExample, ...] = (
-    WorkedExample(
-        1, (1, 0, 0), (0.8, 0.1, 0.1), 0.2231, 0.223, "confident-correct",
-        "{p_true:.0%} on the true class: the loss is just -log {p_true:g} = {loss:.4f}, small.",
-    ),
-    WorkedExample(
-        2, (0, 1, 0), (0.3, 0.4, 0.3), 0.9163, 0.916, "uncertain",
-        "right class on top, but only {p_true:.0%} on it: -log {p_true:g} = {loss:.4f}, "
-        "moderate.",
-    ),
-    WorkedExample(
-        3, (0, 0, 1), (0.9, 0.05, 0.05), 2.9957, 2.996, "confident-wrong",
-        "90% on a wrong class leaves {p_true:.0%} for the true one: -log {p_true:g} = "
-        "{loss:.4f}, large. The loss has no upper bound as that probability goes to 0.",
-    ),
-    WorkedExample(
-        4, (1, 0, 0), (0.99, 0.005, 0.005), 0.0101, 0.010, "confident-correct",
-        "{p_true:.0%} on the true class: -log {p_true:g} = {loss:.4f}, nearly zero.",
-    ),
-    WorkedExample(
-        5, (0, 1, 0), (0.33, 0.33, 0.34), 1.1087, 1.099, "uncertain",
-        "near uniform, so near the loss of knowing nothing, log 3 = {uniform:.4f}; a little "
-        "more, {loss:.4f}, because the true class gets {p_true:g}, less than 1/3.",
-    ),
-    WorkedExample(
-        6, (0.7, 0.2, 0.1), (0.6, 0.3, 0.1), 0.8286, 0.829, "soft target",
-        "close match, yet the loss cannot fall below the target's own entropy "
-        "H(y) = {entropy:.4f}; only KL(y||yhat) = {kl:.4f} is the prediction's error.",
-    ),
-    WorkedExample(
-        7, (0.4, 0.3, 0.3), (0.8, 0.1, 0.1), 1.4708, 0.891, "soft target",
-        "overconfident: 80% where the target has 40%, 10% where it has 30%; "
-        "KL(y||yhat) = {kl:.4f} on top of H(y) = {entropy:.4f}.",
-    ),
-    WorkedExample(
-        8, (0.95, 0.03, 0.02), (0.93, 0.04, 0.03), 0.2356, 0.021, "soft target",
-        "excellent match: KL(y||yhat) is only {kl:.4f}; nearly all of the loss is the "
-        "target's own entropy H(y) = {entropy:.4f}.",
-    ),
-)
+def _load_examples() -> tuple[WorkedExample, ...]:
+    """The table from ``worked_examples.json``, which sits beside this module."""
+    text = resources.files("crossentropy.cli").joinpath("worked_examples.json").read_text("utf-8")
+    return tuple(
+        WorkedExample(**{**r, "target": tuple(r["target"]), "probs": tuple(r["probs"])})
+        for r in json.loads(text)
+    )
+
+
+#: The eight rows, in order (the data and its field notes: ``worked_examples.json``).
+WORKED_EXAMPLES: tuple[WorkedExample, ...] = _load_examples()
 
 #: Rows where the widely copied table is wrong, with its value and the correct one.
 COPIED_TABLE_ERRORS = tuple(

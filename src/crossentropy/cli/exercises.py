@@ -123,6 +123,14 @@ def _ex1_explain() -> str:
     )
 
 
+_EXERCISE_1 = Exercise(
+    "Compute a loss by hand",
+    "Three classes, the true class is class 1 (counting from 0, so the second entry); "
+    "the model predicts yhat = [0.2, 0.7, 0.1]. What is the cross-entropy (natural log)?",
+    _ex1_answer, _ex1_explain, "theory/foundations.md", mistakes=_ex1_mistakes,
+)
+
+
 # 2 ------------------------------------------------------------------------- #
 _EX2_LOGITS = [[1.0, 2.0, 0.5]]
 
@@ -158,6 +166,15 @@ def _ex2_explain() -> list[str]:
         "gradient descent raises that logit; the others are positive and sum to its "
         "magnitude (each row of the gradient sums to 0).",
     ]
+
+
+_EXERCISE_2 = Exercise(
+    "Derive the gradient",
+    "For logits z = [1.0, 2.0, 0.5] and true class 1 (counting from 0), derive dCE/dz "
+    "from CE = -log softmax(z)_1. What is the component dCE/dz_1?",
+    _ex2_answer, _ex2_explain, "theory/gradient.md", kind="derivation",
+    mistakes=_ex2_mistakes, logs=False,
+)
 
 
 # 3 ------------------------------------------------------------------------- #
@@ -196,6 +213,14 @@ def _ex3_explain() -> str:
     )
 
 
+_EXERCISE_3 = Exercise(
+    "Soft labels",
+    "The target is the distribution y = [0.6, 0.3, 0.1] and the prediction is "
+    "yhat = [0.5, 0.4, 0.1]. What is the cross-entropy?",
+    _ex3_answer, _ex3_explain, "theory/foundations.md", mistakes=_ex3_mistakes,
+)
+
+
 # 4 ------------------------------------------------------------------------- #
 def _ex4_answer() -> float:
     return _f(_ce().binary_cross_entropy_with_logits([1.5], [1.0], reduction="sum"))
@@ -215,6 +240,14 @@ def _ex4_explain() -> str:
         "(crossentropy.cross_entropy). One logit with BCE and two logits with CE are "
         "the same model; the first class's logit is pinned to 0."
     )
+
+
+_EXERCISE_4 = Exercise(
+    "BCE vs CE for two classes",
+    "A binary classifier outputs the logit z = 1.5 and the label is y = 1. What is the "
+    "binary cross-entropy? Which 2-class softmax cross-entropy gives the same number?",
+    _ex4_answer, _ex4_explain, "theory/foundations.md", mistakes=_ex4_mistakes,
+)
 
 
 # 5 ------------------------------------------------------------------------- #
@@ -241,6 +274,14 @@ def _ex5_explain() -> str:
         f"{lse:.4f}, and subtracting 998 from it loses digits in float32). Only the "
         "differences between logits matter: [2, 1, 0] gives the same loss."
     )
+
+
+_EXERCISE_5 = Exercise(
+    "Stability with logits of 1000",
+    "Logits z = [1000, 999, 998], true class 2 (counting from 0: the logit 998). What is "
+    "the cross-entropy? (What does exp(1000) do in float64?)",
+    _ex5_answer, _ex5_explain, "theory/stability.md", mistakes=_ex5_mistakes,
+)
 
 
 # 6 ------------------------------------------------------------------------- #
@@ -271,6 +312,14 @@ def _ex6_explain() -> str:
         f"KL(y || yhat) = CE - H = {_ex6_answer():.4f} = 0.5 log(0.5/0.25) + 0.5 log(0.5/0.5). "
         "Minimising CE over yhat minimises KL: H(y) does not depend on the model."
     )
+
+
+_EXERCISE_6 = Exercise(
+    "KL decomposition",
+    "Target y = [0.5, 0.5, 0], prediction yhat = [0.25, 0.5, 0.25]. "
+    "Using CE = H(y) + KL(y || yhat), what is KL(y || yhat)?",
+    _ex6_answer, _ex6_explain, "theory/foundations.md", mistakes=_ex6_mistakes,
+)
 
 
 # 7 ------------------------------------------------------------------------- #
@@ -309,6 +358,14 @@ def _ex7_explain() -> str:
     )
 
 
+_EXERCISE_7 = Exercise(
+    "Label smoothing",
+    "Logits z = [3, 1, 0], true class 0, label smoothing 0.1 (the target becomes "
+    "(1 - 0.1) * onehot + 0.1 / 3). What is the loss?",
+    _ex7_answer, _ex7_explain, "theory/foundations.md", mistakes=_ex7_mistakes,
+)
+
+
 # 8 ------------------------------------------------------------------------- #
 _EX8 = ([[2.0, 0.0], [0.0, 1.0]], [0, 1], [1.0, 3.0])
 
@@ -345,6 +402,14 @@ def _ex8_explain() -> str:
     )
 
 
+_EXERCISE_8 = Exercise(
+    "Class weights",
+    "Two rows: logits [2, 0] with class 0, and logits [0, 1] with class 1. Class "
+    "weights are [1, 3]. What is the mean weighted cross-entropy (PyTorch's convention)?",
+    _ex8_answer, _ex8_explain, "theory/variants.md", mistakes=_ex8_mistakes,
+)
+
+
 # 9 ------------------------------------------------------------------------- #
 def _ex9_answer() -> float:
     return _f(_ce().cross_entropy(_np().zeros((1, 10)), [3], reduction="sum"))
@@ -357,6 +422,14 @@ def _ex9_explain() -> str:
         "network starts near this value; a first loss far above it means the initial "
         "logits are too large."
     )
+
+
+_EXERCISE_9 = Exercise(
+    "The loss of a network that knows nothing",
+    "Ten classes, all ten logits equal (a network at initialisation). What is the "
+    "cross-entropy?",
+    _ex9_answer, _ex9_explain, "theory/softmax.md",
+)
 
 
 # 10: the likelihood view --------------------------------------------------- #
@@ -402,6 +475,16 @@ def _ex10_explain() -> list[str]:
     ]
 
 
+_EXERCISE_10 = Exercise(
+    "Likelihood is cross-entropy",
+    "A classifier sees three inputs and gives their true labels the probabilities 0.9, "
+    "0.6 and 0.3. Write the likelihood of the three labels given the inputs and take "
+    "its negative logarithm. What is the negative log-likelihood (natural log)?",
+    _ex10_answer, _ex10_explain, "theory/foundations.md", kind="derivation",
+    mistakes=_ex10_mistakes,
+)
+
+
 # 11: the softmax Jacobian -------------------------------------------------- #
 def _ex11_p() -> Any:
     return _np().asarray(_ce().softmax(_EX2_LOGITS))[0]
@@ -433,6 +516,15 @@ def _ex11_explain() -> list[str]:
         f"4. softmax([1, 2, 0.5]) = {_vec(p)}, so dyhat_0/dz_1 = -{p[0]:.4f} * {p[1]:.4f} "
         f"= {_ex11_answer():.4f}.",
     ]
+
+
+_EXERCISE_11 = Exercise(
+    "The softmax Jacobian",
+    "For logits z = [1.0, 2.0, 0.5] and yhat = softmax(z), derive dyhat_c/dz_k. What is "
+    "dyhat_0/dz_1 (classes from 0)?",
+    _ex11_answer, _ex11_explain, "theory/softmax.md", kind="derivation",
+    mistakes=_ex11_mistakes, logs=False,
+)
 
 
 # 12: sigmoid(z) - y ------------------------------------------------------- #
@@ -468,6 +560,15 @@ def _ex12_explain() -> list[str]:
     ]
 
 
+_EXERCISE_12 = Exercise(
+    "The binary gradient sigmoid(z) - y",
+    "Binary cross-entropy with p = sigmoid(z): derive dl/dz. What is it at z = -1 "
+    "with label y = 1?",
+    _ex12_answer, _ex12_explain, "theory/gradient.md", kind="derivation",
+    mistakes=_ex12_mistakes, logs=False,
+)
+
+
 # 13: temperature ----------------------------------------------------------- #
 _EX13_LOGITS, _EX13_T = [2.0, 1.0, 0.0], 2.0
 
@@ -500,6 +601,14 @@ def _ex13_explain() -> str:
     )
 
 
+_EXERCISE_13 = Exercise(
+    "Temperature",
+    "Logits z = [2, 1, 0] at temperature T = 2 (softmax(z / T)). What probability "
+    "does class 0 get?",
+    _ex13_answer, _ex13_explain, "theory/softmax.md", mistakes=_ex13_mistakes, logs=False,
+)
+
+
 # 14: focal loss ------------------------------------------------------------ #
 _EX14_P, _EX14_GAMMA = [0.6, 0.3, 0.1], 2.0
 
@@ -527,6 +636,14 @@ def _ex14_explain() -> str:
         f"{_ex14_answer():.4f} (crossentropy.focal_loss). The factor scales this "
         "half-right example's loss by 0.16; one at p_t = 0.9 would be scaled by 0.01."
     )
+
+
+_EXERCISE_14 = Exercise(
+    "Focal loss",
+    "A 3-class model gives the true class the probability 0.6. What is its focal loss "
+    "with gamma = 2 (no alpha)?",
+    _ex14_answer, _ex14_explain, "theory/variants.md", mistakes=_ex14_mistakes,
+)
 
 
 # 15: CE vs squared error --------------------------------------------------- #
@@ -560,6 +677,15 @@ def _ex15_explain() -> list[str]:
     ]
 
 
+_EXERCISE_15 = Exercise(
+    "CE vs squared error when confidently wrong",
+    "A sigmoid unit outputs p = sigmoid(z) with z = -4, and the label is y = 1. Derive "
+    "d/dz of the squared error (p - y)^2. What is it?",
+    _ex15_answer, _ex15_explain, "theory/losses-compared.md", kind="derivation",
+    mistakes=_ex15_mistakes, logs=False,
+)
+
+
 # 16, 17: bits and perplexity ----------------------------------------------- #
 _EX16_NATS = 2.0
 
@@ -584,6 +710,15 @@ def _ex16_explain() -> str:
     )
 
 
+_EXERCISE_16 = Exercise(
+    "Nats to bits",
+    "A language model's mean cross-entropy on a test text is 2.0 nats per token. "
+    "What is it in bits per token?",
+    _ex16_answer, _ex16_explain, "theory/bits-perplexity.md", mistakes=_ex16_mistakes,
+    logs=False,
+)
+
+
 def _ex17_answer() -> float:
     return math.exp(_EX16_NATS)
 
@@ -603,6 +738,14 @@ def _ex17_explain() -> str:
         "unsure as if it chose uniformly among about 7.4 tokens at each step. A "
         "uniform guess over V tokens has loss log V and perplexity exactly V."
     )
+
+
+_EXERCISE_17 = Exercise(
+    "Perplexity",
+    "The same model (2.0 nats per token): what is its perplexity?",
+    _ex17_answer, _ex17_explain, "theory/bits-perplexity.md", mistakes=_ex17_mistakes,
+    logs=False,
+)
 
 
 # 21: poly-1 (after the coding exercises, so their numbers stay) ------------- #
@@ -638,6 +781,14 @@ def _ex21_explain() -> str:
     )
 
 
+_EXERCISE_21 = Exercise(
+    "Poly-1",
+    "The same 3-class model gives the true class the probability 0.6. What is its "
+    "poly-1 loss, -log p_t + epsilon * (1 - p_t), with epsilon = 1?",
+    _ex21_answer, _ex21_explain, "theory/variants.md", mistakes=_ex21_mistakes,
+)
+
+
 # 18-20: coding exercises ---------------------------------------------------- #
 #: The logits and targets a learner's code is graded on: a random batch, then rows
 #: near 1e4 (exp overflows), a row whose max is far from another row's (a shift by
@@ -659,19 +810,18 @@ def _big_batch() -> tuple[Any, Any]:
     return z, np.asarray([2, 0, 1])
 
 
-def _call(f: Callable[..., Any], *args: Any) -> tuple[Any, str | None]:
-    """Run the learner's function; return (result, None) or (None, what went wrong)."""
+def _run(f: Callable[..., Any], *args: Any) -> tuple[Any, Any]:
+    """Run the learner's function on copies of ``args``.
+
+    Returns its result as a float array and None, or None and what went wrong.
+    """
     np = _np()
     try:
         with np.errstate(all="ignore"):
-            return f(*[a.copy() for a in args]), None
+            result = f(*[a.copy() for a in args])
     except Exception as exc:  # the learner's code may raise anything: report it
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         return None, f"raised {type(exc).__name__}: {exc} (line {frame.lineno})"
-
-
-def _as_array(result: Any) -> tuple[Any, str | None]:
-    np = _np()
     try:
         return np.asarray(result, dtype=float), None
     except (TypeError, ValueError) as exc:
@@ -700,20 +850,43 @@ def _diagnose(got: Any, candidates: list[tuple[Any, str]]) -> str:
     return ""
 
 
-def _shape_check(name: str, got: Any, shape: tuple[int, ...]) -> Finding:
+def _first_run(module: Any, name: str, args: tuple[Any, ...],
+               shape: tuple[int, ...]) -> tuple[Any, list[Finding]]:
+    """Run ``module.<name>`` on the random batch ``args``: its result and the first findings.
+
+    The result is None when the function raised or returned no numbers (the one
+    finding says which); else the findings start with the shape check.
+    """
+    got, problem = _run(getattr(module, name), *args)
+    if got is None:
+        call = f"{name}({', '.join(('z', 't')[:len(args)])})"
+        return None, [Finding("runs", False, f"{call} {problem}")]
     if got.shape == shape:
-        return Finding("shape", True, f"{got.shape} for logits of shape ({_N}, {_C})")
+        return got, [Finding("shape", True, f"{got.shape} for logits of shape ({_N}, {_C})")]
     hint = ""
     if shape == () and got.shape == (_N,):
         hint = "You return one loss per row; the exercise asks for their mean, one number."
-    return Finding("shape", False, f"{name} returned shape {got.shape}, expected {shape}", hint)
+    return got, [Finding("shape", False, f"{name} returned shape {got.shape}, expected {shape}",
+                         hint)]
 
 
-def _stability_finding(got: Any, want: Any, what: str, logs: bool = True) -> Finding:
+def _stability_check(f: Callable[..., Any], reference: Any, args: Any, logs: bool = True,
+                     scalar: bool = False) -> Finding:
+    """Run ``f`` on logits near 1e4 (``args``) and compare with the library's ``reference``.
+
+    ``scalar``: only the first number counts (a loss).
+    """
     np = _np()
     label = "stability at logits near 1e4"
+    got, problem = _run(f, *args)
     if got is None:
-        return Finding(label, False, what)
+        return Finding(label, False, problem)
+    if scalar and got.size:
+        got = got.reshape(-1)[:1].reshape(())
+    want = np.asarray(reference(*args))
+    if got.shape != want.shape:
+        return Finding(label, False, f"returned shape {got.shape} for logits of shape "
+                                     f"{args[0].shape}, expected {want.shape}")
     if _close(got, want):
         return Finding(label, True, "finite and right")
     if not np.all(np.isfinite(got)):
@@ -736,14 +909,10 @@ def _stability_finding(got: Any, want: Any, what: str, logs: bool = True) -> Fin
 def _grade_softmax(module: Any) -> list[Finding]:
     np = _np()
     ce = _ce()
-    f = module.softmax
     z, _ = _batch()
-    findings = []
-    raw, problem = _call(f, z)
-    got, problem = (None, problem) if problem else _as_array(raw)
+    got, findings = _first_run(module, "softmax", (z,), z.shape)
     if got is None:
-        return [Finding("runs", False, f"softmax(z) {problem}")]
-    findings.append(_shape_check("softmax", got, z.shape))
+        return findings
     want = np.asarray(ce.softmax(z))
     if got.shape == z.shape:
         if _close(got, want):
@@ -761,10 +930,7 @@ def _grade_softmax(module: Any) -> list[Finding]:
                 hint = "Not normalised: each row must sum to 1; divide it by its own sum."
             findings.append(Finding("values", False, _where(got, want), hint))
     zb, _ = _big_batch()
-    raw, problem = _call(f, zb)
-    gotb, problem = (None, problem) if problem else _as_array(raw)
-    findings.append(_stability_finding(gotb, np.asarray(ce.softmax(zb)), problem or "",
-                                       logs=False))
+    findings.append(_stability_check(module.softmax, ce.softmax, (zb,), logs=False))
     return findings
 
 
@@ -773,11 +939,9 @@ def _grade_cross_entropy(module: Any) -> list[Finding]:
     ce = _ce()
     f = module.cross_entropy
     z, t = _batch()
-    raw, problem = _call(f, z, t)
-    got, problem = (None, problem) if problem else _as_array(raw)
+    got, findings = _first_run(module, "cross_entropy", (z, t), ())
     if got is None:
-        return [Finding("runs", False, f"cross_entropy(z, t) {problem}")]
-    findings = [_shape_check("cross_entropy", got, ())]
+        return findings
     want = np.asarray(ce.cross_entropy(z, t))
     got = got.reshape(()) if got.size == 1 else got
     if got.shape == ():
@@ -797,16 +961,10 @@ def _grade_cross_entropy(module: Any) -> list[Finding]:
                  "class's logit, z[n, t[n]]."),
             ])
             findings.append(Finding("values", False, _where(got, want), hint))
-    zb, tb = _big_batch()
-    raw, problem = _call(f, zb, tb)
-    gotb, problem = (None, problem) if problem else _as_array(raw)
-    findings.append(_stability_finding(None if gotb is None else gotb.reshape(-1)[:1].reshape(()),
-                                       np.asarray(ce.cross_entropy(zb, tb)), problem or ""))
+    findings.append(_stability_check(f, ce.cross_entropy, _big_batch(), scalar=True))
     # float32: lse(z) - z_t loses the digits of a loss near 1 next to logits near 1e4.
     z32 = np.asarray([[1e4, 1e4 - 1, 1e4 - 2]], dtype=np.float32)
-    raw, problem = _call(f, z32, np.asarray([2]))
-    got32: Any  # None only with a problem to report
-    got32, problem = (None, problem) if problem else _as_array(raw)
+    got32, problem = _run(f, z32, np.asarray([2]))
     exact = float(np.asarray(ce.cross_entropy(z32.astype(np.float64), np.asarray([2]))))
     label = "float32 precision at logits near 1e4"
     if got32 is None or got32.size != 1:
@@ -827,13 +985,10 @@ def _grade_cross_entropy(module: Any) -> list[Finding]:
 def _grade_gradient(module: Any) -> list[Finding]:
     np = _np()
     ce = _ce()
-    f = module.cross_entropy_grad
     z, t = _batch()
-    raw, problem = _call(f, z, t)
-    got, problem = (None, problem) if problem else _as_array(raw)
+    got, findings = _first_run(module, "cross_entropy_grad", (z, t), z.shape)
     if got is None:
-        return [Finding("runs", False, f"cross_entropy_grad(z, t) {problem}")]
-    findings = [_shape_check("cross_entropy_grad", got, z.shape)]
+        return findings
     want = np.asarray(ce.cross_entropy_grad(z, t))
     if got.shape == z.shape:
         if _close(got, want):
@@ -870,11 +1025,8 @@ def _grade_gradient(module: Any) -> list[Finding]:
             "(J(z + h e_i) - J(z - h e_i)) / 2h, h = 1e-6",
             "" if ok else "Your gradient is not the derivative of the mean loss: change one "
                           "logit by h and see how much the loss moves."))
-    zb, tb = _big_batch()
-    raw, problem = _call(f, zb, tb)
-    gotb, problem = (None, problem) if problem else _as_array(raw)
-    findings.append(_stability_finding(gotb, np.asarray(ce.cross_entropy_grad(zb, tb)),
-                                       problem or "", logs=False))
+    findings.append(_stability_check(module.cross_entropy_grad, ce.cross_entropy_grad,
+                                     _big_batch(), logs=False))
     return findings
 
 
@@ -898,6 +1050,13 @@ def _ex18_explain() -> list[str]:
     ]
 
 
+_EXERCISE_18 = Exercise(
+    "Code softmax",
+    _coding_question("softmax(z)", "Return the softmax of each row, shape (N, C)."),
+    None, _ex18_explain, "theory/softmax.md", kind="coding", grade=_grade_softmax,
+)
+
+
 def _ex19_explain() -> list[str]:
     return [
         "Never take log(softmax(z)): a probability that underflows to 0 gives log 0 = -inf. "
@@ -905,6 +1064,14 @@ def _ex19_explain() -> list[str]:
         "log(sum(exp(z[n] - m))): m - z_t is exact, the sum lies in [1, C]. Return the "
         "mean over the rows.",
     ]
+
+
+_EXERCISE_19 = Exercise(
+    "Code cross_entropy",
+    _coding_question("cross_entropy(z, t)", "Return the mean over the rows of "
+                     "-log softmax(z)[n, t[n]], one number."),
+    None, _ex19_explain, "theory/stability.md", kind="coding", grade=_grade_cross_entropy,
+)
 
 
 def _ex20_explain() -> list[str]:
@@ -915,144 +1082,19 @@ def _ex20_explain() -> list[str]:
     ]
 
 
-def _exercise(title: str, question: str, answer: Callable[[], float] | None,
-              explain: Callable[[], str | list[str]], page: str, **kw: Any) -> Exercise:
-    return Exercise(title, question, answer, explain, page, **kw)
+_EXERCISE_20 = Exercise(
+    "Code the gradient",
+    _coding_question("cross_entropy_grad(z, t)", "Return the gradient of that mean "
+                     "loss with respect to z, shape (N, C)."),
+    None, _ex20_explain, "theory/gradient.md", kind="coding", grade=_grade_gradient,
+)
 
 
 EXERCISES: tuple[Exercise, ...] = (
-    _exercise(
-        "Compute a loss by hand",
-        "Three classes, the true class is class 1 (counting from 0, so the second entry); "
-        "the model predicts yhat = [0.2, 0.7, 0.1]. What is the cross-entropy (natural log)?",
-        _ex1_answer, _ex1_explain, "theory/foundations.md", mistakes=_ex1_mistakes,
-    ),
-    _exercise(
-        "Derive the gradient",
-        "For logits z = [1.0, 2.0, 0.5] and true class 1 (counting from 0), derive dCE/dz "
-        "from CE = -log softmax(z)_1. What is the component dCE/dz_1?",
-        _ex2_answer, _ex2_explain, "theory/gradient.md", kind="derivation",
-        mistakes=_ex2_mistakes, logs=False,
-    ),
-    _exercise(
-        "Soft labels",
-        "The target is the distribution y = [0.6, 0.3, 0.1] and the prediction is "
-        "yhat = [0.5, 0.4, 0.1]. What is the cross-entropy?",
-        _ex3_answer, _ex3_explain, "theory/foundations.md", mistakes=_ex3_mistakes,
-    ),
-    _exercise(
-        "BCE vs CE for two classes",
-        "A binary classifier outputs the logit z = 1.5 and the label is y = 1. What is the "
-        "binary cross-entropy? Which 2-class softmax cross-entropy gives the same number?",
-        _ex4_answer, _ex4_explain, "theory/foundations.md", mistakes=_ex4_mistakes,
-    ),
-    _exercise(
-        "Stability with logits of 1000",
-        "Logits z = [1000, 999, 998], true class 2 (counting from 0: the logit 998). What is "
-        "the cross-entropy? (What does exp(1000) do in float64?)",
-        _ex5_answer, _ex5_explain, "theory/stability.md", mistakes=_ex5_mistakes,
-    ),
-    _exercise(
-        "KL decomposition",
-        "Target y = [0.5, 0.5, 0], prediction yhat = [0.25, 0.5, 0.25]. "
-        "Using CE = H(y) + KL(y || yhat), what is KL(y || yhat)?",
-        _ex6_answer, _ex6_explain, "theory/foundations.md", mistakes=_ex6_mistakes,
-    ),
-    _exercise(
-        "Label smoothing",
-        "Logits z = [3, 1, 0], true class 0, label smoothing 0.1 (the target becomes "
-        "(1 - 0.1) * onehot + 0.1 / 3). What is the loss?",
-        _ex7_answer, _ex7_explain, "theory/foundations.md", mistakes=_ex7_mistakes,
-    ),
-    _exercise(
-        "Class weights",
-        "Two rows: logits [2, 0] with class 0, and logits [0, 1] with class 1. Class "
-        "weights are [1, 3]. What is the mean weighted cross-entropy (PyTorch's convention)?",
-        _ex8_answer, _ex8_explain, "theory/variants.md", mistakes=_ex8_mistakes,
-    ),
-    _exercise(
-        "The loss of a network that knows nothing",
-        "Ten classes, all ten logits equal (a network at initialisation). What is the "
-        "cross-entropy?",
-        _ex9_answer, _ex9_explain, "theory/softmax.md",
-    ),
-    _exercise(
-        "Likelihood is cross-entropy",
-        "A classifier sees three inputs and gives their true labels the probabilities 0.9, "
-        "0.6 and 0.3. Write the likelihood of the three labels given the inputs and take "
-        "its negative logarithm. What is the negative log-likelihood (natural log)?",
-        _ex10_answer, _ex10_explain, "theory/foundations.md", kind="derivation",
-        mistakes=_ex10_mistakes,
-    ),
-    _exercise(
-        "The softmax Jacobian",
-        "For logits z = [1.0, 2.0, 0.5] and yhat = softmax(z), derive dyhat_c/dz_k. What is "
-        "dyhat_0/dz_1 (classes from 0)?",
-        _ex11_answer, _ex11_explain, "theory/softmax.md", kind="derivation",
-        mistakes=_ex11_mistakes, logs=False,
-    ),
-    _exercise(
-        "The binary gradient sigmoid(z) - y",
-        "Binary cross-entropy with p = sigmoid(z): derive dl/dz. What is it at z = -1 "
-        "with label y = 1?",
-        _ex12_answer, _ex12_explain, "theory/gradient.md", kind="derivation",
-        mistakes=_ex12_mistakes, logs=False,
-    ),
-    _exercise(
-        "Temperature",
-        "Logits z = [2, 1, 0] at temperature T = 2 (softmax(z / T)). What probability "
-        "does class 0 get?",
-        _ex13_answer, _ex13_explain, "theory/softmax.md", mistakes=_ex13_mistakes, logs=False,
-    ),
-    _exercise(
-        "Focal loss",
-        "A 3-class model gives the true class the probability 0.6. What is its focal loss "
-        "with gamma = 2 (no alpha)?",
-        _ex14_answer, _ex14_explain, "theory/variants.md", mistakes=_ex14_mistakes,
-    ),
-    _exercise(
-        "CE vs squared error when confidently wrong",
-        "A sigmoid unit outputs p = sigmoid(z) with z = -4, and the label is y = 1. Derive "
-        "d/dz of the squared error (p - y)^2. What is it?",
-        _ex15_answer, _ex15_explain, "theory/losses-compared.md", kind="derivation",
-        mistakes=_ex15_mistakes, logs=False,
-    ),
-    _exercise(
-        "Nats to bits",
-        "A language model's mean cross-entropy on a test text is 2.0 nats per token. "
-        "What is it in bits per token?",
-        _ex16_answer, _ex16_explain, "theory/bits-perplexity.md", mistakes=_ex16_mistakes,
-        logs=False,
-    ),
-    _exercise(
-        "Perplexity",
-        "The same model (2.0 nats per token): what is its perplexity?",
-        _ex17_answer, _ex17_explain, "theory/bits-perplexity.md", mistakes=_ex17_mistakes,
-        logs=False,
-    ),
-    _exercise(
-        "Code softmax",
-        _coding_question("softmax(z)", "Return the softmax of each row, shape (N, C)."),
-        None, _ex18_explain, "theory/softmax.md", kind="coding", grade=_grade_softmax,
-    ),
-    _exercise(
-        "Code cross_entropy",
-        _coding_question("cross_entropy(z, t)", "Return the mean over the rows of "
-                         "-log softmax(z)[n, t[n]], one number."),
-        None, _ex19_explain, "theory/stability.md", kind="coding", grade=_grade_cross_entropy,
-    ),
-    _exercise(
-        "Code the gradient",
-        _coding_question("cross_entropy_grad(z, t)", "Return the gradient of that mean "
-                         "loss with respect to z, shape (N, C)."),
-        None, _ex20_explain, "theory/gradient.md", kind="coding", grade=_grade_gradient,
-    ),
-    _exercise(
-        "Poly-1",
-        "The same 3-class model gives the true class the probability 0.6. What is its "
-        "poly-1 loss, -log p_t + epsilon * (1 - p_t), with epsilon = 1?",
-        _ex21_answer, _ex21_explain, "theory/variants.md", mistakes=_ex21_mistakes,
-    ),
+    _EXERCISE_1, _EXERCISE_2, _EXERCISE_3, _EXERCISE_4, _EXERCISE_5, _EXERCISE_6,
+    _EXERCISE_7, _EXERCISE_8, _EXERCISE_9, _EXERCISE_10, _EXERCISE_11, _EXERCISE_12,
+    _EXERCISE_13, _EXERCISE_14, _EXERCISE_15, _EXERCISE_16, _EXERCISE_17, _EXERCISE_18,
+    _EXERCISE_19, _EXERCISE_20, _EXERCISE_21,
 )
 
 #: The function each coding exercise grades.

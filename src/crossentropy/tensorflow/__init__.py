@@ -29,7 +29,6 @@ and dtypes are checked, as under ``jax.jit``.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -172,22 +171,16 @@ def binary_cross_entropy_with_logits(logits: Any, target: Any, *, weight: Any = 
 # ---------------------------------------------------------------- the rest (TF autodiff)
 
 
+def _on_tensorflow(func: Callable[..., Any], /, *arrays: Any, **options: Any) -> Any:
+    args = [wrap(_tensor(a)) for a in arrays]
+    return unwrap(func(*args, **{k: _option(v) for k, v in options.items()}))
+
+
 def _through(func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` of :mod:`crossentropy` on TensorFlow tensors, differentiated by TensorFlow."""
-
-    @_plain
-    @functools.wraps(func)
-    def wrapper(*arrays: Any, **options: Any) -> Any:
-        if options.get("out") is not None:
-            raise TypeError("out: expected None (TensorFlow tensors are immutable; use the "
-                            f"returned gradient), got {type(options['out']).__name__}")
-        args = [wrap(_tensor(a)) for a in arrays]
-        return unwrap(func(*args, **{k: _option(v) for k, v in options.items()}))
-
-    wrapper.__doc__ = (
-        f":func:`crossentropy.{func.__name__}` on TensorFlow tensors (same arguments), "
-        "differentiable by TensorFlow through its forward operations.\n")
-    return wrapper
+    return _plain(_api.pass_through(
+        func, _on_tensorflow, "TensorFlow tensors",
+        "TensorFlow through its forward operations"))
 
 
 # The names of ``_api.PASS_THROUGH``, in its order (a test checks each name's function).
