@@ -12,9 +12,10 @@ of error, and a failing call must leave every input as it was. Where PyTorch
 has the feature (finite logits, float32 / float64; non-finite weights with index targets) its
 ``cross_entropy`` and autograd gradient are a third opinion.
 
-Open disagreements are kept out of the main test by :func:`_known_kernel_issue`
-(zero row factors with non-finite logits; an inf weight in half precision);
-non-finite class weights otherwise agree (tests/kernels/test_nonfinite_weights.py).
+No input is excluded: rows whose factor is zero (a zero class weight, a mean
+over a zero or infinite divisor) with non-finite logits follow one rule on
+both paths (tests/kernels/test_zero_factor_rows.py), non-finite class weights
+agree (tests/kernels/test_nonfinite_weights.py), also in half precision.
 The cases that split the paths before issue 14 and issue 15 item 8 were fixed
 (read-only inputs, ``out=logits`` with an all ``-inf`` row) are forced in
 :func:`test_fuzz_fixed_kernel_issues`.
@@ -28,7 +29,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, assume, event, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 import crossentropy as ce
@@ -218,30 +219,6 @@ def _close(got, want, dtype: str, what: str, case: Case):
                                err_msg=what)
 
 
-def _known_kernel_issue(case: Case) -> str | None:
-    """The open disagreements this case can hit (None: none)."""
-    if (case.weight is not None and (case.weight == 0).any()
-            and not np.isfinite(np.asarray(case.z, np.float64)).all()):
-        # rows whose target class has weight 0, with non-finite logits: the fast path
-        # gives loss NaN (so does torch) where the generic path gives 0, a NaN gradient
-        # for a +inf logit where the generic path gives 0, and no error for a counted
-        # all -inf row (API.md: an error unless ignored; the generic path raises)
-        return "zero-weight rows with non-finite logits (open question / fast path)"
-    if (case.weight is not None and np.isinf(case.weight).any() and case.reduction == "mean"
-            and not np.isfinite(np.asarray(case.z, np.float64)).all()):
-        # the same open question: an infinite divisor makes every row's factor 0; a row
-        # with NaN logits then gets a NaN gradient on the fast path (and in torch), 0
-        # on the generic path (its zero-factor rule, as for a zero weight)
-        return "mean over an infinite weight sum with non-finite logits (open question)"
-    if (case.weight is not None and np.isinf(case.weight).any()
-            and case.dtype in ("float16", "bfloat16")):
-        # the gradient's p * A with A = inf: the kernel keeps exp(z_c - m) in the
-        # half dtype, where a small p rounds to 0 (0 * inf = NaN); the generic path
-        # computes it in float32, where p stays positive (inf). Precision, not semantics.
-        return "inf weight in half precision: p underflows on one path only"
-    return None
-
-
 def _check(case: Case):
     kern, kern_err, kern_kept = _run(case, kernels=True)
     gen, gen_err, gen_kept = _run(case, kernels=False)
@@ -296,7 +273,6 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
 @settings(max_examples=300, **SETTINGS)
 @given(cases())
 def test_fuzz_kernel_generic_and_torch_agree(case):
-    assume(_known_kernel_issue(case) is None)
     _check(case)
 
 
@@ -304,7 +280,6 @@ def test_fuzz_kernel_generic_and_torch_agree(case):
 @settings(max_examples=10_000, **SETTINGS)
 @given(cases())
 def test_fuzz_kernel_generic_and_torch_agree_10k(case):
-    assume(_known_kernel_issue(case) is None)
     _check(case)
 
 

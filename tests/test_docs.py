@@ -155,7 +155,7 @@ def _run_command(argv: list[str]) -> tuple[object, str, str]:
         raise NotLanded(f"{missing[0]} has not landed yet")
     env = {**os.environ, "MPLBACKEND": "Agg"}
     done = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False
     )
     return done.returncode, done.stdout, done.stderr
 

@@ -31,7 +31,8 @@ SLOW = {"guide/cli.md"}
 def _execute(notebook, cwd: Path) -> None:
     from nbclient import NotebookClient
 
-    NotebookClient(notebook, timeout=300, kernel_name="python3",
+    NotebookClient(notebook, timeout=1200,  # per cell: a hang guard
+                   kernel_name="python3",
                    resources={"metadata": {"path": str(cwd)}}).execute()
 
 

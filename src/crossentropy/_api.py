@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, TypeVar, cast
@@ -62,10 +63,16 @@ def shell_for(logits: Any) -> ModuleType | None:
     (the kernel or the generic path) is the engine's choice.
     """
     if requires_grad(logits):
-        return importlib.import_module(SHELLS["torch"])
+        return _shell("torch")
     if is_jax_array(logits):
-        return importlib.import_module(SHELLS["jax"])
+        return _shell("jax")
     return None
+
+
+def _shell(kind: str) -> ModuleType:
+    """The shell module, imported on first use (then found loaded, also while Dynamo traces)."""
+    module = sys.modules.get(SHELLS[kind])
+    return module if module is not None else importlib.import_module(SHELLS[kind])
 
 
 def _grad_call(logits: Any, target: Any, weight: Any, out: Any, **options: Any) -> V.CECall:

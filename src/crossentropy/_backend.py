@@ -12,18 +12,26 @@ libraries by their types. The rules:
   (NumPy's bfloat16 is ``ml_dtypes.bfloat16``, what JAX hands to NumPy);
 * complex dtypes are never real numbers: they are a ``TypeError``;
 * row reductions accumulate in float64 where the namespace has it (NumPy,
-  PyTorch, CuPy; JAX only with ``jax_enable_x64``), else in float32.
+  PyTorch, CuPy; JAX only with ``jax_enable_x64``), else in float32; on an
+  accelerator device, in float32 with compensated sums
+  (``_config.ACCUMULATION``, forced for a block by :func:`accumulation`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import array_api_compat
 import numpy as np
+
+from crossentropy import _config
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,9 @@ class Namespace:
     dtype: Any  # the input's floating dtype, also the output dtype
     compute: Any  # dtype the elementwise math runs in (float32 or float64)
     accum: Any  # dtype of row sums and reductions
+    #: True when ``accum`` is the float32 compute dtype and sums are compensated
+    #: (``_numerics.rsum``): the accelerator mode of ``_config.ACCUMULATION``
+    compensated: bool = False
 
     def asarray(self, value: Any, dtype: Any = None, name: str = "input") -> Any:
         """Bring ``value`` (list, scalar, array of any library) into this namespace.
@@ -126,13 +137,81 @@ def namespace(x: Any, name: str, *, floating: bool = True) -> tuple[Namespace, A
         raise TypeError(f"{name}: expected a real floating dtype, got {dtype}")
     if is_numpy_bfloat16(dtype) or xp.finfo(dtype).bits < 32:
         compute = xp.float32
+    elif getattr(dtype, "isnative", True) is False:  # NumPy big-endian: math in native order
+        compute = dtype.newbyteorder("=")
     else:
         compute = dtype
-    accum = xp.float64 if _has_float64(xp) else xp.float32
+    device = array_api_compat.device(arr)
+    compensated = xp.finfo(compute).bits < 64 and _compensated(xp, device)
+    accum = xp.float64 if not compensated and _has_float64(xp) else compute
     if xp.finfo(compute).bits > xp.finfo(accum).bits:  # pragma: no cover - defensive
         accum = compute
-    device = array_api_compat.device(arr)
-    return Namespace(xp=xp, device=device, dtype=dtype, compute=compute, accum=accum), arr
+    return Namespace(xp=xp, device=device, dtype=dtype, compute=compute, accum=accum,
+                     compensated=compensated), arr
+
+
+# ---------------------------------------------------------------- accumulation mode
+
+_MODES = ("auto", "float64", "compensated")
+_MODE: contextvars.ContextVar[str | None] = contextvars.ContextVar("accumulation", default=None)
+
+
+@contextlib.contextmanager
+def accumulation(mode: str) -> Iterator[None]:
+    """Force the generic path's accumulation mode (``_config.ACCUMULATION``) inside a block.
+
+    ``accumulation("compensated")`` runs the accelerator code (float32 sums, no
+    float64) on the CPU, as the accuracy tests do. Per thread and per task
+    (a context variable).
+    """
+    if mode not in _MODES:
+        raise ValueError(f"mode: expected one of {_MODES}, got {mode!r}")
+    token = _MODE.set(mode)
+    try:
+        yield
+    finally:
+        _MODE.reset(token)
+
+
+def accumulation_mode() -> str:
+    """The mode in force: the innermost :func:`accumulation`, else ``_config.ACCUMULATION``.
+
+    While ``torch.compile`` traces, only ``_config.ACCUMULATION`` counts: Dynamo
+    cannot read a context variable (a graph break).
+    """
+    forced = None if torch_compiling() else _MODE.get()
+    mode = forced or _config.ACCUMULATION
+    if mode not in _MODES:
+        raise ValueError(f"crossentropy._config.ACCUMULATION: expected one of {_MODES}, "
+                         f"got {mode!r}")
+    return mode
+
+
+def _compensated(xp: Any, device: Any) -> bool:
+    mode = accumulation_mode()
+    return mode == "compensated" or (mode == "auto" and on_accelerator(xp, device))
+
+
+def on_accelerator(xp: Any, device: Any) -> bool:
+    """Whether arrays of ``xp`` on ``device`` live on an accelerator (GPU, TPU, ...).
+
+    torch: any device but ``cpu`` (and ``meta``); CuPy: always; JAX: the
+    device's platform (under ``jit``, where arrays have no device, JAX's
+    default backend); others: a device whose name says GPU, TPU or CUDA
+    (TensorFlow's ``/device:GPU:0``). NumPy and array-api-strict: never.
+    """
+    if array_api_compat.is_numpy_namespace(xp):
+        return False
+    if array_api_compat.is_cupy_namespace(xp):
+        return True
+    kind = getattr(device, "type", None) or getattr(device, "platform", None)
+    if kind is None and device is None and array_api_compat.is_jax_namespace(xp):
+        jax = sys.modules.get("jax")  # imported: its arrays are here
+        kind = jax.default_backend() if jax is not None else None
+    if kind is not None:
+        return str(kind).lower() not in ("cpu", "meta")
+    name = str(device).lower()
+    return any(k in name for k in ("gpu", "tpu", "cuda"))
 
 
 def eps(ns: Namespace) -> float:
@@ -154,25 +233,77 @@ def count(ns: Namespace, x: Any) -> Any:
     return ns.xp.sum(ns.xp.ones_like(x, dtype=ns.accum))
 
 
-#: Silences NumPy's floating-point warnings inside a public function (used as
-#: ``@quiet``). The library produces infinities on purpose (``log 0``,
-#: ``p / 0`` under a mask); NumPy would warn about each, other libraries do
-#: not. NumPy's own ``errstate`` is a context decorator; since NumPy 2.0 it
-#: keeps its state per call (a context variable), so nested and concurrent
-#: calls are safe.
-quiet = np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore")
+_ERRSTATE = np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def quiet(func: F) -> F:
+    """Silence NumPy's floating-point warnings inside a public function (``@quiet``).
+
+    The library produces infinities on purpose (``log 0``, ``p / 0`` under a
+    mask); NumPy would warn about each, other libraries do not. NumPy's own
+    ``errstate`` is the context decorator; since NumPy 2.0 it keeps its state
+    per call (a context variable), so nested and concurrent calls are safe.
+    While ``torch.compile`` traces, ``func`` runs without it: Dynamo does not
+    trace into NumPy's error state (a graph break), and no NumPy math runs then.
+    """
+    silenced = _ERRSTATE(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if torch_compiling():
+            return func(*args, **kwargs)
+        return silenced(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def concrete_bool(x: Any) -> bool | None:
     """``bool(x)`` for a 0-d boolean array, or ``None`` when the value is abstract.
 
-    Under ``jax.jit`` the values are tracers that cannot be inspected; the
-    value checks are then skipped (shapes and dtypes are still checked).
+    Under ``jax.jit`` the values are tracers that cannot be inspected, and so
+    are torch tensors while ``torch.compile`` traces and under
+    ``torch.func.vmap`` (no data-dependent branch there); the value checks are
+    then skipped (shapes and dtypes are still checked). Under
+    ``torch.func.grad`` alone the values are concrete and the checks run.
     """
+    if array_api_compat.is_torch_array(x):
+        if torch_compiling():
+            return None
+        try:
+            return bool(x)
+        except RuntimeError:  # vmap: "data-dependent control flow"
+            if torch_transformed(x):
+                return None
+            raise
     try:
         return bool(x)
     except TypeError:  # jax.errors.ConcretizationTypeError is a TypeError
         return None
+
+
+def torch_compiling() -> bool:
+    """True while ``torch.compile`` (Dynamo) traces: no host values, no foreign code.
+
+    Looks torch up among the loaded modules (it is loaded when a torch tensor
+    reached the library), never imports it.
+    """
+    torch = sys.modules.get("torch")
+    return torch is not None and bool(torch.compiler.is_compiling())
+
+
+def torch_transformed(x: Any) -> bool:
+    """True for a torch tensor that ``torch.compile`` traces or a ``torch.func`` transform wraps.
+
+    Such tensors have no memory a NumPy view (hence the numba kernels) could
+    read: the library computes on them with the generic array-API path.
+    """
+    if not array_api_compat.is_torch_array(x):
+        return False
+    if torch_compiling():
+        return True
+    return bool(sys.modules["torch"]._C._functorch.is_functorch_wrapped_tensor(x))
 
 
 def first_true(xp: Any, mask: Any, shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -81,7 +81,41 @@ SMALL_C = 32
 #: scratch buffer of ``rows._row_sum_exp``, in L1).
 SUM_CHUNK = 1024
 
+#: Bytes of logits plus gradient above which the gradient is written with
+#: non-temporal (streaming) stores: such a working set does not stay in the
+#: cache, and a streaming store writes a cache line without reading it first
+#: (a plain store reads it: half again the memory traffic of a copy). ``None``:
+#: the size of the CPU's last-level cache (Linux sysfs; 32 MiB where unknown).
+STREAM_MIN_BYTES: int | None = None
+
 #: Elements per block of rows: the unit of parallel work, and of the partial
 #: sums of a reduced loss (summed in block order, so a result does not depend
-#: on the number of threads).
+#: on the number of threads). This for the elementwise kernels and few
+#: classes (up to ``SMALL_C``), whose blocks are one stretch of memory.
 BLOCK_ELEMENTS = 4096
+
+#: Blocks of the row kernels (more than ``SMALL_C`` classes): about this many
+#: elements, at least ``BLOCK_ROWS_MIN`` rows, but with at least
+#: ``BLOCKS_MIN`` blocks where there are that many rows (work for every
+#: thread). Each row's ``exp`` pass takes the next row's max, so only the
+#: first row of a block has a pass of its own: the longer the block the fewer.
+ROW_BLOCK_ELEMENTS = 16384
+BLOCK_ROWS_MIN = 8
+BLOCKS_MIN = 64
+
+#: How the generic array-API path (``_numerics``; not the kernels) accumulates
+#: row sums and batch reductions of float32 (and float16 / bfloat16) inputs:
+#:
+#: * ``"float64"``: in float64 where the array library has it (else in float32,
+#:   as JAX does without ``jax_enable_x64``);
+#: * ``"compensated"``: in float32, with compensated sums (a pairwise tree of
+#:   error-free ``TwoSum`` steps): no float64 anywhere, the same accuracy
+#:   (float32 losses within 2e-7 relative of mpmath);
+#: * ``"auto"``: ``"compensated"`` for arrays on an accelerator (CUDA and other
+#:   torch devices, CuPy, JAX and TensorFlow on a GPU or TPU), whose float64
+#:   runs at 1/2 to 1/64 of float32; ``"float64"`` on the CPU, where float64
+#:   costs little.
+#:
+#: float64 inputs always accumulate in float64. Tests force a mode for a block
+#: of code with ``crossentropy._backend.accumulation(mode)``.
+ACCUMULATION = "auto"

@@ -25,7 +25,10 @@ PARAMS = {
     "weight": """weight : array of shape (C,), optional
         Non-negative per-class weights. With index targets and
         ``reduction="mean"``, the mean divides by the summed weight of the
-        counted rows' target classes (PyTorch's rule).""",
+        counted rows' target classes (PyTorch's rule). A weight of 0 times
+        an infinite term (a ``-inf`` logit) is 0; times NaN it is NaN, as in
+        PyTorch: NaN logits in a counted row propagate even when its weight
+        is 0 or the mean's divisor is infinite.""",
     "ignore_index": """ignore_index : int, default -100
         Index targets equal to this count for nothing: zero loss, zero
         gradient, left out of the mean's divisor.""",
@@ -36,7 +39,8 @@ PARAMS = {
         ``"none"`` returns one loss per row (the logits' shape without
         ``axis``). ``"mean"`` divides the sum by the weight of the counted
         rows (index targets) or by the number of rows (probability targets);
-        a mean over nothing is 0.0.""",
+        a mean over nothing (no counted rows, or all their weights 0) is 0.0
+        with a zero gradient, as an empty batch, whatever the rows hold.""",
     "divisor": """divisor : float, optional
         With ``reduction="mean"``, divide by this positive number instead. For
         gradient accumulation, pass the token count of the whole step.""",

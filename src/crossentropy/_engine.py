@@ -7,7 +7,9 @@ here. The softmax cross-entropy entry points pick one of two paths:
 
 * the fused numba kernels (``_kernels``) for NumPy float32 / float64 logits,
   C-contiguous with the class axis last, when numba is installed;
-* the generic array-API math of ``_numerics`` for everything else.
+* the generic array-API math of ``_numerics`` for everything else, including
+  torch tensors under ``torch.compile`` or a ``torch.func`` transform
+  (``_backend.torch_transformed``: no memory to view).
 
 Framework shells (``crossentropy.torch``, ``crossentropy.jax``,
 ``crossentropy.tensorflow``) and the layers call :func:`ce_forward`, which
@@ -32,7 +34,7 @@ from array_api_compat import is_jax_array, is_torch_array
 
 from crossentropy import _numerics as N
 from crossentropy import _validate as V
-from crossentropy._backend import Namespace, count, namespace, quiet
+from crossentropy._backend import Namespace, count, namespace, quiet, torch_transformed
 from crossentropy._numerics import RowStats
 from crossentropy._validate import (
     BinaryCall,
@@ -67,6 +69,7 @@ __all__ = [
     "bce_probs_loss",
     "ce_backward",
     "ce_forward",
+    "ce_forward_with_grad",
     "ce_grad",
     "ce_loss",
     "ce_target_backward",
@@ -81,6 +84,7 @@ __all__ = [
     "poly1_loss",
     "sigmoid_focal_loss",
     "softmax",
+    "times_grad_output",
 ]
 
 
@@ -125,7 +129,8 @@ def _host_view(x: Any) -> Any:
     contiguous for the logits; any CPU tensor for targets and weights (the
     host layer copies those it needs in another form; they are O(rows)).
     """
-    if x is None or not array_api_compat.is_torch_array(x) or x.device.type != "cpu":
+    if (x is None or not array_api_compat.is_torch_array(x) or torch_transformed(x)
+            or x.device.type != "cpu"):
         return x
     if x.dtype.is_complex or str(x.dtype) == "torch.bfloat16" or x.is_conj() or x.is_neg():
         return x
@@ -139,7 +144,8 @@ def _torch_kernel_call(call: Any) -> Any:
     is in the compute dtype), so they run on the kernels too.
     """
     z = call.z
-    if (kernels() is None or not array_api_compat.is_torch_array(z) or z.device.type != "cpu"
+    if (kernels() is None or not array_api_compat.is_torch_array(z) or torch_transformed(z)
+            or z.device.type != "cpu"
             or str(z.dtype) not in _TORCH_HOST_DTYPES or not z.is_contiguous()
             or z.ndim == 0 or z.numel() == 0 or z.is_conj() or z.is_neg()):
         return None
@@ -337,14 +343,33 @@ def ce_backward(call: CECall, saved: Saved, grad_output: Any = 1.0, out: Any = N
         k = _kernel_call(call, out)
         if k is not None:
             g = _ce_kernel(call, *k, want_loss=False, want_grad=True, out=out)[1]
-            return _times_grad_output(call, g, grad_output)
+            return times_grad_output(call, g, grad_output)
     ns, tg = call.ns, _targets(call)
     saved = _generic_saved(call, saved, tg)
     assert saved.stats is not None
     go = _grad_output_rows(call, grad_output)
     scale = N.grad_scale(ns, call.opts.reduction, saved.denom, go)
-    g = N.ce_grad(ns, call.z, tg, call.axis, saved.stats, scale)
+    counted = None
+    if call.opts.reduction == "mean" and tg.kind == "index":
+        counted = tg.counted & (saved.denom != 0)  # a mean over nothing: a zero gradient
+    g = N.ce_grad(ns, call.z, tg, call.axis, saved.stats, scale, counted=counted)
     return _write_out(ns, ns.to_output(g), out, call.logits)
+
+
+def ce_forward_with_grad(call: CECall, out: Any = None) -> tuple[Any, Any] | None:
+    """``(loss, grad)`` in one fused pass where the kernels take the call, else ``None``.
+
+    For autograd forwards whose backward is sure to follow: the pass computes
+    each ``exp`` once and writes the gradient while the row is in cache, where
+    a forward that saves row statistics reads the logits again and recomputes
+    every ``exp`` in the backward. The gradient is that of the reduced loss
+    (``grad_output`` 1); the backward scales it (:func:`times_grad_output`).
+    ``out`` (optional) receives it.
+    """
+    k = _kernel_call(call, out)
+    if k is None:
+        return None
+    return _ce_kernel(call, *k, want_loss=True, want_grad=True, out=out)
 
 
 def _saved_backward(call: CECall, kcall: CECall, kout: Any, host: Any, grad_output: Any,
@@ -365,8 +390,12 @@ def _saved_backward(call: CECall, kcall: CECall, kout: Any, host: Any, grad_outp
     return _write_out(call.ns, _from_host(call, g), out, call.logits)
 
 
-def _times_grad_output(call: CECall, g: Any, grad_output: Any) -> Any:
-    """Scale a kernel gradient (of the reduced loss) by ``grad_output``, in place."""
+def times_grad_output(call: CECall, g: Any, grad_output: Any) -> Any:
+    """Scale a kernel gradient (of the reduced loss) by ``grad_output``, in place.
+
+    ``grad_output`` is a number, a 0-d array, or per-row values (``"none"``);
+    a factor of 1 costs nothing.
+    """
     if isinstance(grad_output, (int, float)):
         if grad_output != 1.0:
             g *= grad_output
@@ -535,7 +564,8 @@ def bce_logits_backward(call: BinaryCall, grad_output: Any = 1.0,
     grad_output = V.grad_output(ns, grad_output)
     number = isinstance(grad_output, float)
     if not number and not target_grad and getattr(grad_output, "ndim", None) == 0:
-        if is_torch_array(grad_output) and grad_output.device.type == "cpu":
+        if (is_torch_array(grad_output) and grad_output.device.type == "cpu"
+                and not torch_transformed(grad_output)):
             grad_output, number = float(grad_output), True  # a CPU scalar: no device sync
     kc = None if target_grad or not number else _bce_kernel_call(call)
     if kc is not None:

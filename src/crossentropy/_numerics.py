@@ -22,9 +22,12 @@ Vocabulary (every function here uses it):
     the softmax; ``g`` a gradient; ``denom`` the mean's divisor.
 
 Row quantities keep the class axis with length 1 (``keepdims``) so they
-broadcast against the logits. Row sums accumulate in ``ns.accum`` (float64
-where the namespace has it). A coefficient of exactly zero times an infinite
-term is zero (``0 log 0 = 0``): see :func:`wmul`.
+broadcast against the logits. Row sums accumulate in ``ns.accum``: float64
+where the namespace has it, or (``ns.compensated``: on accelerators, whose
+float64 is slow) in float32 with compensated sums, :func:`rsum`. A coefficient
+of exactly zero times an infinite term is zero (``0 log 0 = 0``), a zero
+coefficient times NaN is NaN: see :func:`wmul`. A row that does not count (an
+ignored index target) is exactly 0, whatever its logits and weights hold.
 """
 
 from __future__ import annotations
@@ -36,12 +39,115 @@ from typing import Any
 import array_api_compat
 import array_api_extra as xpx
 
-from crossentropy._backend import Namespace
+from crossentropy._backend import Namespace, torch_transformed
 
 
 def wmul(xp: Any, a: Any, b: Any) -> Any:
-    """``a * b`` with ``0 * inf = 0``: a zero coefficient contributes nothing."""
-    return xp.where(a == 0, xp.zeros_like(a * b), a * b)
+    """``a * b`` with ``0 * inf = 0``: a zero coefficient contributes nothing.
+
+    ``0 * NaN`` stays NaN (IEEE, as in PyTorch): NaN in the input propagates,
+    also through a zero weight or target mass.
+    """
+    prod = a * b
+    return xp.where((a == 0) & ~xp.isnan(b), xp.zeros_like(prod), prod)
+
+
+# ---------------------------------------------------------------- compensated sums
+#
+# The accelerator mode (``ns.compensated``) adds float32 numbers without float64
+# and without a Python loop over elements: a pairwise tree whose every addition
+# is Knuth's error-free TwoSum, ``a + b = s + e`` exactly. The tree carries a
+# pair (``hi``, ``lo``): ``hi`` the float32 sums, ``lo`` the sum of the rounding
+# errors. The result ``hi + lo`` is within ``u (1 + O(log2(n) u))`` of the exact
+# sum of non-negative terms (``u = 2^-24``): as good as a float64 sum rounded
+# to float32, at log2(n) levels of about eight elementwise float32 operations
+# on arrays halving in size.
+
+
+def two_sum(xp: Any, a: Any, b: Any) -> tuple[Any, Any]:
+    """``(s, e)``: ``s = fl(a + b)`` and ``a + b = s + e`` exactly (finite ``s``)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _along(ndim: int, axis: int, start: int, stop: int) -> tuple[slice, ...]:
+    return (slice(None),) * axis + (slice(start, stop),) + (slice(None),) * (ndim - axis - 1)
+
+
+def csum(ns: Namespace, x: Any, axis: int | None = None,
+         keepdims: bool = False) -> tuple[Any, Any]:
+    """Sum of ``x`` along ``axis`` (all of it for ``None``) as a pair ``(hi, lo)``.
+
+    ``hi + lo`` is the sum with a relative error near ``u`` for non-negative
+    terms; ``lo`` is 0 where ``hi`` is not finite (``inf`` and NaN come through
+    ``hi`` as in a plain sum). Level by level the first half of the axis is
+    added to the second half (an odd element out joins a side pair); a
+    dimension known only at run time (TensorFlow graphs) takes a plain sum.
+    """
+    xp = ns.xp
+    if axis is None:
+        x = xp.reshape(x, (-1,))
+        ax = 0
+    else:
+        ax = axis % x.ndim
+    nd, n = x.ndim, x.shape[ax]
+    if n is None or n < 2:
+        hi = xp.sum(x, axis=ax, keepdims=True)
+        lo = xp.zeros_like(hi)
+    else:
+        hi, lo = x, None
+        side = None  # (hi, lo) of the odd elements out, keepdims
+        while n > 1:
+            h = n // 2
+            if n % 2:
+                odd = hi[_along(nd, ax, 2 * h, n)]
+                odd_lo = xp.zeros_like(odd) if lo is None else lo[_along(nd, ax, 2 * h, n)]
+                if side is None:
+                    side = (odd, odd_lo)
+                else:
+                    s_hi, e = two_sum(xp, side[0], odd)
+                    side = (s_hi, (side[1] + odd_lo) + e)
+            first, second = _along(nd, ax, 0, h), _along(nd, ax, h, 2 * h)
+            new_hi, e = two_sum(xp, hi[first], hi[second])
+            lo = e if lo is None else e + (lo[first] + lo[second])
+            hi, n = new_hi, h
+        if side is not None:
+            hi, e = two_sum(xp, hi, side[0])
+            lo = (lo + side[1]) + e
+        lo = xp.where(xp.isfinite(hi), lo, xp.zeros_like(lo))
+    if not keepdims:
+        hi, lo = xp.squeeze(hi, axis=ax), xp.squeeze(lo, axis=ax)
+    return hi, lo
+
+
+def rsum(ns: Namespace, x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
+    """A row or batch sum in ``ns.accum``: compensated float32, or a float64 sum."""
+    if ns.compensated:
+        hi, lo = csum(ns, x, axis, keepdims)
+        return hi + lo
+    return ns.xp.sum(x, axis=axis, keepdims=keepdims, dtype=ns.accum)
+
+
+def log_of_sum(xp: Any, hi: Any, lo: Any) -> Any:
+    """``log(hi + lo)`` for a compensated sum ``hi + lo >= 1`` of a row's ``exp``.
+
+    A confident row has ``s = 1 + r`` with a small ``r`` (the max's term is
+    exactly 1): ``log1p(r)`` keeps the digits of ``r`` that ``log`` of the
+    rounded ``s`` would lose. ``r = (hi - 1) + lo`` is formed with TwoSum
+    (``hi - 1`` is exact for ``hi`` in [0.5, 2]) and its rounding error
+    ``r_lo`` added back as ``r_lo / (1 + r)``.
+    """
+    r, r_lo = two_sum(xp, hi - 1.0, lo)
+    ok = xp.isfinite(r) & (r_lo != 0)  # s = 0 (all -inf), inf, NaN: no correction
+    fix = xp.where(ok, r_lo / xp.where(ok, 1.0 + r, xp.ones_like(r)), xp.zeros_like(r))
+    return xp.log1p(r) + fix
+
+
+def add_exact(xp: Any, a: Any, b: Any, c: Any) -> Any:
+    """``a + b + c`` rounded once (nearly): for ``(m0 - z_t) + log_s`` in float32."""
+    s, e = two_sum(xp, a, b)
+    return xp.where(xp.isfinite(s), s + (e + c), s)
 
 
 # ---------------------------------------------------------------- log-sum-exp
@@ -72,8 +178,11 @@ def row_stats(ns: Namespace, z: Any, axis: int, keep_exp: bool = False) -> RowSt
     m = xp.max(z, axis=axis, keepdims=True)
     m0 = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
     e = xp.exp(z - m0)
-    s = xp.sum(e, axis=axis, keepdims=True, dtype=ns.accum)
-    return RowStats(m=m, m0=m0, log_s=xp.log(s), e=e if keep_exp else None)
+    if ns.compensated:
+        log_s = log_of_sum(xp, *csum(ns, e, axis, keepdims=True))
+    else:
+        log_s = xp.log(xp.sum(e, axis=axis, keepdims=True, dtype=ns.accum))
+    return RowStats(m=m, m0=m0, log_s=log_s, e=e if keep_exp else None)
 
 
 def log_softmax(ns: Namespace, z: Any, stats: RowStats) -> Any:
@@ -105,6 +214,8 @@ class Targets:
         """``A = sum_c a_c`` per row (keepdims, compute dtype)."""
         xp = ns.xp
         if self.kind == "prob":
+            if ns.compensated:
+                return rsum(ns, self.a, axis, keepdims=True)
             return xp.sum(self.a, axis=axis, keepdims=True)
         A = self.hard * self.w_t
         if self.soft:
@@ -177,7 +288,7 @@ def contract(ns: Namespace, tg: Targets, axis: int, f: Callable[[], Any],
     """
     xp = ns.xp
     if tg.kind == "prob":
-        return xp.sum(wmul(xp, tg.a, f()), axis=axis, keepdims=True, dtype=ns.accum)
+        return rsum(ns, wmul(xp, tg.a, f()), axis=axis, keepdims=True)
     if f_t is None:
         f_t = xp.take_along_axis(f(), tg.t, axis=axis)
     out = xp.astype(wmul(xp, tg.hard * tg.w_t, f_t), ns.accum)
@@ -185,7 +296,7 @@ def contract(ns: Namespace, tg: Targets, axis: int, f: Callable[[], Any],
         full = f()
         if tg.w is not None:
             full = wmul(xp, tg.w, full)
-        extra = xp.sum(full, axis=axis, keepdims=True, dtype=ns.accum)
+        extra = rsum(ns, full, axis=axis, keepdims=True)
         out = out + xp.where(tg.counted, tg.soft * extra, xp.zeros_like(extra))
     return out
 
@@ -217,7 +328,8 @@ def _ce_index_rows(ns: Namespace, z: Any, tg: Targets, axis: int, stats: RowStat
 
     ``nll_c = d_c + L`` with ``d_c = m0 - z_c >= 0`` and ``L = log_s >= 0``. Each
     product ``w_c nll_c`` follows IEEE as in torch (``inf * 0 = NaN``), except that
-    a zero weight contributes 0 (``wmul``) and a row that does not count gives
+    a zero weight times an infinite ``nll`` contributes 0 (``wmul``; times NaN it
+    is NaN, as in torch) and a row that does not count gives
     exactly 0 whatever its weight (API.md; torch gives NaN for a NaN / inf weight
     there). The smoothing sum is split so that no N x C array of ``nll`` is
     needed, without the split's own ``inf * 0``: ``sum_{d_c > 0} w_c d_c + W L``,
@@ -226,53 +338,73 @@ def _ce_index_rows(ns: Namespace, z: Any, tg: Targets, axis: int, stats: RowStat
     """
     xp = ns.xp
     L = stats.log_s
-    d_t = xp.astype(stats.m0, ns.accum) - xp.astype(target_logit(ns, z, tg, axis), ns.accum)
-    loss = wmul(xp, xp.astype(tg.hard * tg.w_t, ns.accum), d_t + L)
+    if ns.compensated:  # float32: d_t exactly as d_hi + d_lo, then one rounding of the sum
+        d_t, d_lo = two_sum(xp, stats.m0, -target_logit(ns, z, tg, axis))
+        nll_t = add_exact(xp, d_t, L, d_lo)
+    else:  # float64: m0 - z_t is exact
+        d_t = xp.astype(stats.m0, ns.accum) - xp.astype(target_logit(ns, z, tg, axis), ns.accum)
+        nll_t = d_t + L
+    loss = wmul(xp, xp.astype(tg.hard * tg.w_t, ns.accum), nll_t)
     if tg.soft:
         d = stats.m0 - z
         w = tg.w if tg.w is not None else xp.ones_like(d)
         w = w * xp.ones_like(d)
         at_max = d == 0
         zero = xp.zeros_like(w)
-        s_pos = xp.sum(xp.where(at_max | (w == 0), zero, w * d), axis=axis, keepdims=True,
-                       dtype=ns.accum)
-        w_max = xp.sum(xp.where(at_max, w, zero), axis=axis, keepdims=True, dtype=ns.accum)
+        s_pos = rsum(ns, xp.where(at_max | (w == 0), zero, w * d), axis=axis, keepdims=True)
+        w_max = rsum(ns, xp.where(at_max, w, zero), axis=axis, keepdims=True)
         # L == 0: only the classes at the max have nll 0 (IEEE w * 0 there)
         extra = s_pos + xp.where(L == 0, w_max * 0.0, wmul(xp, tg.w_sum * xp.ones_like(L), L))
         loss = loss + xp.where(tg.counted, tg.soft * extra, xp.zeros_like(extra))
     return xp.where(tg.counted, loss, xp.zeros_like(loss))
 
 
-def ce_grad(ns: Namespace, z: Any, tg: Targets, axis: int, stats: RowStats, scale: Any) -> Any:
+def ce_grad(ns: Namespace, z: Any, tg: Targets, axis: int, stats: RowStats, scale: Any,
+            counted: Any = None) -> Any:
     """``(p * A - a) * scale`` per row; zero on rows that do not count.
 
+    ``counted`` (default ``tg.counted``) are the rows whose gradient is
+    computed; the engine passes none for a mean over a zero divisor (index
+    targets), whose gradient is 0, as an empty batch's.
+
     Written to hold at most two N x C arrays at a time besides the logits:
-    the row factors are folded into per-row scalars first, and the target
-    term of index targets is subtracted in place (``array_api_extra.at``)
-    where the namespace has integer-array indexing, else through a one-hot
-    mask (one more N x C array, e.g. on array-api-strict).
+    the row factors are folded into per-row scalars first (with the forward's
+    ``e``: one multiply per element, as in autodiff of the peers' losses), and
+    the target term of index targets is subtracted in place
+    (``array_api_extra.at``) where the namespace has integer-array indexing,
+    else (and in traced JAX programs) through a one-hot mask (one more N x C
+    array, e.g. on array-api-strict; fused into the same pass under ``jit``).
     """
     xp = ns.xp
+    counted = tg.counted if counted is None else counted
     zero = xp.zeros_like(stats.log_s)
-    log_s = xp.astype(xp.where(tg.counted, stats.log_s, zero), ns.compute)
-    scale = xp.where(tg.counted, scale * xp.ones_like(log_s), xp.zeros_like(log_s))
+    log_s = xp.astype(xp.where(counted, stats.log_s, zero), ns.compute)
+    scale = xp.where(counted, scale * xp.ones_like(log_s), xp.zeros_like(log_s))
+    # A counted row whose factor is 0 (zero weight, a mean over a zero or infinite
+    # divisor) follows IEEE, as its loss does and as in PyTorch: 0 where its
+    # softmax is a number, NaN where it is NaN. A row that does not count is 0.
+    factor = tg.total(ns, axis) * scale
     if stats.e is not None:  # the forward's exp(z - m0): one multiply per element, no exp
-        g = stats.e * xp.exp(-log_s)  # exp(-log_s) in (0, 1]: s >= 1 on finite rows
+        # exp(-log_s) in (0, 1]: s >= 1 on finite rows; folded into the row factor
+        g = stats.e * (factor * xp.exp(-log_s))
     else:
-        g = xp.exp((z - stats.m0) - log_s)  # the softmax, 0 on all -inf rows that do not count
-    # A row whose factor is 0 (not counted, zero weight, a mean over nothing) gets
-    # exactly 0, also where its logits hold NaN, as its loss does (``wmul``).
-    g = wmul(xp, tg.total(ns, axis) * scale, g)
+        g = factor * xp.exp((z - stats.m0) - log_s)  # the softmax, 0 on all -inf rows
     if tg.kind == "prob":
         return g - tg.a * scale
+    g = xp.where(counted, g, xp.zeros_like(scale))
     if tg.soft:
         w = tg.w if tg.w is not None else 1.0
-        # scale is 0 on rows that do not count: 0 there, also for a NaN / inf weight
-        g = g - wmul(xp, scale, tg.soft * w * xp.ones_like(scale))
+        # 0 on rows that do not count, also for a NaN / inf weight
+        g = g - xp.where(counted, scale * (tg.soft * w), xp.zeros_like(scale))
     hard = tg.hard * tg.w_t * scale
-    if None in tuple(z.shape) or not _fancy_setitem(xp):
-        # A dimension known only at run time (TensorFlow graphs), or a namespace
-        # without integer-array ``__setitem__`` (array-api-strict): a one-hot mask.
+    compiled_jax = stats.e is not None and array_api_compat.is_jax_namespace(xp)
+    if None in tuple(z.shape) or not _fancy_setitem(xp) or compiled_jax or torch_transformed(z):
+        # A dimension known only at run time (TensorFlow graphs), a namespace
+        # without integer-array ``__setitem__`` (array-api-strict), torch under
+        # ``torch.compile`` / ``torch.func`` (``at`` is not traceable), or a traced
+        # JAX program: there the mask fuses into the one elementwise pass that
+        # writes the gradient, where a scatter is a pass of its own (a whole one
+        # when rows are short: each of its updates touches another cache line).
         classes = xp.reshape(xp.arange(z.shape[axis], device=ns.device),
                              class_shape(z.ndim, axis, z.shape[axis]))
         return g - xp.where(classes == tg.t, hard, xp.zeros_like(hard))
@@ -360,7 +492,7 @@ def denominator(ns: Namespace, tg: Targets, reduction: str, divisor: Any, n_rows
     if divisor is not None:
         return xp.asarray(divisor, dtype=ns.accum, device=ns.device)
     if tg.kind == "index":
-        return xp.sum(tg.w_t, dtype=ns.accum)
+        return rsum(ns, tg.w_t)
     return as_accum(ns, n_rows)
 
 
@@ -377,9 +509,17 @@ def reduce(ns: Namespace, rows: Any, reduction: str, denom: Any) -> Any:
     xp = ns.xp
     if reduction == "none":
         return ns.to_output(rows)
+    if ns.compensated:
+        hi, lo = csum(ns, rows)
+        if reduction == "mean":  # one division (not times 1 / denom): one rounding fewer
+            ok = denom != 0  # as safe_inverse: a mean over nothing is 0
+            safe = xp.where(ok, denom, xp.ones_like(denom))
+            hi, lo = xp.where(ok, hi / safe, xp.zeros_like(hi)), xp.where(ok, lo / safe,
+                                                                          xp.zeros_like(lo))
+        return ns.to_output(hi + lo)
     total = xp.sum(rows, dtype=ns.accum)
-    if reduction == "mean":
-        total = total * safe_inverse(xp, denom)
+    if reduction == "mean":  # over a zero divisor 0, as an empty batch (also for NaN rows)
+        total = xp.where(denom != 0, total * safe_inverse(xp, denom), xp.zeros_like(total))
     return ns.to_output(total)
 
 
@@ -398,26 +538,27 @@ def grad_scale(ns: Namespace, reduction: str, denom: Any, grad_output: Any = 1.0
 
 
 def xlogy(xp: Any, x: Any, y: Any) -> Any:
-    """``x * log(y)`` with ``0 * log(0) = 0``; NaN propagates."""
-    safe_y = xp.where(x == 0, xp.ones_like(y), y)
-    return xp.where(x == 0, xp.zeros_like(x * y), x * xp.log(safe_y))
+    """``x * log(y)`` with ``0 * log(0) = 0``; NaN propagates (``0 * log(NaN)`` is NaN)."""
+    zero = (x == 0) & ~xp.isnan(y)
+    safe_y = xp.where(zero, xp.ones_like(y), y)
+    return xp.where(zero, xp.zeros_like(x * y), x * xp.log(safe_y))
 
 
 def entropy_rows(ns: Namespace, p: Any, axis: int) -> Any:
     xp = ns.xp
-    return -xp.sum(xlogy(xp, p, p), axis=axis, dtype=ns.accum)
+    return -rsum(ns, xlogy(xp, p, p), axis=axis)
 
 
 def kl_rows(ns: Namespace, p: Any, q: Any, axis: int) -> Any:
-    """``sum p log(p / q)``: 0 where ``p = 0``, ``+inf`` where ``p > 0 = q``."""
+    """``sum p log(p / q)``: 0 where ``p = 0``, ``+inf`` where ``p > 0 = q``; NaN propagates."""
     xp = ns.xp
-    safe_q = xp.where(p == 0, xp.ones_like(q), q)
+    safe_q = xp.where((p == 0) & ~xp.isnan(q), xp.ones_like(q), q)
     terms = xlogy(xp, p, p / safe_q)
     # p / q overflows for subnormal q although log p - log q is finite
     overflow = xp.isinf(terms) & (safe_q > 0) & xp.isfinite(p)
     safe_p = xp.where(p == 0, xp.ones_like(p), p)
     terms = xp.where(overflow, p * (xp.log(safe_p) - xp.log(safe_q)), terms)
-    return xp.sum(terms, axis=axis, dtype=ns.accum)
+    return rsum(ns, terms, axis=axis)
 
 
 def nll_from_probs_rows(ns: Namespace, p: Any, tg: Targets, axis: int) -> Any:
@@ -433,7 +574,7 @@ def nll_from_probs_rows(ns: Namespace, p: Any, tg: Targets, axis: int) -> Any:
     rows = contract(ns, tg, axis, neg_log_p, f_t)
     # A NaN anywhere in a counted row makes its loss NaN, also where the target
     # reads only p_t: ``total - total`` is 0 for a finite row sum and NaN else.
-    total = xp.sum(p, axis=axis, keepdims=True, dtype=ns.accum)
+    total = rsum(ns, p, axis=axis, keepdims=True)
     rows = rows + (total - total)
     return xp.where(tg.counted, rows, xp.zeros_like(rows))
 

@@ -105,6 +105,8 @@ def non_negative_number(value: Any, name: str) -> float:
 
 
 def _real(value: Any, name: str) -> float:
+    if isinstance(value, (int, float)):  # the common case, decided without NumPy
+        return float(value)
     if isinstance(value, (complex, str, bytes)) or np.iscomplexobj(value):
         raise TypeError(f"{name}: expected a real number, got {value!r}")
     try:
@@ -119,8 +121,30 @@ def real_dtype(ns: Namespace, arr: Any, name: str) -> None:
         raise TypeError(f"{name}: expected real numbers, got dtype {arr.dtype}")
 
 
+def _within(ns: Namespace, arr: Any, low: float, high: float | None = None) -> bool | None:
+    """Whether every entry is in ``[low, high]``, by reductions that make no mask.
+
+    ``True``: all in range and no NaN; ``None``: the values are abstract (under
+    ``jax.jit``); ``False``: look closer (an entry out of range, or a NaN, which
+    is allowed but hides from ``min`` / ``max``). The common valid call then
+    allocates nothing of the input's size.
+    """
+    shape = tuple(arr.shape)
+    if any(d is None for d in shape):  # a TensorFlow graph dimension: the mask path
+        return False
+    if math.prod(shape) == 0:
+        return True
+    xp = ns.xp
+    ok = xp.min(arr) >= low
+    if high is not None:
+        ok = ok & (xp.max(arr) <= high)
+    return concrete_bool(ok)
+
+
 def non_negative(ns: Namespace, arr: Any, name: str, what: str = "values") -> None:
     """Negative entries are a ValueError; NaN is allowed (it propagates)."""
+    if _within(ns, arr, 0) is not False:
+        return
     xp = ns.xp
     bad = arr < 0
     if concrete_bool(xp.any(bad)):
@@ -131,6 +155,9 @@ def non_negative(ns: Namespace, arr: Any, name: str, what: str = "values") -> No
 
 
 def in_unit_interval(ns: Namespace, arr: Any, name: str, hint: str = "") -> None:
+    """Entries outside ``[0, 1]`` are a ValueError; NaN is allowed (it propagates)."""
+    if _within(ns, arr, 0, 1) is not False:
+        return
     xp = ns.xp
     bad = (arr < 0) | (arr > 1)
     if concrete_bool(xp.any(bad)):
@@ -159,7 +186,7 @@ def weight(ns: Namespace, value: Any, num_classes: int, name: str = "weight") ->
         raise ValueError(
             f"{name}: expected shape ({num_classes},) (one weight per class), got {tuple(w.shape)}"
         )
-    w = ns.xp.astype(w, ns.compute)
+    w = ns.xp.astype(w, ns.compute, copy=False)
     non_negative(ns, w, name, "weights")
     return w
 
@@ -170,7 +197,7 @@ def elementwise_weight(ns: Namespace, value: Any, shape: tuple[int, ...], name: 
         return None
     w = ns.asarray(value, name=name)
     real_dtype(ns, w, name)
-    w = ns.xp.astype(w, ns.compute)
+    w = ns.xp.astype(w, ns.compute, copy=False)
     try:
         _broadcast_shape(tuple(w.shape), shape)
     except ValueError:
@@ -234,7 +261,7 @@ def target(ns: Namespace, value: Any, shape: tuple[int, ...], ax: int,
                 f"got {tuple(y.shape)} (integer class indices have shape "
                 f"{shape[:ax] + shape[ax + 1:]})"
             )
-        y = xp.astype(y, ns.compute)
+        y = xp.astype(y, ns.compute, copy=False)  # no copy of a target already in it
         non_negative(ns, y, "target", "probabilities")
         return y, "prob"
     raise TypeError(
@@ -245,7 +272,7 @@ def target(ns: Namespace, value: Any, shape: tuple[int, ...], ax: int,
 def rows_sum_to_one(ns: Namespace, p: Any, ax: int, name: str = "probs") -> None:
     """Each row of a distribution sums to 1 within ``sqrt(eps)`` of its dtype."""
     xp = ns.xp
-    total = xp.sum(xp.astype(p, ns.accum), axis=ax)
+    total = xp.sum(p, axis=ax, dtype=ns.accum)  # no N x C copy in the accum dtype
     tol = math.sqrt(eps(ns))
     bad = xp.abs(total - 1) > tol  # False for NaN: a NaN row propagates (nll_from_probs_rows)
     if concrete_bool(xp.any(bad)):
@@ -356,10 +383,20 @@ def ce_call(logits: Any, target_: Any, weight_: Any, opts: CEOptions, *, name: s
 
 
 def trusted_ce_call(logits: Any, y: Any, w: Any, opts: CEOptions) -> CECall:
-    """Rebuild the call a forward checked, from its saved arrays, without checking again."""
+    """Rebuild the call a forward checked, from its saved arrays, without checking again.
+
+    ``y`` and ``w`` may be the checked ones or the arrays as given (then only
+    their dtypes are brought to what :func:`ce_call` returns: no checks).
+    """
     ns, z = namespace(logits, "logits")
     ax = opts.axis % z.ndim
-    kind: Literal["index", "prob"] = "index" if ns.xp.isdtype(y.dtype, "integral") else "prob"
+    xp = ns.xp
+    kind: Literal["index", "prob"] = "index" if xp.isdtype(y.dtype, "integral") else "prob"
+    index_dtype = _index_dtype(xp) if kind == "index" else ns.compute
+    if index_dtype is not None and y.dtype != index_dtype:
+        y = xp.astype(y, index_dtype)
+    if w is not None and w.dtype != ns.compute:
+        w = xp.astype(w, ns.compute)
     return CECall(ns=ns, logits=logits, z=compute(ns, z), y=y, kind=kind, axis=ax,
                   num_classes=z.shape[ax], weight=w, opts=opts)
 
@@ -496,7 +533,7 @@ def binary_call(x: Any, target_: Any, weight_: Any, reduction_value: Any, name: 
     same_shape(y, tuple(arr.shape), "target", name)
     if not is_real(ns.xp, y.dtype):
         raise TypeError(f"target: expected real numbers in [0, 1], got dtype {y.dtype}")
-    y = ns.xp.astype(y, ns.compute)
+    y = ns.xp.astype(y, ns.compute, copy=False)
     in_unit_interval(ns, y, "target")
     w = elementwise_weight(ns, weight_, tuple(arr.shape), "weight")
     red = reduction(reduction_value)
@@ -504,9 +541,15 @@ def binary_call(x: Any, target_: Any, weight_: Any, reduction_value: Any, name: 
     return BinaryCall(ns=ns, z=compute(ns, arr), y=y, weight=w, pos_weight=pw, reduction=red)
 
 
-def trusted_binary_call(logits: Any, y: Any, w: Any, pw: Any, reduction_value: str) -> BinaryCall:
-    """Rebuild a checked binary call from its saved arrays, without checking again."""
+def trusted_binary_call(logits: Any, y: Any, w: Any, pw: Any,
+                        reduction_value: str) -> BinaryCall:
+    """Rebuild a checked binary call from its saved arrays, without checking again.
+
+    As :func:`trusted_ce_call`, the arrays as given are brought to the compute dtype.
+    """
     ns, z = namespace(logits, "logits")
+    y, w, pw = (a if a is None or a.dtype == ns.compute else ns.xp.astype(a, ns.compute)
+                for a in (y, w, pw))
     return BinaryCall(ns=ns, z=compute(ns, z), y=y, weight=w, pos_weight=pw,
                       reduction=reduction_value)
 

@@ -93,7 +93,7 @@ def _run_on_a_terminal(argv: list[str], cwd) -> bytes:
             break
         chunks.append(chunk)
     os.close(primary)
-    assert proc.wait(timeout=300) == 0
+    assert proc.wait(timeout=900) == 0  # a hang guard (the terminal is closed by now)
     return b"".join(chunks)
 
 

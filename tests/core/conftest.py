@@ -5,6 +5,9 @@ the fused kernels (NumPy float32 / float64 logits with the class axis last,
 when numba is installed); ``"generic"`` runs the test inside
 ``crossentropy._kernels.disabled()``. Only NumPy inputs can take the kernels,
 so the generic copy of a test on another backend is dropped at collection.
+A test parametrised by an ``accumulation`` mode of the generic path (e.g.
+``"compensated"``) runs that mode on the generic path only: its kernel copy is
+dropped unless the mode is ``"float64"`` (the kernels' own).
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ def path(request):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Drop the generic copy of tests whose ``xb`` backend is not NumPy (same path twice)."""
+    """Drop the copies that would run the same path twice (see the module docstring)."""
     kept, dropped = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         xb = params.get("xb")
         same = params.get("path") == "generic" and xb is not None and xb.backend.value != "numpy"
+        same = same or (params.get("path") == "kernel"
+                        and params.get("accumulation", "float64") != "float64")
         (dropped if same else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)

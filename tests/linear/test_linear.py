@@ -469,7 +469,8 @@ def test_linear_cross_entropy_non_contiguous_hidden():
 
 def test_auto_chunk_size_rule():
     assert auto_chunk_size(4096, 32000) == 342  # ceil(N / 12)
-    assert auto_chunk_size(2048, 128256) == 130  # the 64 MiB budget
+    assert auto_chunk_size(2048, 128256) == 171  # ceil(N / 12), within the 84 MiB budget
+    assert auto_chunk_size(4096, 128256) == 171  # the 84 MiB budget
     for n, v in [(1, 10), (7, 3), (10**6, 32000), (4096, 256000), (50, 2**22), (0, 100)]:
         c = auto_chunk_size(n, v)
         assert 1 <= c <= max(n, 1)
@@ -610,3 +611,147 @@ def test_linear_cross_entropy_cuda_matches_cpu():
     for a, b in zip(grads_of(gpu, (hc, wc, bc)), gc, strict=True):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-6)
 
+
+
+# ----------------------------------------------------------------------- fused rows, blocked matmul
+
+_FUSED_OPTIONS = [{}, {"z_loss": 0.05}, {"reduction": "sum"}, {"reduction": "none"},
+                  {"divisor": 7.5}, {"ignore_index": 3}, {"z_loss": 0.01, "reduction": "none"}]
+
+
+def _count_fused_calls(monkeypatch):
+    """Count the chunk engine's calls of the fused row kernel."""
+    from crossentropy import _kernels
+
+    calls = []
+    real = _kernels.ce_index_chunk
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_kernels, "ce_index_chunk", counted)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kw", _FUSED_OPTIONS, ids=_ids)
+def test_linear_cross_entropy_fused_rows_match_torch_steps(kw, mode, dtype, monkeypatch):
+    """Index targets in one process take the fused row kernel; the torch steps it
+    replaces (kernels disabled) give the same loss and gradients, and both match
+    the naive version."""
+    from crossentropy import _kernels
+
+    if mode == "eager" and kw.get("reduction") == "none":
+        pytest.skip("eager needs a reduced loss")
+    hidden, weight, target, bias = make(n=29, d=6, v=37, dtype=dtype)
+    target = with_ignore(kw, target)
+    calls = _count_fused_calls(monkeypatch)
+    results = []
+    for use_kernels in (True, False):
+        inputs = [x.detach().clone().requires_grad_() for x in (hidden, weight, bias)]
+        if use_kernels:
+            loss = with_mode(inputs[0], inputs[1], target, inputs[2], chunk_size=8, mode=mode, **kw)
+        else:
+            with _kernels.disabled():
+                loss = with_mode(inputs[0], inputs[1], target, inputs[2], chunk_size=8, mode=mode,
+                                 **kw)
+                n_calls = len(calls)
+        grad_out = torch.linspace(0.5, 1.5, loss.numel(), dtype=dtype).reshape(loss.shape)
+        if use_kernels:
+            results.append((loss, *grads_of(loss, inputs, grad_out)))
+        else:
+            with _kernels.disabled():
+                results.append((loss, *grads_of(loss, inputs, grad_out)))
+    assert n_calls > 0 and len(calls) == n_calls  # the kernel ran, and only with kernels on
+    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 2e-5, "atol": 1e-6}
+    for got, want in zip(*results, strict=True):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        torch.testing.assert_close(got, want, **tol)
+    want = reference(*(x.detach().double() for x in (hidden, weight)), target,
+                     bias.detach().double(), **kw)
+    torch.testing.assert_close(results[0][0].double(), want, **tol)
+
+
+def test_linear_cross_entropy_fused_rows_nonfinite_like_torch_steps():
+    """NaN in a row's logits gives NaN where the torch steps give NaN; a counted row
+    of only -inf raises the same error on both paths."""
+    from crossentropy import _kernels
+
+    hidden, weight, target, bias = make(n=9, d=4, v=10, grad=False)
+    hidden[4] = torch.nan
+    got = with_mode(hidden, weight, target, bias, chunk_size=4, reduction="none")
+    with _kernels.disabled():
+        want = with_mode(hidden, weight, target, bias, chunk_size=4, reduction="none")
+    torch.testing.assert_close(got, want, equal_nan=True)
+    assert torch.isnan(got[4]) and not torch.isnan(got[torch.arange(9) != 4]).any()
+    minus_inf = torch.full_like(bias, -torch.inf)
+    errors = []
+    for ctx in (_kernels.disabled, None):
+        with pytest.raises(ValueError) as info:
+            if ctx is None:
+                with_mode(hidden[:4], weight, target[:4], minus_inf)
+            else:
+                with ctx():
+                    with_mode(hidden[:4], weight, target[:4], minus_inf)
+        errors.append(str(info.value))
+    assert errors[0] == errors[1]
+
+
+@pytest.mark.parametrize("stats", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ce_index_chunk_kernel_against_float64_formula(stats, dtype):
+    """The fused kernel alone: ``g = scale (coef' p - a [c == col])`` with
+    ``coef' = coef + 2 z_loss lse``, and its row statistics, against float64 torch."""
+    from crossentropy import _kernels
+
+    g = torch.Generator().manual_seed(3)
+    z64 = torch.randn(7, 300, generator=g, dtype=torch.float64) * 4
+    z64[2] = -torch.inf
+    col = torch.randint(0, 300, (7,), generator=g)
+    a = torch.rand(7, generator=g, dtype=torch.float64)
+    coef = a + torch.rand(7, generator=g, dtype=torch.float64)
+    scale = torch.rand(7, generator=g, dtype=torch.float64)
+    z_loss = 0.03 if stats else 0.0
+    m_ref = z64.amax(1)
+    m_fin = torch.where(torch.isneginf(m_ref), 0.0, m_ref)
+    log_s_ref = torch.where(torch.isneginf(m_ref), 0.0, torch.logsumexp(z64, 1) - m_fin)
+    p = torch.where(torch.isneginf(m_ref)[:, None], 0.0, torch.softmax(z64, 1))
+    k = coef + 2 * z_loss * (m_fin + log_s_ref)
+    g_ref = scale[:, None] * k[:, None] * p
+    g_ref[torch.arange(7), col] -= scale * a
+    z = z64.to(dtype).clone()  # overwritten by the gradient
+    z_in = z.clone()
+    cast = [x.to(dtype).numpy() for x in (a, coef, scale)]
+    if stats:
+        m, log_s, z_t = (torch.empty(7, dtype=dtype) for _ in range(3))
+        _kernels.ce_index_chunk(z.numpy(), col.numpy(), *cast, z_loss, m.numpy(), log_s.numpy(),
+                                z_t.numpy())
+        assert torch.equal(m, z_in.amax(1))
+        torch.testing.assert_close(log_s.double(), log_s_ref, rtol=1e-6, atol=1e-6)
+        assert torch.equal(z_t, z_in[torch.arange(7), col])
+    else:
+        m = m_fin.to(dtype)
+        _kernels.ce_index_chunk(z.numpy(), col.numpy(), *cast, z_loss, m.numpy(),
+                                log_s_ref.to(dtype).numpy())
+    tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-7}
+    torch.testing.assert_close(z.double(), g_ref, **tol)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("block_cols", [1, 3, 4, 11])
+def test_linear_cross_entropy_logits_in_vocabulary_blocks(monkeypatch, block_cols, mode):
+    """A chunk's logits computed a block of vocabulary columns at a time (any block
+    width, dividing V or not, with bias and softcap) give the naive loss and gradients."""
+    from crossentropy.torch import _chunk
+
+    hidden, weight, target, bias = make(n=13, d=5, v=11)
+    monkeypatch.setattr(_chunk, "LOGITS_BLOCK_BYTES", block_cols * 4 * 8)  # 4-row float64 chunks
+    for kw in ({}, {"softcap": 3.0, "label_smoothing": 0.1}):
+        loss = with_mode(hidden, weight, target, bias, chunk_size=4, mode=mode, **kw)
+        want = reference(hidden, weight, target, bias, **kw)
+        torch.testing.assert_close(loss, want, rtol=1e-12, atol=1e-12)
+        for got, ref in zip(grads_of(loss, (hidden, weight, bias)),
+                            grads_of(want, (hidden, weight, bias)), strict=True):
+            torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)

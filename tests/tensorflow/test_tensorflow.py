@@ -163,9 +163,11 @@ def test_cross_entropy_soft_target_grad_matches_finite_differences():
 
 
 def test_cross_entropy_backward_is_the_librarys(monkeypatch):
-    # The tape calls the core's analytic backward (not autodiff through the forward),
-    # once per gradient, with the per-row statistics saved by the forward.
+    # Without the kernels, the tape calls the core's analytic backward (not autodiff
+    # through the forward), once per gradient, with the per-row statistics saved by
+    # the forward.
     from crossentropy import _engine
+    from crossentropy._kernels import host
 
     calls = []
     original = _engine.ce_backward
@@ -176,9 +178,44 @@ def test_cross_entropy_backward_is_the_librarys(monkeypatch):
 
     monkeypatch.setattr(_engine, "ce_backward", spy)
     z, t = _logits(), _labels()
-    _, (grad,) = _value_and_grad(lambda zt: cetf.cross_entropy(zt, t), z)
+    with host.disabled():
+        _, (grad,) = _value_and_grad(lambda zt: cetf.cross_entropy(zt, t), z)
     assert calls == [(N, 1)]
     np.testing.assert_allclose(grad.numpy(), ce.cross_entropy_grad(z, t), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_eager_cpu_runs_the_fused_kernels(monkeypatch, dtype, reduction):
+    # Eagerly on the CPU the forward writes loss and gradient in one kernel pass; the
+    # backward scales the gradient by the upstream one (here 3, or per-row values).
+    pytest.importorskip("numba")
+    from crossentropy import _engine
+
+    calls = []
+    original = _engine.ce_forward_with_grad
+
+    def spy(call, out=None):
+        calls.append(type(call.z).__name__)
+        return original(call, out)
+
+    monkeypatch.setattr(_engine, "ce_forward_with_grad", spy)
+    z, t = _logits().astype(dtype), _labels(ignored=(1,))
+    up = np.arange(1.0, N + 1).astype(dtype) if reduction == "none" else 3.0
+
+    def f(zt):
+        return tf.reduce_sum(cetf.cross_entropy(zt, t, reduction=reduction) * up)
+
+    loss, (grad,) = _value_and_grad(f, z)
+    assert calls == ["ndarray"]
+    assert grad.dtype == tf.as_dtype(dtype) and tuple(grad.shape) == z.shape
+    want = np.sum(ce.cross_entropy(z, t, reduction=reduction) * up)
+    g1 = ce.cross_entropy_grad(z, t, reduction=reduction)  # of the loss, or of each row's
+    want_g = g1 * (up[:, None] if reduction == "none" else up)
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(float(loss), want, rtol=rtol)
+    np.testing.assert_allclose(grad.numpy(), want_g, rtol=rtol, atol=1e-7 * (dtype == np.float32))
+    assert np.all(grad.numpy()[1] == 0)  # the ignored row
 
 
 def test_cross_entropy_masked_classes_have_zero_grad():

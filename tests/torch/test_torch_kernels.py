@@ -202,3 +202,41 @@ def test_module_inplace_backward_matches_torch():
     loss.backward()
     torch.testing.assert_close(loss.detach(), ref_loss)
     torch.testing.assert_close(h.grad, ref_g)
+
+
+def test_fused_forward_runs_only_when_a_backward_will_follow(monkeypatch):
+    # With grad mode on and logits that require grad, the forward writes the gradient
+    # in its kernel pass; without grad mode, without requires_grad and with
+    # inplace_backward it must not (nothing would consume it, or it would overwrite z).
+    calls = []
+    original = E.ce_forward_with_grad
+
+    def spy(call, out=None):
+        calls.append(1)
+        return original(call, out)
+
+    monkeypatch.setattr(E, "ce_forward_with_grad", spy)
+    z, t, _ = _problem()
+    zg = z.clone().requires_grad_(True)
+    with torch.no_grad():
+        torch_ce(zg, t)
+    torch_ce(z, t)
+    torch_ce(zg * 1.0, t, inplace_backward=True).backward()
+    assert calls == []
+    zg.grad = None
+    torch_ce(zg, t).backward()
+    assert calls == [1]
+    torch.testing.assert_close(zg.grad, _fwd_bwd(F.cross_entropy, z, t)[1], rtol=1e-5, atol=1e-7)
+
+
+def test_fused_forward_second_backward_recomputes_the_gradient():
+    # retain_graph: the forward's gradient is handed out once (autograd may keep it as
+    # z.grad); a second backward must recompute, not scale or return the same buffer.
+    z, t, _ = _problem()
+    zg = z.clone().requires_grad_(True)
+    loss = torch_ce(zg, t)
+    loss.backward(retain_graph=True)
+    first = zg.grad.clone()
+    (2 * loss).backward()
+    torch.testing.assert_close(zg.grad, 3 * first, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(first, _fwd_bwd(F.cross_entropy, z, t)[1], rtol=1e-5, atol=1e-7)

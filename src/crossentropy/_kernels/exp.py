@@ -16,13 +16,15 @@ from typing import Any
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from crossentropy._config import EXP_FASTMATH, PARALLEL_JIT, VECTOR_WIDTH
 from crossentropy._kernels.jit import FloatArray, jit
 
 __all__ = [
-    "F32_XMIN", "F64_XMIN", "exp_diff", "exp_neg", "exp_neg_array", "fmax", "like", "wide_vectors",
+    "F32_XMIN", "F64_XMIN", "exp_diff", "exp_neg", "exp_neg_array", "fmax", "like", "store_fence",
+    "stream_copy", "wide_vectors",
 ]
 
 # ---------------------------------------------------------------------------
@@ -202,21 +204,19 @@ def exp_neg(x: float) -> Any:
     return np.exp(x)
 
 
+_EXP = {types.float32: (_exp_f32, _F32_ZERO), types.float64: (_exp_f64, 0.0)}
+
+
 @overload(exp_neg, jit_options={"fastmath": set(EXP_FASTMATH)})
 def _exp_neg_overload(x: Any) -> Any:
-    if x == types.float32:
+    if x not in _EXP:
+        return None
+    exp_, zero = _EXP[x]
 
-        def impl(x: Any) -> Any:
-            return _exp_f32(x, _F32_ZERO)
+    def impl(x: Any) -> Any:
+        return exp_(x, zero)
 
-        return impl
-    if x == types.float64:
-
-        def impl(x: Any) -> Any:
-            return _exp_f64(x, 0.0)
-
-        return impl
-    return None
+    return impl
 
 
 def exp_diff(z: float, m: float) -> Any:
@@ -232,26 +232,116 @@ def exp_diff(z: float, m: float) -> Any:
 
 @overload(exp_diff, jit_options={"fastmath": set(EXP_FASTMATH)})
 def _exp_diff_overload(z: Any, m: Any) -> Any:
-    if z == types.float32 and m == types.float32:
+    if not (z in _EXP and m == z):
+        return None
+    exp_ = _EXP[z][0]
 
-        def impl(z: Any, m: Any) -> Any:
-            x = z - m
-            # TwoSum(z, -m): err = (z - m) - x exactly (no reassoc here)
-            bz = x + m
-            err = (z - bz) - (m + (x - bz))
-            return _exp_f32(x, err)
+    def impl(z: Any, m: Any) -> Any:
+        x = z - m
+        # TwoSum(z, -m): err = (z - m) - x exactly (no reassoc here)
+        bz = x + m
+        err = (z - bz) - (m + (x - bz))
+        return exp_(x, err)
 
-        return impl
-    if z == types.float64 and m == types.float64:
+    return impl
 
-        def impl(z: Any, m: Any) -> Any:
-            x = z - m
-            bz = x + m
-            err = (z - bz) - (m + (x - bz))
-            return _exp_f64(x, err)
 
-        return impl
-    return None
+# ---------------------------------------------------------------------------
+# streaming stores
+# ---------------------------------------------------------------------------
+
+_LINE = 64  # bytes: a cache line, and the widest vector store
+
+
+@intrinsic
+def _stream_copy(typingctx: Any, src: Any, dst: Any) -> Any:
+    """``dst[:] = src`` with non-temporal stores (1-D contiguous, same float dtype and length).
+
+    The elements before ``dst``'s first 64-byte boundary and after its last
+    are stored as usual, the rest a cache line at a time with LLVM's
+    ``!nontemporal`` stores (x86: ``movntps``), which write to memory without
+    reading the line first and without filling the cache. The values are
+    copied bit for bit. A caller that hands the data to another thread must
+    call :func:`store_fence` first.
+    """
+    if not (isinstance(src, types.Array) and isinstance(dst, types.Array)
+            and src.ndim == 1 and dst.ndim == 1 and src.dtype == dst.dtype
+            and isinstance(dst.dtype, types.Float) and src.layout in "CA" and dst.layout == "C"):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        sty, dty = sig.args
+        sa = context.make_array(sty)(context, builder, args[0])
+        da = context.make_array(dty)(context, builder, args[1])
+        elt = context.get_data_type(dty.dtype)
+        size = context.get_abi_sizeof(elt)
+        width = _LINE // size
+        i64 = ir.IntType(64)
+        n = builder.extract_value(da.shape, 0)
+        sp, dp = sa.data, da.data
+        # elements up to the first line boundary (all of them if dst is not
+        # aligned to its element size: then no vector store is aligned)
+        addr = builder.ptrtoint(dp, i64)
+        mis = builder.and_(builder.sub(i64(0), addr), i64(_LINE - 1))
+        elem_aligned = builder.icmp_unsigned("==", builder.and_(addr, i64(size - 1)), i64(0))
+        head = builder.select(elem_aligned, builder.udiv(mis, i64(size)), n)
+        head = builder.select(builder.icmp_signed("<", head, n), head, n)
+        nvec = builder.sdiv(builder.sub(n, head), i64(width))
+        body_end = builder.add(head, builder.mul(nvec, i64(width)))
+
+        def scalar(k: Any) -> None:
+            v = builder.load(builder.gep(sp, [k]), align=size)
+            builder.store(v, builder.gep(dp, [k]), align=size)
+
+        with cgutils.for_range(builder, head) as loop:
+            scalar(loop.index)
+        vty = ir.VectorType(elt, width)
+        nt = builder.module.add_metadata([ir.IntType(32)(1)])
+        with cgutils.for_range(builder, nvec) as loop:
+            k = builder.add(head, builder.mul(loop.index, i64(width)))
+            vs = builder.bitcast(builder.gep(sp, [k]), vty.as_pointer())
+            vd = builder.bitcast(builder.gep(dp, [k]), vty.as_pointer())
+            st = builder.store(builder.load(vs, align=size), vd, align=_LINE)
+            st.set_metadata("nontemporal", nt)
+        with cgutils.for_range(builder, builder.sub(n, body_end)) as loop:
+            scalar(builder.add(body_end, loop.index))
+        return context.get_dummy_value()
+
+    return types.none(src, dst), codegen
+
+
+@intrinsic
+def _store_fence(typingctx: Any) -> Any:
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        builder.fence("seq_cst")  # x86: mfence, which also orders non-temporal stores
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+def stream_copy(src: FloatArray, dst: FloatArray) -> None:
+    """``dst[:] = src`` with non-temporal stores (numba code; see ``_stream_copy``)."""
+    dst[:] = src
+
+
+@overload(stream_copy, inline="always")
+def _stream_copy_overload(src: Any, dst: Any) -> Any:
+    def impl(src: Any, dst: Any) -> None:
+        _stream_copy(src, dst)  # type: ignore[call-arg]  # numba code
+
+    return impl
+
+
+def store_fence() -> None:
+    """A full memory fence, after :func:`stream_copy` and before other threads read."""
+
+
+@overload(store_fence, inline="always")
+def _store_fence_overload() -> Any:
+    def impl() -> None:
+        _store_fence()  # type: ignore[call-arg]  # numba code
+
+    return impl
 
 
 def like(v: float, arr: FloatArray) -> Any:

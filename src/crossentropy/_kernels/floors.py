@@ -5,7 +5,9 @@ bench times these ``prange`` loops beside NumPy's and PyTorch's passes and
 takes the fastest of each kind. ``copy``: ``out = z``; ``read``: a sum of
 ``z``; ``exp``: ``out = exp(z - m)`` with the kernels' own ``exp`` (``m``
 the max, so every argument is <= 0). All with ``_config.VECTOR_WIDTH``
-vectors and numba's threads.
+vectors and numba's threads. Each chunk is a slice: an index ``b * _CHUNK + k``
+might be negative to numba, whose wraparound check would turn the loop into
+gathers and scatters (half the speed or worse).
 """
 
 from __future__ import annotations
@@ -21,14 +23,21 @@ __all__ = ["copy_pass", "exp_pass", "read_pass"]
 _CHUNK = 1 << 14
 
 
+@jit(inline="always")
+def _chunk(a: FloatArray, b: int) -> FloatArray:
+    """Chunk ``b`` of ``a``, a slice."""
+    return a[b * _CHUNK : min(a.shape[0], (b + 1) * _CHUNK)]
+
+
 @jit(**PARALLEL_JIT)
 def copy_pass(z: FloatArray, out: FloatArray) -> None:
     """``out[:] = z`` over 1-D arrays, in parallel chunks."""
     n = z.shape[0]
     for b in prange((n + _CHUNK - 1) // _CHUNK):
         wide_vectors()
-        for k in range(b * _CHUNK, min(n, (b + 1) * _CHUNK)):
-            out[k] = z[k]
+        zb, ob = _chunk(z, b), _chunk(out, b)
+        for k in range(zb.shape[0]):
+            ob[k] = zb[k]
 
 
 @jit(**{**REDUCE_JIT, "parallel": True})
@@ -38,9 +47,10 @@ def read_pass(z: FloatArray) -> float:
     total = 0.0
     for b in prange((n + _CHUNK - 1) // _CHUNK):
         wide_vectors()
+        zb = _chunk(z, b)
         s = 0.0
-        for k in range(b * _CHUNK, min(n, (b + 1) * _CHUNK)):
-            s += z[k]
+        for k in range(zb.shape[0]):
+            s += zb[k]
         total += s
     return total
 
@@ -51,5 +61,6 @@ def exp_pass(z: FloatArray, m: float, out: FloatArray) -> None:
     n = z.shape[0]
     for b in prange((n + _CHUNK - 1) // _CHUNK):
         wide_vectors()
-        for k in range(b * _CHUNK, min(n, (b + 1) * _CHUNK)):
-            out[k] = exp_diff(z[k], m)
+        zb, ob = _chunk(z, b), _chunk(out, b)
+        for k in range(zb.shape[0]):
+            ob[k] = exp_diff(zb[k], m)

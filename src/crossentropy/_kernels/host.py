@@ -12,15 +12,24 @@ a caller's ``out``: that is checked first.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import numba
 import numpy as np
 
-from crossentropy._config import BLOCK_ELEMENTS, SMALL_C
+from crossentropy._config import (
+    BLOCK_ELEMENTS,
+    BLOCK_ROWS_MIN,
+    BLOCKS_MIN,
+    ROW_BLOCK_ELEMENTS,
+    SMALL_C,
+    STREAM_MIN_BYTES,
+)
 from crossentropy._kernels.rows import (
     bce_kernel,
     ce_denominator_kernel,
+    ce_index_chunk_kernel,
     ce_index_grad_kernel,
     ce_index_kernel,
     ce_index_small_kernel,
@@ -36,6 +45,7 @@ __all__ = [
     "applicable",
     "bce_with_logits",
     "ce_index_backward",
+    "ce_index_chunk",
     "ce_index_forward",
     "cross_entropy",
     "disabled",
@@ -49,6 +59,27 @@ __all__ = [
 ENABLED = True
 
 _EMPTY_F64 = np.empty(0, np.float64)
+
+
+def _last_level_cache_bytes() -> int:
+    """The largest CPU cache of CPU 0 (Linux sysfs), or 32 MiB where it cannot be read."""
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        if text[-1:].upper() in units and text[:-1].isdigit():
+            sizes.append(int(text[:-1]) * units[text[-1].upper()])
+        elif text.isdigit():
+            sizes.append(int(text))
+    return max(sizes, default=32 << 20)
+
+
+#: Logits plus gradient above this many bytes: the gradient is streamed
+#: (``_config.STREAM_MIN_BYTES``).
+STREAM_MIN = _last_level_cache_bytes() if STREAM_MIN_BYTES is None else STREAM_MIN_BYTES
 
 
 class disabled:  # noqa: N801 - a context manager used like a function
@@ -113,9 +144,15 @@ def softmax(z: np.ndarray, *, log: bool = False) -> np.ndarray:
     return out
 
 
-def _blocks(C: int, R: int) -> tuple[int, int]:
-    """Rows per block (about ``BLOCK_ELEMENTS`` elements) and the number of blocks."""
-    rows = max(1, BLOCK_ELEMENTS // C)
+def _blocks(C: int, R: int, elementwise: bool = False) -> tuple[int, int]:
+    """Rows per block and the number of blocks (``_config``: ``BLOCK_ELEMENTS``...).
+
+    Depends on the shape only, never on the number of threads.
+    """
+    if elementwise or C <= SMALL_C:
+        rows = max(1, BLOCK_ELEMENTS // C)
+    else:
+        rows = max(1, min(max(BLOCK_ROWS_MIN, ROW_BLOCK_ELEMENTS // C), R // BLOCKS_MIN))
     return rows, -(-R // rows)
 
 
@@ -154,6 +191,13 @@ def _index_inputs(call: CECall, R: int) -> tuple[np.ndarray, np.ndarray, bool]:
     """Class indices ``(R,)``, the class weights as float64 (or empty), and whether given."""
     w = _EMPTY_F64 if call.weight is None else np.asarray(call.weight, np.float64)
     return _index_target(call.y, R), w, call.weight is not None
+
+
+def _index_rows_inputs(call: CECall) -> tuple[np.ndarray, int, int, np.ndarray, np.ndarray, bool]:
+    """The logits as ``(R, C)`` rows, ``R``, ``C`` and :func:`_index_inputs`."""
+    zr = _as_rows(call.z)
+    R, C = zr.shape
+    return (zr, R, C, *_index_inputs(call, R))
 
 
 def _denominator(call: CECall, t: np.ndarray, w: np.ndarray, has_w: bool, R: int) -> float:
@@ -195,17 +239,19 @@ def cross_entropy(call: CECall, *, want_loss: bool = True, want_grad: bool = Tru
         y = _rows_view(call.y, R, C)
         w = _EMPTY_F64 if call.weight is None else np.asarray(call.weight)
         has_w = call.weight is not None
-    if want_grad and out is not None:  # a failing call must leave out as it was
+    denom = _denominator(call, t, w, has_w, R)
+    if (want_grad and out is not None) or denom == 0.0:
+        # a failing call must leave out as it was; a mean over nothing still
+        # raises for a counted row of all -inf (the kernel below does not run)
         block_bad = np.empty(nb, np.int64)
         first_empty_row_kernel(zr, t, index, ignore, rows, block_bad)
         first = _first_bad(block_bad)
         if first >= 0:
             return None, None, _bad_rows(z, first)
-    denom = _denominator(call, t, w, has_w, R)
     grad = None
     if want_grad:
         grad = np.empty_like(z) if out is None else out  # first touched by the kernel
-    if denom == 0.0:
+    if denom == 0.0:  # a mean over a zero divisor: 0 and a zero gradient, as an empty batch
         if grad is not None:
             grad.fill(0)
         loss = np.zeros((), z.dtype) if want_loss else None
@@ -220,8 +266,11 @@ def cross_entropy(call: CECall, *, want_loss: bool = True, want_grad: bool = Tru
     if index:
         w_sum = float(w.sum()) if has_w else float(C)
         kernel = ce_index_small_kernel if C <= SMALL_C else ce_index_kernel
+        # Streaming stores only into a caller's buffer: the pages of a fresh one
+        # are zeroed in the cache on first touch, where plain stores then hit.
+        stream = want_grad and out is not None and z.nbytes + g.nbytes > STREAM_MIN
         kernel(zr, t, w, has_w, w_sum, ignore, eps, scale,
-               rows, loss_rows, per_row, block_sum, g, want_grad, block_bad)
+               rows, loss_rows, per_row, block_sum, g, want_grad, stream, block_bad)
     else:
         ce_soft_kernel(zr, y, w, has_w, eps, scale,
                        rows, loss_rows, per_row, block_sum, g, want_grad, block_bad)
@@ -251,9 +300,7 @@ def ce_index_forward(call: CECall) -> tuple[Any, dict[str, Any], np.ndarray]:
     the counted rows of all ``-inf`` (row shape).
     """
     z, opts = call.z, call.opts
-    zr = _as_rows(z)
-    R, C = zr.shape
-    t, w, has_w = _index_inputs(call, R)
+    zr, R, C, t, w, has_w = _index_rows_inputs(call)
     m = np.empty(R, z.dtype)
     s = np.empty(R, np.float64)
     rows = np.empty(R, np.float64)
@@ -279,9 +326,7 @@ def ce_index_backward(call: CECall, saved: dict[str, Any], grad_output: Any = 1.
     shape and dtype; may be the logits) receives it.
     """
     z, opts = call.z, call.opts
-    zr = _as_rows(z)
-    R, C = zr.shape
-    t, w, has_w = _index_inputs(call, R)
+    zr, R, C, t, w, has_w = _index_rows_inputs(call)
     g = np.empty_like(z) if out is None else out
     go = np.asarray(grad_output, np.float64)
     go = go.reshape(R) if go.ndim else go
@@ -291,13 +336,31 @@ def ce_index_backward(call: CECall, saved: dict[str, Any], grad_output: Any = 1.
         return g
     scale = go / denom if opts.reduction == "mean" else go
     if has_w:
-        sc = w[np.where((t >= 0) & (t < C), t, 0)] * scale
+        with np.errstate(invalid="ignore"):  # inf * 0: NaN, as the generic path
+            sc = w[np.where((t >= 0) & (t < C), t, 0)] * scale
     else:
         sc = np.broadcast_to(scale, (R,))
     sc = np.ascontiguousarray(sc, dtype=np.float64)
     ce_index_grad_kernel(zr, t, int(opts.ignore_index), _blocks(C, R)[0], saved["m"],
                          saved["s"], sc, _as_rows(g))
     return g
+
+
+def ce_index_chunk(z: np.ndarray, col: np.ndarray, a: np.ndarray, coef: np.ndarray,
+                   scale: np.ndarray, z_loss: float, m: np.ndarray, log_s: np.ndarray,
+                   z_t: np.ndarray | None = None) -> None:
+    """A chunk's gradient in place of its ``(R, C)`` logits ``z``, for the torch chunk engine.
+
+    With ``z_t`` (the forward): ``m``, ``log_s`` and ``z_t`` receive each
+    row's max, ``log sum exp(z - m)`` and target logit; without (a recompute),
+    ``m`` and ``log_s`` are the saved statistics. See
+    :func:`~crossentropy._kernels.rows.ce_index_chunk_kernel`. All arrays
+    C-contiguous, ``z`` float32 or float64 and writeable.
+    """
+    R, C = z.shape
+    stats = z_t is not None
+    ce_index_chunk_kernel(z, col, a, coef, scale, float(z_loss), stats, _blocks(C, R)[0], m,
+                          log_s, z_t if stats else m)
 
 
 def bce_with_logits(call: BinaryCall, *, want_grad: bool, grad_output: float = 1.0) -> np.ndarray:
@@ -310,7 +373,7 @@ def bce_with_logits(call: BinaryCall, *, want_grad: bool, grad_output: float = 1
     shape: tuple[int, ...] = z.shape
     zr = _as_rows(z)
     R, C = zr.shape
-    rows, nb = _blocks(C, R)
+    rows, nb = _blocks(C, R, elementwise=True)
     yr = _rows_view(call.y, R, C)
     ones = np.broadcast_to(np.ones((1, 1), z.dtype), (R, C))
 

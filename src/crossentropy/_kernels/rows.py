@@ -2,8 +2,15 @@
 
 Kernels take C-contiguous ``(R, C)`` logits, arrays, scalars and output
 buffers, nothing else (the host layer, ``host.py``, prepares them). Each row
-is read in three passes: the max (from memory), the sum of ``exp`` (from
-cache), and the write of the gradient (from cache). Blocks of rows run in
+is read in three passes: the max, the sum of ``exp`` (from cache), and the
+write of the gradient (from cache). The ``exp`` pass of a row also takes the
+max of the next row of its block, so that row's reads from memory overlap
+this row's arithmetic (only the first row of a block has a pass of its own).
+Where logits and gradient together exceed the last-level cache and the
+gradient goes into a caller's buffer, each gradient row is made in a scratch
+row and streamed out with non-temporal stores (``exp.stream_copy``): a plain
+store reads each cache line before writing it, half again the memory traffic
+of a copy. Blocks of rows run in
 parallel (``numba.prange``) above ``PARALLEL_MIN_ELEMENTS`` elements; a
 reduced loss leaves one float64 partial sum per block (``block_sum``), which
 the host adds in block order, and a counted row of all -inf leaves its index
@@ -39,12 +46,13 @@ import numpy as np
 from numba import prange
 
 from crossentropy._config import PARALLEL_JIT, REDUCE_JIT, ROW_JIT, SERIAL_JIT, SUM_CHUNK
-from crossentropy._kernels.exp import exp_diff, fmax, like, wide_vectors
+from crossentropy._kernels.exp import exp_diff, fmax, like, store_fence, stream_copy, wide_vectors
 from crossentropy._kernels.jit import FloatArray, IntArray, jit, rows_kernel
 
 __all__ = [
     "bce_kernel",
     "ce_denominator_kernel",
+    "ce_index_chunk_kernel",
     "ce_index_kernel",
     "ce_index_grad_kernel",
     "ce_index_small_kernel",
@@ -74,42 +82,68 @@ def _row_max(z: FloatArray, i: int) -> Any:
 
 
 @jit(**REDUCE_JIT)
-def _row_sum_exp(z: FloatArray, i: int, m: Any, buf: FloatArray) -> Any:
-    """Pass 2 without a gradient: sum_c exp(z_c - m), accumulated in float64.
+def _row_sum_exp(z: FloatArray, i: int, m: Any, buf: FloatArray, nxt: int) -> Any:
+    """Pass 2 without a gradient: ``(sum_c exp(z_c - m)`` in float64, the max of row ``nxt``).
 
     ``exp`` goes through ``buf`` (a scratch of the logits' dtype) a chunk at
     a time: a loop that computes float32 ``exp`` and adds float64 runs both at
-    the float64 vector length, two loops run each at its own.
+    the float64 vector length, two loops run each at its own. With ``nxt >= 0``
+    the ``exp`` loop also reads row ``nxt`` and returns its max (pass 1 of the
+    next row, its memory reads overlapping this row's ``exp``); else ``m``.
     """
     wide_vectors()
     C = z.shape[1]
     n = buf.shape[0]
+    zi = z[i]  # row views: an index c0 + c would be checked for wraparound
     s = 0.0
-    for c0 in range(0, C, n):
-        k = min(C - c0, n)
-        zc = z[i, c0 : c0 + k]  # a view: an index c0 + c would be checked for wraparound
-        for c in range(k):
-            buf[c] = exp_diff(zc[c], m)
-        for c in range(k):
-            s += buf[c]
-    return s
+    mn = m
+    if nxt >= 0:
+        zn = z[nxt]
+        mn = zn[0]
+        for c0 in range(0, C, n):
+            k = min(C - c0, n)
+            zc = zi[c0 : c0 + k]
+            nc = zn[c0 : c0 + k]
+            for c in range(k):
+                buf[c] = exp_diff(zc[c], m)
+                mn = fmax(mn, nc[c])
+            for c in range(k):
+                s += buf[c]
+    else:
+        for c0 in range(0, C, n):
+            k = min(C - c0, n)
+            zc = zi[c0 : c0 + k]
+            for c in range(k):
+                buf[c] = exp_diff(zc[c], m)
+            for c in range(k):
+                s += buf[c]
+    return s, mn
 
 
 @jit(**REDUCE_JIT)
-def _row_exp_store(z: FloatArray, i: int, m: Any, out: FloatArray) -> Any:
-    """Pass 2 with a gradient: out[i, c] = exp(z_c - m) and their float64 sum.
+def _row_exp_store(z: FloatArray, i: int, m: Any, oi: FloatArray, nxt: int) -> Any:
+    """Pass 2 with a gradient: ``oi[c] = exp(z_c - m)``; ``(their float64 sum, max of row nxt)``.
 
-    ``out`` may be ``z``: each element is read before it is written. Two
-    loops, as in :func:`_row_sum_exp`.
+    ``oi`` is a row of length C, which may be ``z[i]``: each element is read
+    before it is written. Two loops, and ``nxt``, as in :func:`_row_sum_exp`.
     """
     wide_vectors()
     C = z.shape[1]
-    for c in range(C):
-        out[i, c] = exp_diff(z[i, c], m)
+    zi = z[i]
+    mn = m
+    if nxt >= 0:
+        zn = z[nxt]
+        mn = zn[0]
+        for c in range(C):
+            oi[c] = exp_diff(zi[c], m)
+            mn = fmax(mn, zn[c])
+    else:
+        for c in range(C):
+            oi[c] = exp_diff(zi[c], m)
     s = 0.0
     for c in range(C):
-        s += out[i, c]
-    return s
+        s += oi[c]
+    return s, mn
 
 
 @jit(**REDUCE_JIT)
@@ -152,6 +186,23 @@ def _block(b: int, rows: int, R: int) -> tuple[int, int]:
     return r0, min(R, r0 + rows)
 
 
+@jit(**ROW_JIT)
+def _row_loss(loss: FloatArray, per_row: bool, i: int, li: float, acc: float) -> float:
+    """Row ``i``'s loss ``li`` into ``loss[i]`` if ``per_row``; returns ``acc + li``."""
+    if per_row:
+        loss[i] = li
+    return acc + li
+
+
+@jit(**ROW_JIT)
+def _block_end(b: int, want_loss: bool, acc: float, block_sum: FloatArray, first: int,
+               block_bad: IntArray) -> None:
+    """Block ``b``: its loss sum (if wanted) and its first all -inf row (or -1)."""
+    if want_loss:
+        block_sum[b] = acc
+    block_bad[b] = first
+
+
 # ---------------------------------------------------------------------------
 # row log-sum-exp, softmax, log_softmax
 # ---------------------------------------------------------------------------
@@ -170,10 +221,16 @@ def lse_kernel(z: FloatArray, rows: int, lse: FloatArray) -> None:
         wide_vectors()
         r0, r1 = _block(b, rows, R)
         buf = _scratch(z)
+        m_next = like(0.0, z)
+        have_next = False  # as in ce_index_stats_kernel
         for i in range(r0, r1):
-            m = _row_max(z, i)
+            m = m_next if have_next else _row_max(z, i)
+            have_next = False
             if m > -np.inf and m < np.inf:
-                lse[i] = float(m) + math.log(_row_sum_exp(z, i, m, buf))
+                nxt = i + 1 if i + 1 < r1 else -1
+                s, m_next = _row_sum_exp(z, i, m, buf, nxt)
+                have_next = nxt >= 0
+                lse[i] = float(m) + math.log(s)
             else:  # NaN, a row of -inf (-inf), or +inf in the row (+inf)
                 lse[i] = m
 
@@ -193,12 +250,12 @@ def softmax_kernel(z: FloatArray, rows: int, out: FloatArray, log: bool) -> None
             elif not (m > -np.inf):  # NaN, or a row of -inf: no distribution
                 _row_fill(out, i, np.nan)
             elif log:  # (z - m) - log s in float64, rounded once
-                log_s = math.log(_row_sum_exp(z, i, m, buf))
+                log_s = math.log(_row_sum_exp(z, i, m, buf, -1)[0])
                 mf = float(m)
                 for c in range(C):
                     out[i, c] = (float(z[i, c]) - mf) - log_s
             else:
-                inv_s = 1.0 / _row_exp_store(z, i, m, out)
+                inv_s = 1.0 / _row_exp_store(z, i, m, out[i], -1)[0]
                 for c in range(C):
                     out[i, c] = float(out[i, c]) * inv_s
 
@@ -263,7 +320,8 @@ def _ce_index_inf_row(z: FloatArray, i: int, t: Any, weight: FloatArray, has_wei
     li = 0.0
     big_a = a_t + e_over_c * weight_sum if e_over_c > 0.0 else a_t
     if want_loss:
-        li = a_t * -float(z[i, t]) if a_t != 0.0 else 0.0
+        # a_t nll_t with nll_t = -z_t + inf: NaN at z_t = +inf, also for a_t == 0
+        li = a_t * -float(z[i, t]) if a_t != 0.0 else (np.nan if z[i, t] == np.inf else 0.0)
         if e_over_c > 0.0:
             smooth = 0.0
             for c in range(C):
@@ -330,13 +388,12 @@ def _ce_index_smooth(z: FloatArray, i: int, m: Any, weight: FloatArray, has_weig
 
 
 @jit(**ROW_JIT)
-def _ce_index_finish(z: FloatArray, i: int, t: Any, m: Any, z_t: float, smooth: float,
-                     w_max: float, s: Any, weight: FloatArray, has_weight: bool, weight_sum: float,
-                     eps: float, sc: float,
-                     want_loss: bool, grad: FloatArray, want_grad: bool) -> Any:
-    """Finish row ``i``: return its loss, and run pass 3 of its gradient.
+def _ce_index_finish(z: FloatArray, t: Any, m: Any, z_t: Any, smooth: float, w_max: float,
+                     s: Any, weight: FloatArray, has_weight: bool, weight_sum: float, eps: float,
+                     sc: float, want_loss: bool, g: FloatArray, want_grad: bool) -> Any:
+    """Finish a row: return its loss, and run pass 3 of its gradient.
 
-    ``grad[i]`` holds ``exp(z_c - m)`` and ``s`` their sum.
+    The gradient row ``g`` holds ``exp(z_c - m)`` and ``s`` is their sum.
     """
     C = z.shape[1]
     e_over_c = eps / C
@@ -358,79 +415,103 @@ def _ce_index_finish(z: FloatArray, i: int, t: Any, m: Any, z_t: float, smooth: 
             k2 = like(sc * e_over_c, z)
             if has_weight:
                 for c in range(C):
-                    grad[i, c] = grad[i, c] * k1 - k2 * like(weight[c], z)
+                    g[c] = g[c] * k1 - k2 * like(weight[c], z)
             else:
                 for c in range(C):
-                    grad[i, c] = grad[i, c] * k1 - k2
+                    g[c] = g[c] * k1 - k2
         else:
             for c in range(C):
-                grad[i, c] *= k1
-        grad[i, t] -= like(sc * a_t, z)
+                g[c] *= k1
+        g[t] -= like(sc * a_t, z)
     return li
 
 
 @jit(**ROW_JIT)
 def _ce_index_row(z: FloatArray, i: int, t: Any, weight: FloatArray, has_weight: bool,
                   weight_sum: float, ignore_index: int, eps: float, sc: float,
-                  want_loss: bool, grad: FloatArray, want_grad: bool, buf: FloatArray) -> Any:
-    """Row ``i`` of softmax cross-entropy with an index target: ``(loss, all -inf)``."""
+                  want_loss: bool, grad: FloatArray, want_grad: bool, buf: FloatArray,
+                  ebuf: FloatArray, m: Any, have_m: bool, nxt: int) -> Any:
+    """Row ``i`` of softmax cross-entropy with an index target.
+
+    ``m`` is the row max if ``have_m``; with ``nxt >= 0`` the row's ``exp``
+    pass also takes the max of row ``nxt``. With a row buffer ``ebuf`` (size
+    C, else size 0) the gradient is made there and streamed into ``grad[i]``.
+    Returns ``(loss, all -inf, max of row nxt, whether taken)``.
+    """
     C = z.shape[1]
     if _skipped(t, ignore_index, C):
         if want_grad:
             _row_fill(grad, i, 0.0)
-        return 0.0, False
-    m = _row_max(z, i)
+        return 0.0, False, m, False
+    if not have_m:
+        m = _row_max(z, i)
     if m == -np.inf:  # no distribution: left untouched, the caller raises
-        return np.nan, True
+        return np.nan, True, m, False
     if m != m:
         if want_grad:
             _row_fill(grad, i, np.nan)
-        return np.nan, False
+        return np.nan, False, m, False
     if m == np.inf:
         li = _ce_index_inf_row(z, i, t, weight, has_weight, weight_sum,
                                (1.0 - eps) * (weight[t] if has_weight else 1.0), eps / C, sc,
                                want_loss, grad, want_grad)
-        return li, False
+        return li, False, m, False
     z_t = z[i, t]
     smooth, w_max = 0.0, 0.0
     if want_loss and eps > 0.0:
         smooth, w_max = _ce_index_smooth(z, i, m, weight, has_weight)
-    s = _row_exp_store(z, i, m, grad) if want_grad else _row_sum_exp(z, i, m, buf)
-    li = _ce_index_finish(z, i, t, m, z_t, smooth, w_max, s, weight, has_weight, weight_sum,
-                          eps, sc, want_loss, grad, want_grad)
-    return li, False
+    stream = ebuf.shape[0] > 0
+    g = ebuf if stream or not want_grad else grad[i]
+    if want_grad:
+        s, m_next = _row_exp_store(z, i, m, g, nxt)
+    else:
+        s, m_next = _row_sum_exp(z, i, m, buf, nxt)
+    li = _ce_index_finish(z, t, m, z_t, smooth, w_max, s, weight, has_weight, weight_sum,
+                          eps, sc, want_loss, g, want_grad)
+    if want_grad and stream:
+        stream_copy(ebuf, grad[i])
+    return li, False, m_next, nxt >= 0
 
 
 @jit(**ROW_JIT)
 def _ce_index_rows(z: FloatArray, r0: int, r1: int, target: IntArray, weight: FloatArray,
                    has_weight: bool, weight_sum: float, ignore_index: int, eps: float, sc: float,
                    want_loss: bool, loss: FloatArray, per_row: bool, grad: FloatArray,
-                   want_grad: bool) -> Any:
-    """Rows ``r0:r1``, one by one: ``(sum of the losses, first all -inf row or -1)``."""
+                   want_grad: bool, stream: bool) -> Any:
+    """Rows ``r0:r1``, one by one: ``(sum of the losses, first all -inf row or -1)``.
+
+    Each row's ``exp`` pass also finds the next row's max (:func:`_row_sum_exp`).
+    ``stream``: the gradient rows go out with non-temporal stores (``exp.stream_copy``).
+    """
     buf = _scratch(z)
+    ebuf = np.empty(z.shape[1] if stream and want_grad else 0, z.dtype)
     acc = 0.0
     first = -1
+    m = like(0.0, z)
+    have_m = False
     for i in range(r0, r1):
-        li, empty = _ce_index_row(z, i, target[i], weight, has_weight, weight_sum, ignore_index,
-                                  eps, sc, want_loss, grad, want_grad, buf)
+        nxt = i + 1 if i + 1 < r1 else -1
+        li, empty, m, have_m = _ce_index_row(z, i, target[i], weight, has_weight, weight_sum,
+                                             ignore_index, eps, sc, want_loss, grad, want_grad,
+                                             buf, ebuf, m, have_m, nxt)
         if empty and first < 0:
             first = i
-        if per_row:
-            loss[i] = li
-        acc += li
+        acc = _row_loss(loss, per_row, i, li, acc)
+    if stream:
+        store_fence()
     return acc, first
 
 
 @_rows_kernel
 def ce_index_kernel(
     z: FloatArray, target: IntArray, weight: FloatArray, has_weight: bool, weight_sum: float,
-    ignore_index: int, eps: float, scale: float,
-    rows: int, loss: FloatArray, per_row: bool, block_sum: FloatArray, grad: FloatArray,
-    want_grad: bool, block_bad: IntArray,
+    ignore_index: int, eps: float, scale: float, rows: int, loss: FloatArray, per_row: bool,
+    block_sum: FloatArray, grad: FloatArray, want_grad: bool, stream: bool, block_bad: IntArray,
 ) -> None:  # fmt: skip
     """Softmax cross-entropy, index targets, ``rows`` rows per block.
 
     ``per_row``: each row's loss into ``loss`` (R,); else only the block sums.
+    ``stream``: write the gradient with non-temporal stores (one beyond the cache).
     """
     R = z.shape[0]
     want_loss = block_sum.shape[0] > 0
@@ -439,18 +520,15 @@ def ce_index_kernel(
         r0, r1 = _block(b, rows, R)
         acc, first = _ce_index_rows(z, r0, r1, target, weight, has_weight, weight_sum,
                                     ignore_index, eps, scale, want_loss, loss, per_row, grad,
-                                    want_grad)
-        if want_loss:
-            block_sum[b] = acc
-        block_bad[b] = first
+                                    want_grad, stream)
+        _block_end(b, want_loss, acc, block_sum, first, block_bad)
 
 
 @_rows_kernel
 def ce_index_small_kernel(
     z: FloatArray, target: IntArray, weight: FloatArray, has_weight: bool, weight_sum: float,
-    ignore_index: int, eps: float, scale: float,
-    rows: int, loss: FloatArray, per_row: bool, block_sum: FloatArray, grad: FloatArray,
-    want_grad: bool, block_bad: IntArray,
+    ignore_index: int, eps: float, scale: float, rows: int, loss: FloatArray, per_row: bool,
+    block_sum: FloatArray, grad: FloatArray, want_grad: bool, stream: bool, block_bad: IntArray,
 ) -> None:  # fmt: skip
     """As :func:`ce_index_kernel`, for few classes: ``exp`` over a block's contiguous elements."""
     R, C = z.shape
@@ -491,31 +569,30 @@ def ce_index_small_kernel(
         if special:  # a row of NaN or infinities: this block goes row by row
             acc, first = _ce_index_rows(z, r0, r1, target, weight, has_weight, weight_sum,
                                         ignore_index, eps, scale, want_loss, loss, per_row, grad,
-                                        want_grad)
+                                        want_grad, stream)
         else:
-            # pass 2 over the block's contiguous elements (slices: no index checks)
+            # pass 2 over the block's contiguous elements (slices: no index checks);
+            # the gradient is made in place, or in a scratch streamed out at the end
             zb = zf[r0 * C : r1 * C]
-            e = gf[r0 * C : r1 * C] if want_grad else np.empty(n, z.dtype)
+            e = gf[r0 * C : r1 * C] if want_grad and not stream else np.empty(n, z.dtype)
             for k in range(n):
                 e[k] = exp_diff(zb[k], shift[k])
             for i in range(r0, r1):
                 t = target[i]
                 li = 0.0
+                ei = e[(i - r0) * C : (i - r0 + 1) * C]
                 if _skipped(t, ignore_index, C):
-                    if want_grad:
-                        _row_fill(grad, i, 0.0)
+                    ei[:] = 0.0
                 else:
-                    s = _sum(e[(i - r0) * C : (i - r0 + 1) * C])
                     k = i - r0 if smoothing else 0
-                    li = _ce_index_finish(z, i, t, m_row[i - r0], z_t[i - r0], smooth[k],
-                                          w_max[k], s, weight, has_weight, weight_sum, eps, scale,
-                                          want_loss, grad, want_grad)
-                if per_row:
-                    loss[i] = li
-                acc += li
-        if want_loss:
-            block_sum[b] = acc
-        block_bad[b] = first
+                    li = _ce_index_finish(z, t, m_row[i - r0], z_t[i - r0], smooth[k],
+                                          w_max[k], _sum(ei), weight, has_weight, weight_sum,
+                                          eps, scale, want_loss, ei, want_grad)
+                acc = _row_loss(loss, per_row, i, li, acc)
+            if want_grad and stream:
+                stream_copy(e, gf[r0 * C : r1 * C])
+                store_fence()
+        _block_end(b, want_loss, acc, block_sum, first, block_bad)
 
 
 @_rows_kernel
@@ -534,14 +611,18 @@ def ce_index_stats_kernel(z: FloatArray, t: IntArray, w: FloatArray, has_w: bool
         wide_vectors()
         r0, r1 = _block(b, rows, R)
         buf = _scratch(z)
+        m_next = like(0.0, z)
+        have_next = False  # m_next is row i's max (taken by row i - 1's exp pass)
         for i in range(r0, r1):
             ti = t[i]
             if _skipped(ti, ignore_index, C):
                 m_out[i] = 0.0
                 s_out[i] = 1.0
                 loss[i] = 0.0
+                have_next = False
                 continue
-            m = _row_max(z, i)
+            m = m_next if have_next else _row_max(z, i)
+            have_next = False
             m_out[i] = m
             a_t = w[ti] if has_w else 1.0
             if m == -np.inf:
@@ -553,9 +634,14 @@ def ce_index_stats_kernel(z: FloatArray, t: IntArray, w: FloatArray, has_w: bool
                 loss[i] = np.nan
             elif m == np.inf:  # the generic path's arithmetic: p = NaN where z = +inf, else 0
                 s_out[i] = np.inf
-                loss[i] = a_t * -float(z[i, ti]) + a_t * np.inf if a_t != 0.0 else 0.0
+                if a_t != 0.0:
+                    loss[i] = a_t * -float(z[i, ti]) + a_t * np.inf
+                else:  # 0 nll_t: NaN where nll_t = -inf + inf is (z_t = +inf)
+                    loss[i] = np.nan if z[i, ti] == np.inf else 0.0
             else:
-                si = _row_sum_exp(z, i, m, buf)
+                nxt = i + 1 if i + 1 < r1 else -1
+                si, m_next = _row_sum_exp(z, i, m, buf, nxt)
+                have_next = nxt >= 0
                 s_out[i] = si
                 loss[i] = a_t * ((float(m) - float(z[i, ti])) + math.log(si)) if a_t != 0.0 else 0.0
 
@@ -586,6 +672,56 @@ def ce_index_grad_kernel(z: FloatArray, t: IntArray, ignore_index: int, rows: in
                 for c in range(C):
                     g[i, c] = exp_diff(z[i, c], mi) * k
             g[i, ti] -= like(sc[i], z)
+
+
+@_rows_kernel
+def ce_index_chunk_kernel(z: FloatArray, col: IntArray, a: FloatArray, coef: FloatArray,
+                          scale: FloatArray, z_loss: float, stats: bool, rows: int,
+                          m: FloatArray, log_s: FloatArray, z_t: FloatArray) -> None:
+    """A chunk's gradient in place of its logits (index targets): the chunk engine's row math.
+
+    Row ``i`` has its target in column ``col[i]`` with mass ``a[i]`` (0 for a
+    row that does not count), the factor ``scale[i]`` and the coefficient
+    ``coef[i]``. With ``stats``, the row's max ``m``, ``log_s = log sum_c
+    exp(z_c - m)`` (float64 sum) and target logit ``z_t`` are written out
+    (``z_t`` before ``z`` is overwritten) and ``k = coef + 2 z_loss (m + log_s)``;
+    without, ``m`` and ``log_s`` are read (saved statistics) and ``k = coef``.
+    Then ``g_c = scale (k exp(z_c - m - log_s) - a [c == col])`` overwrites
+    ``z``: one read of the row from memory, the later passes from cache. A row
+    whose max is -inf gets ``p = 0`` (``log_s = 0`` with ``stats``); a row with
+    NaN or +inf gets NaN.
+    """
+    R = z.shape[0]
+    C = z.shape[1]
+    for b in prange(-(-R // rows)):
+        wide_vectors()
+        r0, r1 = _block(b, rows, R)
+        for i in range(r0, r1):
+            ci = col[i]
+            if stats:
+                z_t[i] = z[i, ci]
+                mi = _row_max(z, i)
+                m[i] = mi
+                if mi == -np.inf:
+                    log_s[i] = 0.0
+                    _row_fill(z, i, 0.0)
+                elif not (mi < np.inf):  # NaN, or +inf in the row
+                    log_s[i] = np.nan
+                    _row_fill(z, i, np.nan)
+                else:
+                    s, _ = _row_exp_store(z, i, mi, z[i], -1)
+                    ls = math.log(s)
+                    log_s[i] = ls
+                    kz = like(float(scale[i]) * (float(coef[i]) + 2.0 * z_loss * (float(mi) + ls))
+                              / s, z)
+                    for c in range(C):
+                        z[i, c] = z[i, c] * kz
+            else:
+                mi = m[i]
+                kz = like(float(scale[i]) * float(coef[i]) * math.exp(-float(log_s[i])), z)
+                for c in range(C):
+                    z[i, c] = exp_diff(z[i, c], mi) * kz
+            z[i, ci] = like(float(z[i, ci]) - float(scale[i]) * float(a[i]), z)
 
 
 @_rows_kernel
@@ -628,19 +764,16 @@ def ce_soft_kernel(
                     big_a += a_c
                     if want_loss:
                         cross += a_c * (mf - float(z[i, c])) if a_c != 0.0 else 0.0
-                s = _row_exp_store(z, i, m, grad) if want_grad else _row_sum_exp(z, i, m, buf)
+                s = (_row_exp_store(z, i, m, grad[i], -1) if want_grad
+                     else _row_sum_exp(z, i, m, buf, -1))[0]
                 li = cross + big_a * math.log(s) if want_loss else 0.0
                 if want_grad:
                     k1 = like(scale * big_a / s, z)
                     for c in range(C):
                         a_c = _soft_a(y, i, c, keep, e_over_c, weight, has_weight)
                         grad[i, c] = grad[i, c] * k1 - like(scale * a_c, z)
-            if per_row:
-                loss[i] = li
-            acc += li
-        if want_loss:
-            block_sum[b] = acc
-        block_bad[b] = first
+            acc = _row_loss(loss, per_row, i, li, acc)
+        _block_end(b, want_loss, acc, block_sum, first, block_bad)
 
 
 # ---------------------------------------------------------------------------
@@ -677,13 +810,13 @@ def bce_kernel(
                 small = e / (1.0 + e)  # sigmoid(-|z|)
                 if loss_mode != 0:
                     # pw y softplus(-z) + (1 - y) softplus(z), a zero coefficient
-                    # contributing 0 even against an infinite softplus
                     log_term = math.log1p(e)
                     pos = pw * yc
-                    li = pos * (max(-zc, 0.0) + log_term) if pos != 0.0 else 0.0
+                    # contributing 0 even against an infinite softplus (NaN stays NaN)
+                    li = pos * (max(-zc, 0.0) + log_term) if pos != 0.0 or zc != zc else 0.0
                     if yc != 1.0:
                         li += (1.0 - yc) * (max(zc, 0.0) + log_term)
-                    li = li * wc if wc != 0.0 else 0.0
+                    li = li * wc if wc != 0.0 or li != li else 0.0
                     if loss_mode == 1:
                         loss[i, c] = li
                     else:

@@ -97,7 +97,16 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
                              divisor=divisor)
     w = _option(weight)
 
-    def forward(z: Any, y: Any, soft: bool) -> Any:
+    def forward(z: Any, y: Any, soft: bool) -> tuple[Any, Callable[[Any], Any]]:
+        fused = None if soft else _eager_fused(z, y, weight, opts)
+        if fused is not None:  # eager, CPU: loss and gradient in one pass of the kernels
+            kcall, loss, g = fused
+
+            def fused_backward(grad_loss: Any) -> Any:
+                go = grad_loss.numpy() if isinstance(grad_loss, tf.Tensor) else grad_loss
+                return _to_tensor(E.times_grad_output(kcall, g, go))
+
+            return tf.convert_to_tensor(loss), fused_backward
         call = E.ce_call(wrap(z), wrap(y), w, opts)
         # in a graph (tf.function) keep exp(z - m) for the backward, as tf.nn's fused op
         # keeps its backprop; eagerly, the per-row statistics only
@@ -123,6 +132,58 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
         return forward(z, target, soft=False)
 
     return op(logits)
+
+
+def _host(x: tf.Tensor) -> Any:
+    """An eager CPU tensor as a NumPy array sharing its memory (``numpy()`` copies)."""
+    view = getattr(x, "_numpy", None)
+    return view() if view is not None else x.numpy()
+
+
+#: TensorFlow's CPU kernels assume buffers aligned to this many bytes (Eigen, AVX-512).
+_ALIGN = 64
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: Any) -> Any:
+    """An uninitialized C-contiguous NumPy array whose data is ``_ALIGN``-byte aligned."""
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + _ALIGN, np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def _to_tensor(a: Any) -> tf.Tensor:
+    """A NumPy array as an eager tensor: zero-copy (DLPack) when aligned, else a copy."""
+    if a.ctypes.data % _ALIGN == 0 and a.flags.c_contiguous and a.flags.writeable:
+        return tf.experimental.dlpack.from_dlpack(a.__dlpack__())
+    return tf.convert_to_tensor(a)
+
+
+def _eager_fused(z: Any, y: Any, weight: Any,
+                 opts: E.CEOptions) -> tuple[Any, Any, Any] | None:
+    """Eagerly on the CPU, ``(numpy call, loss, gradient)`` from one pass of the kernels.
+
+    float32 / float64 logits with the class axis last and class indices: the
+    call is checked as NumPy arrays (views of the tensors' memory) and the
+    fused kernel writes the loss and the gradient of the reduced loss at once
+    (into an aligned buffer that becomes the gradient tensor without a copy),
+    where the op-by-op path would run a dozen eager ops and as many passes.
+    ``None`` in a graph, without numba, or for any other call.
+    """
+    if (not tf.executing_eagerly() or E.kernels() is None
+            or z.dtype not in (tf.float32, tf.float64) or not z.device.endswith("CPU:0")
+            or not isinstance(y, tf.Tensor) or weight is not None):
+        return None
+    call = E.ce_call(_host(z), _host(y), None, opts)
+    if call.kind != "index" or not E.kernels().applicable(call.z, call.axis):
+        return None
+    fused = E.ce_forward_with_grad(call, out=_aligned_empty(call.z.shape, call.z.dtype))
+    if fused is None:
+        return None
+    return call, fused[0], fused[1]
 
 
 @_plain

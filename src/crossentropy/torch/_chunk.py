@@ -58,21 +58,25 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
 from crossentropy import _validate
-from crossentropy._backend import namespace
+from crossentropy._backend import namespace, torch_transformed
+from crossentropy._engine import kernels
+from crossentropy.torch._autograd import refuse_second_order
 
 #: Cap on the working memory of one chunk's buffers (bytes); see ``auto_chunk_size``.
-MEMORY_BUDGET = 64 * 2**20
+MEMORY_BUDGET = 84 * 2**20
 #: Chunks smaller than this (bytes) are not worth the loop: small problems take fewer chunks.
 MIN_CHUNK_BYTES = 8 * 2**20
 #: Target number of chunks: a chunk is about 1/CHUNKS_PER_PASS of the full logits.
 CHUNKS_PER_PASS = 12
+#: Bytes of a chunk's logits computed by one matmul call (see ``_Linear.logits``).
+LOGITS_BLOCK_BYTES = 8 * 2**20
 #: Chunks of fewer logits take the generic softmax path (see ``softmax_``).
 _FUSED_SOFTMAX_MIN = 2**16
 
@@ -166,19 +170,22 @@ def auto_chunk_size(
 
         chunk_size = clamp(max(ceil(N / 12), 8 MiB // row), 1, min(N, budget // row))
 
-    i.e. about a twelfth of the full logits (the naive version holds about
-    2.7 ``N x V`` float32 tensors at its peak, so this stays near 3% of its
-    working memory), no chunk smaller than 8 MiB unless the whole problem
-    is, and never more than ``budget`` (64 MiB) of chunk buffers, whatever
-    ``N``. Fewer, larger chunks run faster (fewer passes over ``d weight``,
-    larger matmuls); the budget is what bounds them. For float32:
-    ``N = 4096, V = 32000`` gives 342 rows (42 MiB); ``N = 2048, V = 128256``
-    gives 130 rows (64 MiB). ``V`` is the classes of this rank (its shard).
+    i.e. about a twelfth of the full logits (the naive version's working
+    memory is about two ``N x V`` float32 tensors, the logits and their
+    gradient, so a chunk is about 4% of it, and the matmul's scratch, at most
+    ``LOGITS_BLOCK_BYTES`` (see ``_Linear.logits``), keeps the whole under
+    5%), no chunk smaller than 8 MiB unless the whole problem is, and never
+    more than ``budget`` (84 MiB) of chunk buffers, whatever ``N``. Fewer,
+    larger chunks run faster: every chunk streams the weight through two
+    matmuls and reads and writes ``d weight`` once, whatever its rows; the
+    budget is what bounds them. For float32: ``N = 4096, V = 32000`` gives
+    342 rows (42 MiB); ``N = 2048, V = 128256`` gives 171 rows (84 MiB).
+    ``V`` is the classes of this rank (its shard).
 
     >>> auto_chunk_size(4096, 32000), auto_chunk_size(2048, 128256)
-    (342, 130)
+    (342, 171)
     >>> auto_chunk_size(100, 32000), auto_chunk_size(10**6, 32000)
-    (65, 524)
+    (65, 688)
     """
     row = max(1, num_classes) * _bytes_per_logit(dtype, softcap, soft)
     rows = max(-(-n_rows // CHUNKS_PER_PASS), MIN_CHUNK_BYTES // row)
@@ -337,6 +344,57 @@ def _target_terms(z: torch.Tensor, rows: _Rows, w: torch.Tensor | None, o: Optio
     return big_a, big_d, None
 
 
+def _row_kernels(z: torch.Tensor, t: torch.Tensor | None, o: Options) -> Any:
+    """The fused row kernels (``crossentropy._kernels``) if they take this chunk, else None.
+
+    They take the common case: one process, index targets, no label
+    smoothing, no softcap (``t is None``), float32 or float64 CPU logits
+    (contiguous: the workspace). There one kernel reads each row once and
+    leaves the gradient in its place (max, ``exp`` and sum, scale: the later
+    passes find the row in cache), where the torch steps take six passes
+    over the chunk. Everything else (also tensors under ``torch.func`` or
+    ``torch.compile``, which no NumPy view can read) takes the torch steps below.
+    """
+    if (o.shard is not None or o.soft or o.label_smoothing or t is not None or not o.local
+            or z.device.type != "cpu" or z.dtype not in (torch.float32, torch.float64)
+            or not z.is_contiguous() or z.numel() == 0 or torch_transformed(z)):
+        return None
+    k = kernels()
+    return k if k is not None and k.applicable(z.detach().numpy(), 1) else None
+
+
+def _np(x: torch.Tensor) -> Any:
+    """A NumPy view (shared memory) of a contiguous CPU tensor."""
+    return x.detach().contiguous().numpy()
+
+
+def _forward_rows_fused(k: Any, z: torch.Tensor, rows: _Rows, scale: torch.Tensor, o: Options,
+                        want_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                  torch.Tensor, torch.Tensor | None]:
+    """``_forward_rows`` on the fused kernel (no shard, index targets, no smoothing or softcap).
+
+    The kernel leaves per row the max ``m``, ``log_s`` and the target logit
+    ``z_t``, and ``g`` in place of ``z`` with ``coef = A + 2 z_loss lse``
+    (``A = w_t``). Here ``shift = m`` (0 for a row of only -inf) and the loss
+    is ``A ((m - z_t) + log_s) + z_loss lse^2``.
+    """
+    n = z.shape[0]
+    m, log_s, z_t = (torch.empty(n, dtype=z.dtype, device=z.device) for _ in range(3))
+    assert rows.col is not None and rows.w_t is not None  # index targets
+    big_a = rows.w_t.to(z.dtype)
+    k.ce_index_chunk(_np(z), _np(rows.col), _np(big_a), _np(big_a), _np(scale), o.z_loss,
+                     _np(m), _np(log_s), _np(z_t))
+    shift = _finite(m)
+    lse = shift + log_s
+    keep, zl = rows.keep, o.z_loss
+    loss = torch.where(keep, torch.where(big_a == 0, 0.0, big_a * ((shift - z_t) + log_s))
+                       + zl * lse * lse, 0.0)
+    coef = torch.where(keep, big_a + 2.0 * zl * lse, 0.0)
+    # rows of only -inf: an error if counted (raised after the loop), else lse = 0
+    log_s = torch.where(torch.isneginf(m), torch.where(keep, -torch.inf, 0.0), log_s)
+    return loss, shift, log_s, coef, z if want_grad else None
+
+
 def _forward_rows(ws: _Workspace, z: torch.Tensor, t: torch.Tensor | None, rows: _Rows,
                   w: torch.Tensor | None, scale: torch.Tensor, o: Options,
                   want_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
@@ -347,6 +405,9 @@ def _forward_rows(ws: _Workspace, z: torch.Tensor, t: torch.Tensor | None, rows:
     overwrites ``z``, each row multiplied by ``scale`` (0 on ignored rows).
     Two all-reduces (MAX of one number per row, SUM of three), none without a shard.
     """
+    k = _row_kernels(z, t, o)
+    if k is not None:
+        return _forward_rows_fused(k, z, rows, scale, o, want_grad)
     n = z.shape[0]
     shifted = o.soft or bool(o.label_smoothing)  # D_r sums over every class: needs z - m
     if shifted:
@@ -416,6 +477,12 @@ def _backward_rows(ws: _Workspace, z: torch.Tensor, t: torch.Tensor | None, rows
     ``grad_y`` (probability targets that require grad) receives
     ``d loss / d y = (1 - e) w (lse - z)``, scaled per row.
     """
+    k = _row_kernels(z, t, o) if grad_y is None else None
+    if k is not None:
+        assert rows.col is not None and rows.w_t is not None  # index targets
+        k.ce_index_chunk(_np(z), _np(rows.col), _np(rows.w_t.to(z.dtype)), _np(coef),
+                         _np(scale), 0.0, _np(shift), _np(log_s))
+        return z
     if grad_y is not None:
         d = torch.sub(shift[:, None], z, out=grad_y).add_(log_s[:, None])
         if w is not None:
@@ -482,13 +549,25 @@ class _Linear:
         )
 
     def logits(self, ws: _Workspace, rows: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The chunk's logits ``h_c @ W.T + b``, a block of ``LOGITS_BLOCK_BYTES`` at a time.
+
+        Blocks of vocabulary columns, each written in place into its columns
+        of the workspace: with a single call of a few rows by the whole
+        vocabulary, MKL computes into a scratch as large as the chunk's
+        logits (its working memory doubled); per block the scratch is a block.
+        """
         h_c = self.hidden[rows]
         n = h_c.shape[0]
         out = ws.z[:n] if ws.low is None else ws.low[:n]
-        if self.bias is None:
-            torch.mm(h_c, self.weight.t(), out=out)
-        else:
-            torch.addmm(self.bias, h_c, self.weight.t(), out=out)
+        width = out.shape[1]
+        block = max(1, LOGITS_BLOCK_BYTES // max(1, n * out.element_size()))
+        for lo in range(0, width, block):
+            cols = slice(lo, min(width, lo + block))
+            w_b = self.weight[cols].t()
+            if self.bias is None:
+                torch.mm(h_c, w_b, out=out[:, cols])
+            else:
+                torch.addmm(self.bias[cols], h_c, w_b, out=out[:, cols])
         return ws.capped(out if ws.low is None else ws.z[:n].copy_(out))
 
     def add(self, ws: _Workspace, g: torch.Tensor, rows: slice) -> None:
@@ -599,21 +678,32 @@ def _inverse_denominator(rows: _Rows, o: Options, device: torch.device,
     return torch.where(count == 0, 0.0, 1.0 / torch.where(count == 0, 1.0, count))
 
 
-class ChunkedCrossEntropy(torch.autograd.Function):
-    """The chunked loss as one autograd Function.
+def chunked_loss(o: Options, target: torch.Tensor, w: torch.Tensor | None,
+                 *inputs: torch.Tensor | None) -> torch.Tensor:
+    """The chunked loss of ``inputs`` (``(hidden, weight, bias)`` or ``(logits,)``)."""
+    grad_on = torch.is_grad_enabled()
+    needs = tuple(grad_on and x is not None and x.requires_grad for x in inputs)
+    out = ChunkedCrossEntropy.apply(o, needs, target, w, *inputs)  # type: ignore[no-untyped-call]
+    return cast(torch.Tensor, out[0])
 
-    ``apply(o, target, class_weight, *inputs)``: ``inputs`` are
-    ``(hidden, weight, bias)`` (the linear form) or ``(logits,)``; returns the
-    reduced loss or the row losses.
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """The chunked loss as one autograd Function, in the ``setup_context`` form.
+
+    ``apply(o, needs, target, class_weight, *inputs)``: ``inputs`` are
+    ``(hidden, weight, bias)`` (the linear form) or ``(logits,)``, ``needs``
+    which of them autograd will want a gradient for. Returns the reduced loss
+    or the row losses, then what the backward needs (non-differentiable): the
+    row statistics, ``1 / denominator`` and, in eager mode, the gradients
+    computed chunk by chunk (those in ``needs``).
     """
 
     @staticmethod
-    def forward(ctx: Any, o: Options, target: Any, w: torch.Tensor | None,
-                *inputs: Any) -> torch.Tensor:
+    def forward(o: Options, needs: tuple[bool, ...], target: torch.Tensor,
+                w: torch.Tensor | None, *inputs: Any) -> tuple[torch.Tensor, ...]:
         linear = len(inputs) == 3
         x = inputs[0]
         n_rows, cdt, device = x.shape[0], compute_dtype(x.dtype), x.device
-        needs = ctx.needs_input_grad[3:]
         wc = None if w is None else w.to(cdt)
         rows = _targets(target, wc, o, n_rows, device, cdt)
         inv = _inverse_denominator(rows, o, device, cdt)
@@ -631,40 +721,58 @@ class ChunkedCrossEntropy(torch.autograd.Function):
                 assert g is not None
                 io.add(ws, g, sl)
         _validate.some_finite_logit(namespace(x, "logits")[0], log_s, rows.keep)
-        ctx.o, ctx.linear, ctx.inv = o, linear, inv
-        ctx.eager = io if eager else None
-        ctx.save_for_backward(target, w, shift, log_s, coef, *inputs)
         if o.reduction == "none":
-            return loss_rows.to(x.dtype)
-        return (loss_rows.sum() * inv).to(x.dtype)
+            loss = loss_rows.to(x.dtype)
+        else:
+            loss = (loss_rows.sum() * inv).to(x.dtype)
+        grads = [g for g in io.grads if g is not None] if eager else []
+        return (loss, shift, log_s, coef, inv, *grads)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        o, needs, target, w, *xs = inputs
+        _, shift, log_s, coef, inv, *grads = output
+        ctx.mark_non_differentiable(shift, log_s, coef, inv, *grads)
+        ctx.set_materialize_grads(False)  # no zeros for those outputs' (absent) gradients
+        ctx.o, ctx.linear = o, len(xs) == 3
+        ctx.eager = None
+        if grads:  # one per input in ``needs``, in order
+            left = iter(grads)
+            ctx.eager = tuple(next(left) if n else None for n in needs)
+        ctx.save_for_backward(target, w, shift, log_s, coef, inv, *xs)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, grad_out: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        refuse_second_order()
         o: Options = ctx.o
-        target, w, shift, log_s, coef, *inputs = ctx.saved_tensors
+        target, w, shift, log_s, coef, inv, *inputs = ctx.saved_tensors
+        if grad_out is None:  # only the statistics got a gradient (gradcheck): none flows back
+            return (None,) * (4 + len(inputs))
         x = inputs[0]
         dtypes = [None if t is None else t.dtype for t in inputs]
-        want = ctx.needs_input_grad[3:]
+        want = ctx.needs_input_grad[4:]
         cdt = compute_dtype(x.dtype)
         if ctx.eager is not None:
             # Gradients of the loss were computed in forward: scale by grad_out and hand
             # the buffers over (dropping our reference, so autograd need not copy them).
-            io, ctx.eager = ctx.eager, None
-            grads = io.finish(grad_out.to(cdt), dtypes)
+            grads, ctx.eager = ctx.eager, None
+            if ctx.linear and grads[0] is not None:  # d hidden: every rank's classes feed it
+                o.all_reduce(grads[0], dist.ReduceOp.SUM)
+            grads = _scaled(grads, grad_out.to(cdt), dtypes)
             grads = [g if wanted else None for g, wanted in zip(grads, want, strict=True)]
-            return None, None, None, *grads
+            return None, None, None, None, *grads
         # Recompute: a second pass over the chunks, logits rebuilt from the inputs.
         n_rows, device = x.shape[0], x.device
         wc = None if w is None else w.to(cdt)
         rows = _targets(target, wc, o, n_rows, device, cdt)
-        scale = rows.keep.to(cdt) * ctx.inv * grad_out.to(cdt)
+        scale = rows.keep.to(cdt) * inv * grad_out.to(cdt)
         needs = tuple(bool(a) and t is not None for a, t in zip(want, inputs, strict=True))
         linear = ctx.linear
         io = (_Linear(inputs[0], inputs[1], inputs[2], needs, o) if linear
               else _Logits(x, needs, o))
         grad_y = (torch.empty(target.shape, dtype=cdt, device=device)
-                  if o.soft and ctx.needs_input_grad[1] else None)
+                  if o.soft and ctx.needs_input_grad[2] else None)
         ws = _Workspace(min(o.chunk_size, n_rows), x.dtype, device, o, matmul=linear)
         for sl, z, t in _chunks(io, ws, n_rows, o.chunk_size):
             g = _backward_rows(ws, z, t, rows[sl], wc, scale[sl], shift[sl], log_s[sl], coef[sl], o,
@@ -672,4 +780,4 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             io.add(ws, g, sl)
         grads = io.finish(None, dtypes)
         grad_y = None if grad_y is None else grad_y.to(target.dtype)
-        return None, grad_y, None, *grads
+        return None, None, grad_y, None, *grads

@@ -21,11 +21,11 @@ from torch import nn
 from crossentropy import _validate
 from crossentropy._backend import namespace
 from crossentropy.torch._chunk import (
-    ChunkedCrossEntropy,
     Options,
     auto_chunk_size,
     check_chunk_size,
     check_softcap,
+    chunked_loss,
     resolve_mode,
 )
 
@@ -190,8 +190,8 @@ def linear_cross_entropy(
         (Gemma 2) before everything else; its derivative enters the backward.
     chunk_size : int or None, optional
         Rows per chunk. Default (``auto_chunk_size``): about N / 12 rows, at
-        least 8 MiB and at most 64 MiB of chunk buffers,
-        ``clamp(max(ceil(N / 12), 8 MiB // row), 1, min(N, 64 MiB // row))``
+        least 8 MiB and at most 84 MiB of chunk buffers,
+        ``clamp(max(ceil(N / 12), 8 MiB // row), 1, min(N, 84 MiB // row))``
         with ``row = V * b`` and ``b`` the working bytes per logit (4 for
         float32 logits, 8 for float64; +4 with softcap, +4 for soft targets,
         +4 for float16/bfloat16 inputs). Memory grows as ``chunk_size x V``.
@@ -237,8 +237,8 @@ def linear_cross_entropy(
 
     Only the tokens are chunked, not the vocabulary: a row's gradient needs
     its log-sum-exp over all ``V`` classes first, so splitting the vocabulary
-    would cost a fourth matmul, and 64 MiB still hold a whole float32 row
-    of up to 16 million classes.
+    would cost a fourth matmul, and 84 MiB still hold a whole float32 row
+    of up to 22 million classes.
 
     Double backward (gradients of gradients) is not supported and raises.
 
@@ -315,8 +315,7 @@ def linear_cross_entropy_with_mode(hidden: torch.Tensor, weight: torch.Tensor,
         label_smoothing=label_smoothing, reduction=reduction, divisor=divisor, z_loss=z_loss,
         softcap=softcap, chunk_size=chunk_size, mode=resolve_mode(mode, reduction, target_grad),
     )
-    loss: torch.Tensor = ChunkedCrossEntropy.apply(  # type: ignore[no-untyped-call]
-        options, target2, None, hidden2, weight, bias)
+    loss = chunked_loss(options, target2, None, hidden2, weight, bias)
     return loss.reshape(lead) if reduction == "none" else loss
 
 

@@ -60,12 +60,12 @@ from crossentropy._backend import Namespace, namespace
 from crossentropy._docs import PARAMS
 from crossentropy.torch._chunk import (
     RECOMPUTE,
-    ChunkedCrossEntropy,
     Options,
     Shard,
     auto_chunk_size,
     check_chunk_size,
     check_softcap,
+    chunked_loss,
     resolve_mode,
 )
 
@@ -303,7 +303,7 @@ def vocab_parallel_cross_entropy(
                           auto_chunk_size(rows, local, logits_shard.dtype, soft=soft), RECOMPUTE)
     z = torch.movedim(logits_shard, ax, -1).reshape(rows, local)
     y = torch.movedim(y, ax, -1).reshape(rows, local) if soft else y.reshape(rows)
-    loss: torch.Tensor = ChunkedCrossEntropy.apply(options, y, w, z)  # type: ignore[no-untyped-call]
+    loss = chunked_loss(options, y, w, z)
     return loss.reshape(rows_shape) if reduction == "none" else loss
 
 
@@ -365,7 +365,7 @@ def vocab_parallel_linear_cross_entropy(
     chunk_size : int, optional
         Rows per chunk; the default is ``linear_cross_entropy``'s policy
         (``crossentropy.torch._linear.auto_chunk_size`` with ``V = V_r``:
-        about N / 12 rows, 8 to 64 MiB of chunk buffers). A non-integer is a
+        about N / 12 rows, 8 to 84 MiB of chunk buffers). A non-integer is a
         ``TypeError``, an integer below 1 a ``ValueError``.
 
     Returns
@@ -426,8 +426,7 @@ def vocab_parallel_linear_cross_entropy(
                           resolve_mode("auto", reduction, target_grad))
     h = hidden.reshape(rows, hidden.shape[-1])
     y = y.reshape(rows, local) if soft else y.reshape(rows)
-    loss: torch.Tensor = ChunkedCrossEntropy.apply(  # type: ignore[no-untyped-call]
-        options, y, None, h, weight_shard, bias_shard)
+    loss = chunked_loss(options, y, None, h, weight_shard, bias_shard)
     return loss.reshape(rows_shape) if reduction == "none" else loss
 
 

@@ -448,10 +448,11 @@ def _run_frameworks(args: argparse.Namespace) -> int:
     info = _runtime_info(np)
     print(f"crossentropy bench --frameworks: float32 logits, mean reduction, forward + "
           f"backward; ours and the peer alternate, {rounds} rounds, median ms")
-    print(f"machine: {info['cpu']} ({info['cpus']} CPUs), {info['platform']}, "
+    print(f"machine: {info['cpu']}, {info['isa']} ({info['cpus']} CPUs), {info['platform']}, "
           f"Python {info['python']}")
-    print("peak MiB: " + describe(memory_method()) + ", one forward + backward", flush=True)
-    rows = frameworks.measure(shapes, rounds)
+    print("each framework in a process of its own; peak MiB: " + describe(memory_method())
+          + ", one forward + backward", flush=True)
+    rows = frameworks.measure(shapes, rounds, threads=args.threads)
     print(frameworks.table(rows))
     if args.json:
         args.json.write_text(json.dumps({"info": info, "frameworks": rows}, indent=2))

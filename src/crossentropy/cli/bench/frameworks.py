@@ -3,7 +3,10 @@
 Each row is one framework at one shape, float32 logits, int64 (int32 for JAX)
 class indices, mean reduction, forward + backward, the two variants timed in
 one process, alternating, ``rounds`` times (median ms; ``speedup`` = peer time /
-ours, above 1 is faster):
+ours, above 1 is faster). Each framework runs in a worker process of its own
+(:func:`frameworks_rows`): once TensorFlow's or
+JAX's thread pools exist, their threads compete for the cores with every other
+framework's (the NumPy kernel at 8192 x 1000 took ten times longer after them).
 
 * ``numpy``: ``cross_entropy_with_grad`` (the fused kernels) against a
   NumPy log-softmax written the usual way;
@@ -24,9 +27,13 @@ The gradient column is ``max |g - g_peer| / max |g_peer|``.
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from crossentropy.cli.bench import worker
@@ -184,21 +191,59 @@ MEASURES = {"numpy": numpy_rows, "torch": torch_rows, "jax": jax_rows, "tensorfl
 
 
 def measure(shapes: Sequence[tuple[int, int]] = SHAPES, rounds: int = 7,
-            frameworks: Sequence[str] = tuple(MEASURES),
-            progress: Callable[[str], Any] = print) -> list[dict[str, Any]]:
-    """Rows of the frameworks table; a framework that is not installed is skipped."""
+            frameworks: Sequence[str] = tuple(MEASURES), progress: Callable[[str], Any] = print,
+            threads: int | None = None) -> list[dict[str, Any]]:
+    """Rows of the frameworks table, by shape; each framework in a worker process of its own.
+
+    A framework that is not installed is skipped. ``threads``: numba's threads
+    in the workers (default: numba's setting).
+    """
     rows: list[dict[str, Any]] = []
-    for n, c in shapes:
-        for name in frameworks:
-            try:
-                got = MEASURES[name](n, c, rounds)
-            except ImportError as exc:
-                progress(f"{name}: skipped ({exc})")
+    for name in frameworks:
+        for r in frameworks_rows(name, shapes, rounds, threads):
+            if "skipped" in r:
+                progress(r["skipped"])
                 continue
-            rows.extend(got)
-            for r in got:
-                progress(format_row(r))
-    return rows
+            rows.append(r)
+            progress(format_row(r))
+    order = {f"{n}x{c}": i for i, (n, c) in enumerate(shapes)}
+    return sorted(rows, key=lambda r: order[r["shape"]])  # stable: frameworks keep their order
+
+
+def frameworks_here(name: str, rounds: int, threads: int | None,
+                    shapes: Sequence[tuple[int, ...]]) -> None:
+    """The ``frameworks`` worker's body: ``name``'s rows at each shape, one JSON line each."""
+    if threads:
+        import numba
+
+        numba.set_num_threads(min(threads, int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+    for n, c in shapes:
+        try:
+            rows = MEASURES[name](n, c, rounds)
+        except ImportError as exc:
+            print(json.dumps({"skipped": f"{name}: skipped ({exc})"}), flush=True)
+            return
+        for row in rows:
+            print(json.dumps(row), flush=True)
+
+
+def frameworks_rows(name: str, shapes: Sequence[tuple[int, int]], rounds: int,
+                    threads: int | None = None) -> Iterator[dict[str, Any]]:
+    """Run ``name``'s rows in a fresh worker process; yield each row (a dict) as it arrives.
+
+    A framework that is not installed yields one ``{"skipped": message}``.
+    """
+    cmd = [sys.executable, "-m", __name__, "--worker", name, str(rounds), str(threads or 0),
+           *(f"{n}x{c}" for n, c in shapes)]
+    with tempfile.TemporaryFile("w+") as err, subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, text=True) as proc:  # a file: no pipe stall
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("{"):
+                yield json.loads(line)
+        if proc.wait() != 0:
+            err.seek(0)
+            raise RuntimeError(f"benchmark worker failed ({' '.join(cmd)}):\n{err.read()}")
 
 
 def format_row(r: dict[str, Any]) -> str:
@@ -229,7 +274,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 if __name__ == "__main__":  # python -m crossentropy.cli.bench.frameworks [rounds]
-    import sys
-
+    if sys.argv[1:2] == ["--worker"]:  # --worker NAME ROUNDS THREADS NxC [NxC ...]
+        frameworks_here(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
+                        [tuple(int(v) for v in s.split("x")) for s in sys.argv[5:]])
+        sys.exit(0)
     result = measure(rounds=int(sys.argv[1]) if len(sys.argv) > 1 else 7)
     print(table(result))

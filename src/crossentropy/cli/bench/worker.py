@@ -1,7 +1,8 @@
-"""``crossentropy bench --memory``: peak memory of a PyTorch forward + backward.
+"""Worker processes of ``crossentropy bench``: torch's peak memory, one framework's timings.
 
-Each variant (``F.cross_entropy`` and ``crossentropy.cross_entropy`` on a
-tensor that requires grad) runs in a fresh process of its own, this module's
+``--memory``: peak memory of a PyTorch forward + backward. Each variant
+(``F.cross_entropy`` and ``crossentropy.cross_entropy`` on a tensor that
+requires grad) runs in a fresh process of its own, this module's
 entry point, so that neither sees the other's cached allocations::
 
     python -m crossentropy.cli.bench.worker N C VARIANT THREADS
@@ -9,6 +10,9 @@ entry point, so that neither sees the other's cached allocations::
 The worker builds the inputs, warms the loss up on a tiny batch, then
 measures one forward + backward with the benchmark's memory probe
 (:func:`crossentropy.cli.bench.memory.peak_extra`) and prints one JSON line.
+
+``--frameworks`` times each framework in a worker process of its own too
+(:func:`crossentropy.cli.bench.frameworks.frameworks_rows`).
 """
 
 from __future__ import annotations
