@@ -44,6 +44,7 @@ install: $(TEST_STAMP)
 test: $(TEST_STAMP)
 	$(PY) -m ruff check src tests tools
 	$(VENV)/bin/lint-imports
+	$(PY) -m mypy --strict
 	$(PY) -m pytest -q -m "not slow" -n 2
 
 demo: $(DEMO_STAMP)
@@ -63,4 +64,4 @@ dist: $(PIP_STAMP)
 	$(PY) -m build --outdir dist .
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .hypothesis site
+	rm -rf $(VENV) build dist .pytest_cache .hypothesis .mypy_cache site

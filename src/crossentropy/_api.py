@@ -16,7 +16,7 @@ import importlib
 import sys
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from array_api_compat import is_jax_array
 
@@ -135,7 +135,7 @@ def logsumexp(x: Array, axis: int = -1, keepdims: bool = False) -> Array:
     ``scipy.special.logsumexp(x, axis)`` and ``torch.logsumexp(x, dim)`` compute the same.
     """
     ns, z, ax = V.logits_axis(x, axis, "x")
-    return E.logsumexp(ns, z, ax, keepdims)
+    return cast(Array, E.logsumexp(ns, z, ax, keepdims))
 
 
 @quiet
@@ -155,7 +155,7 @@ def log_softmax(logits: Array, axis: int = -1) -> Array:
     Same as ``torch.log_softmax(x, dim)`` and ``scipy.special.log_softmax(x, axis)``.
     """
     ns, z, ax = V.logits_axis(logits, axis)
-    return E.log_softmax(ns, z, ax)
+    return cast(Array, E.log_softmax(ns, z, ax))
 
 
 @quiet
@@ -170,7 +170,7 @@ def softmax(logits: Array, axis: int = -1) -> Array:
     [0.659  0.2424 0.0986]
     """
     ns, z, ax = V.logits_axis(logits, axis)
-    return E.softmax(ns, z, ax)
+    return cast(Array, E.softmax(ns, z, ax))
 
 
 # ---------------------------------------------------------------- softmax cross-entropy
@@ -221,8 +221,8 @@ def cross_entropy(
                               reduction=reduction, divisor=divisor)
     shell = shell_for(logits)
     if shell is not None:
-        return shell.ce_op(logits, target, weight, opts)
-    return E.ce_loss(V.ce_call(logits, target, weight, opts))
+        return cast(Array, shell.ce_op(logits, target, weight, opts))
+    return cast(Array, E.ce_loss(V.ce_call(logits, target, weight, opts)))
 
 
 @quiet
@@ -261,7 +261,7 @@ def cross_entropy_grad(
     """
     call = _grad_call(logits, target, weight, out, axis=axis, ignore_index=ignore_index,
                       label_smoothing=label_smoothing, reduction=reduction, divisor=divisor)
-    return E.ce_grad(call, out)
+    return cast(Array, E.ce_grad(call, out))
 
 
 @quiet
@@ -345,7 +345,7 @@ def focal_loss(
     gamma = V.non_negative_number(gamma, "gamma")
     opts = CEOptions.checked(axis=axis, ignore_index=ignore_index, reduction=reduction)
     call = V.ce_call(logits, target, weight, opts)
-    return E.focal_loss(call, gamma, _class_factor(call, alpha, "alpha"))
+    return cast(Array, E.focal_loss(call, gamma, _class_factor(call, alpha, "alpha")))
 
 
 @quiet
@@ -387,7 +387,7 @@ def poly1_cross_entropy(
     eps = V.real_number(epsilon, "epsilon")
     opts = CEOptions.checked(axis=axis, ignore_index=ignore_index,
                              label_smoothing=label_smoothing, reduction=reduction)
-    return E.poly1_loss(V.ce_call(logits, target, weight, opts), eps)
+    return cast(Array, E.poly1_loss(V.ce_call(logits, target, weight, opts), eps))
 
 
 # ---------------------------------------------------------------- from probabilities
@@ -432,7 +432,7 @@ def cross_entropy_from_probs(
     """
     opts = CEOptions.checked(axis=axis, ignore_index=ignore_index, reduction=reduction)
     call = V.ce_call(probs, target, weight, opts, name="probs", probs=True)
-    return E.nll_from_probs(call, _clip(eps))
+    return cast(Array, E.nll_from_probs(call, _clip(eps)))
 
 
 @quiet
@@ -459,7 +459,7 @@ def entropy(p: Array, axis: int = -1) -> Array:
     """
     ns, arr, ax = V.logits_axis(p, axis, "p")
     V.non_negative(ns, arr, "p", "probabilities")
-    return E.entropy(ns, arr, ax)
+    return cast(Array, E.entropy(ns, arr, ax))
 
 
 @quiet
@@ -494,7 +494,7 @@ def kl_divergence(p: Array, q: Any, axis: int = -1) -> Array:
         qarr = ns.xp.astype(qarr, ns.compute)
     V.non_negative(ns, parr, "p", "probabilities")
     V.non_negative(ns, qarr, "q", "probabilities")
-    return E.kl_divergence(ns, parr, qarr, ax)
+    return cast(Array, E.kl_divergence(ns, parr, qarr, ax))
 
 
 # ---------------------------------------------------------------- binary
@@ -533,7 +533,7 @@ def binary_cross_entropy(
     call = V.binary_call(probs, target, weight, reduction, "probs")
     V.in_unit_interval(call.ns, call.z, "probs",
                        "; pass logits to binary_cross_entropy_with_logits instead")
-    return E.bce_probs_loss(call, _clip(eps))
+    return cast(Array, E.bce_probs_loss(call, _clip(eps)))
 
 
 @quiet
@@ -569,9 +569,9 @@ def binary_cross_entropy_with_logits(
     reduction = V.reduction(reduction)
     shell = shell_for(logits)
     if shell is not None:
-        return shell.bce_op(logits, target, weight, pos_weight, reduction)
+        return cast(Array, shell.bce_op(logits, target, weight, pos_weight, reduction))
     call = V.binary_call(logits, target, weight, reduction, "logits", pos_weight)
-    return E.bce_logits_loss(call)
+    return cast(Array, E.bce_logits_loss(call))
 
 
 @quiet
@@ -591,7 +591,7 @@ def binary_cross_entropy_with_logits_grad(
     [-0.25  0.25]
     """
     call = V.binary_call(logits, target, weight, reduction, "logits", pos_weight)
-    return E.bce_logits_backward(call)[0]
+    return cast(Array, E.bce_logits_backward(call)[0])
 
 
 @quiet
@@ -617,7 +617,7 @@ def sigmoid_focal_loss(
     call = V.binary_call(logits, target, None, reduction, "logits")
     if alpha is not None and V.real_number(alpha, "alpha") < 0:
         alpha = None  # torchvision's convention: a negative alpha turns the balance off
-    return E.sigmoid_focal_loss(call, gamma, None if alpha is None else float(alpha))
+    return cast(Array, E.sigmoid_focal_loss(call, gamma, None if alpha is None else float(alpha)))
 
 
 #: The functions the framework shells (:mod:`crossentropy.jax`,
@@ -625,14 +625,15 @@ def sigmoid_focal_loss(
 #: differentiate through the forward operations; ``cross_entropy`` and
 #: ``binary_cross_entropy_with_logits`` are the shells' own ops. Written once
 #: here; each shell binds them to the same names, in this order.
-PASS_THROUGH = (
+PASS_THROUGH: tuple[Callable[..., Any], ...] = (
     logsumexp, softmax, log_softmax, cross_entropy_from_probs, binary_cross_entropy, entropy,
     kl_divergence, focal_loss, sigmoid_focal_loss, poly1_cross_entropy, cross_entropy_grad,
     cross_entropy_with_grad, binary_cross_entropy_with_logits_grad,
 )
 
 
-def pass_through(func: Callable, run: Callable, arrays: str, autodiff: str) -> Callable:
+def pass_through(func: Callable[..., Any], run: Callable[..., Any], arrays: str,
+                 autodiff: str) -> Callable[..., Any]:
     """``func`` of :data:`PASS_THROUGH` as a framework shell's function.
 
     ``run(func, *args, **options)`` converts the shell's arrays, calls

@@ -47,7 +47,7 @@ class Namespace:
     #: (``_numerics.rsum``): the accelerator mode of ``_config.ACCUMULATION``
     compensated: bool = False
 
-    def asarray(self, value, dtype=None, name: str = "input"):
+    def asarray(self, value: Any, dtype: Any = None, name: str = "input") -> Any:
         """Bring ``value`` (list, scalar, array of any library) into this namespace.
 
         NumPy ``ml_dtypes.bfloat16`` arrays become float32 (they are cast to the
@@ -64,12 +64,12 @@ class Namespace:
             return value if dtype is None else xp.astype(value, dtype)
         return xp.asarray(value, dtype=dtype, device=self.device)
 
-    def to_output(self, x):
+    def to_output(self, x: Any) -> Any:
         """Cast a result computed in ``compute``/``accum`` precision back to the input dtype."""
         return x if x.dtype == self.dtype else self.xp.astype(x, self.dtype)
 
 
-def _numpy(value, name: str) -> np.ndarray:
+def _numpy(value: Any, name: str) -> np.ndarray[Any, Any]:
     """``np.asarray(value)``; a ragged nested list is a ``ValueError`` naming ``name``."""
     try:
         return np.asarray(value)
@@ -78,12 +78,12 @@ def _numpy(value, name: str) -> np.ndarray:
                          f"lengths), got a ragged {type(value).__name__} ({exc})") from None
 
 
-def is_numpy_bfloat16(dtype) -> bool:
+def is_numpy_bfloat16(dtype: Any) -> bool:
     """True for NumPy's ``ml_dtypes.bfloat16`` (NumPy's own ``isdtype`` rejects it)."""
     return isinstance(dtype, np.dtype) and dtype.name == "bfloat16"
 
 
-def _as_array(value, *, floating: bool, name: str = "input"):
+def _as_array(value: Any, *, floating: bool, name: str = "input") -> Any:
     if array_api_compat.is_array_api_obj(value):
         return value
     arr = _numpy(value, name)
@@ -93,7 +93,7 @@ def _as_array(value, *, floating: bool, name: str = "input"):
 
 
 @functools.cache
-def _has_float64(xp) -> bool:
+def _has_float64(xp: Any) -> bool:
     try:
         kinds = xp.__array_namespace_info__().dtypes(kind="real floating")
     except AttributeError:  # pragma: no cover - namespaces before the 2023.12 standard
@@ -101,22 +101,22 @@ def _has_float64(xp) -> bool:
     return "float64" in kinds
 
 
-def is_floating(xp, dtype) -> bool:
+def is_floating(xp: Any, dtype: Any) -> bool:
     """A real floating dtype (NumPy's ``ml_dtypes.bfloat16`` included)."""
     return is_numpy_bfloat16(dtype) or xp.isdtype(dtype, "real floating")
 
 
-def is_real(xp, dtype) -> bool:
+def is_real(xp: Any, dtype: Any) -> bool:
     """A real (floating, integer or bool) dtype: never complex, never object or string."""
     if is_numpy_bfloat16(dtype):
         return True
     try:
-        return xp.isdtype(dtype, ("real floating", "integral", "bool"))
+        return bool(xp.isdtype(dtype, ("real floating", "integral", "bool")))
     except (TypeError, ValueError):  # NumPy object / string dtypes, foreign dtypes
         return False
 
 
-def namespace(x, name: str, *, floating: bool = True) -> tuple[Namespace, Any]:
+def namespace(x: Any, name: str, *, floating: bool = True) -> tuple[Namespace, Any]:
     """Return the :class:`Namespace` of ``x`` and ``x`` as an array of it.
 
     ``x`` must hold real floating values; integers from Python lists are
@@ -187,12 +187,12 @@ def accumulation_mode() -> str:
     return mode
 
 
-def _compensated(xp, device) -> bool:
+def _compensated(xp: Any, device: Any) -> bool:
     mode = accumulation_mode()
     return mode == "compensated" or (mode == "auto" and on_accelerator(xp, device))
 
 
-def on_accelerator(xp, device) -> bool:
+def on_accelerator(xp: Any, device: Any) -> bool:
     """Whether arrays of ``xp`` on ``device`` live on an accelerator (GPU, TPU, ...).
 
     torch: any device but ``cpu`` (and ``meta``); CuPy: always; JAX: the
@@ -221,7 +221,7 @@ def eps(ns: Namespace) -> float:
     return float(ns.xp.finfo(ns.dtype).eps)
 
 
-def count(ns: Namespace, x):
+def count(ns: Namespace, x: Any) -> Any:
     """The number of elements of ``x``.
 
     An ``int``, or a 0-d ``ns.accum`` array when a dimension is ``None`` (known
@@ -259,7 +259,7 @@ def quiet(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def concrete_bool(x) -> bool | None:
+def concrete_bool(x: Any) -> bool | None:
     """``bool(x)`` for a 0-d boolean array, or ``None`` when the value is abstract.
 
     Under ``jax.jit`` the values are tracers that cannot be inspected, and so
@@ -293,7 +293,7 @@ def torch_compiling() -> bool:
     return torch is not None and bool(torch.compiler.is_compiling())
 
 
-def torch_transformed(x) -> bool:
+def torch_transformed(x: Any) -> bool:
     """True for a torch tensor that ``torch.compile`` traces or a ``torch.func`` transform wraps.
 
     Such tensors have no memory a NumPy view (hence the numba kernels) could
@@ -306,13 +306,13 @@ def torch_transformed(x) -> bool:
     return bool(sys.modules["torch"]._C._functorch.is_functorch_wrapped_tensor(x))
 
 
-def first_true(xp, mask, shape) -> tuple[int, ...]:
+def first_true(xp: Any, mask: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The index (as a tuple) of the first True entry of ``mask``, in C order."""
     flat = xp.reshape(xp.astype(mask, xp.int32), (-1,))
     pos = int(xp.argmax(flat))
     return tuple(int(i) for i in np.unravel_index(pos, shape)) if shape else ()
 
 
-def requires_grad(x) -> bool:
+def requires_grad(x: Any) -> bool:
     """True for a torch tensor that records autograd history."""
     return bool(getattr(x, "requires_grad", False)) and array_api_compat.is_torch_array(x)

@@ -6,6 +6,11 @@ it. (Docstrings filled this way must not contain a bare percent sign.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
 PARAMS = {
     "logits": """logits : array of shape (..., C, ...)
         Unnormalised scores, C classes along ``axis``. Any array-API array
@@ -51,7 +56,7 @@ PARAMS["cross_entropy_params"] = "\n    ".join(
                               "label_smoothing", "reduction", "divisor"))
 
 
-def fill(func):
+def fill(func: F) -> F:
     """Substitute the shared ``%(name)s`` parameter texts into ``func.__doc__``."""
     if func.__doc__:
         func.__doc__ = func.__doc__ % PARAMS

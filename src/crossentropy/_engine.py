@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass, replace
-from types import ModuleType
 from typing import Any
 
 import array_api_compat
@@ -104,7 +103,7 @@ class Saved:
 
 
 @functools.cache
-def kernels() -> ModuleType | None:
+def kernels() -> Any:  # ModuleType | None; a caller checks _fast first
     """The ``_kernels`` package, or ``None`` without numba (the extra ``crossentropy[fast]``)."""
     try:
         from crossentropy import _kernels
@@ -273,7 +272,7 @@ def _write_out(ns: Namespace, g: Any, out: Any, logits: Any) -> Any:
     return out
 
 
-def _own(ns: Namespace, x: Any, given: tuple) -> Any:
+def _own(ns: Namespace, x: Any, given: tuple[Any, ...]) -> Any:
     """``x``, copied if it is one of the caller's arrays (which the caller may mutate)."""
     if x is None or not any(x is g for g in given) or is_jax_array(x):  # JAX: immutable
         return x
@@ -347,6 +346,7 @@ def ce_backward(call: CECall, saved: Saved, grad_output: Any = 1.0, out: Any = N
             return times_grad_output(call, g, grad_output)
     ns, tg = call.ns, _targets(call)
     saved = _generic_saved(call, saved, tg)
+    assert saved.stats is not None
     go = _grad_output_rows(call, grad_output)
     scale = N.grad_scale(ns, call.opts.reduction, saved.denom, go)
     counted = None
@@ -411,6 +411,7 @@ def ce_target_backward(call: CECall, saved: Saved, grad_output: Any = 1.0) -> An
     """``dL/dtarget`` for probability targets (distillation differentiates it)."""
     ns, tg = call.ns, _targets(call)
     saved = _generic_saved(call, saved, tg)
+    assert saved.stats is not None
     go = _grad_output_rows(call, grad_output)
     scale = N.grad_scale(ns, call.opts.reduction, saved.denom, go)
     return ns.to_output(N.ce_target_grad(ns, call.z, tg, call.axis, saved.stats, scale))
@@ -479,6 +480,7 @@ def ce_with_grad(call: CECall, out: Any = None) -> tuple[Any, Any]:
         return _ce_kernel(call, *k, want_loss=True, want_grad=True, out=out)
     tg = _targets(call)
     saved = Saved(stats=_row_stats(call, tg), denom=_denominator(call, tg))
+    assert saved.stats is not None
     loss = _finish(call, N.ce_rows(call.ns, call.z, tg, call.axis, saved.stats), saved.denom)
     return loss, ce_backward(call, saved, out=out)
 

@@ -9,6 +9,7 @@ returns ``dL/dlogits`` for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from crossentropy import _engine as E
@@ -19,6 +20,7 @@ __all__ = ["BCEWithLogitsLoss", "CrossEntropyLoss"]
 
 class _Layer:
     _saved: Any
+    forward: Callable[[Any, Any], Any]
 
     def __call__(self, logits: Any, target: Any) -> Any:
         """Same as :meth:`forward`."""

@@ -32,6 +32,7 @@ ignored index target) is exactly 0, whatever its logits and weights hold.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,7 @@ import array_api_extra as xpx
 from crossentropy._backend import Namespace, torch_transformed
 
 
-def wmul(xp, a, b):
+def wmul(xp: Any, a: Any, b: Any) -> Any:
     """``a * b`` with ``0 * inf = 0``: a zero coefficient contributes nothing.
 
     ``0 * NaN`` stays NaN (IEEE, as in PyTorch): NaN in the input propagates,
@@ -63,18 +64,19 @@ def wmul(xp, a, b):
 # on arrays halving in size.
 
 
-def two_sum(xp, a, b):
+def two_sum(xp: Any, a: Any, b: Any) -> tuple[Any, Any]:
     """``(s, e)``: ``s = fl(a + b)`` and ``a + b = s + e`` exactly (finite ``s``)."""
     s = a + b
     bb = s - a
     return s, (a - (s - bb)) + (b - bb)
 
 
-def _along(ndim: int, axis: int, start: int, stop: int) -> tuple:
+def _along(ndim: int, axis: int, start: int, stop: int) -> tuple[slice, ...]:
     return (slice(None),) * axis + (slice(start, stop),) + (slice(None),) * (ndim - axis - 1)
 
 
-def csum(ns: Namespace, x, axis: int | None = None, keepdims: bool = False):
+def csum(ns: Namespace, x: Any, axis: int | None = None,
+         keepdims: bool = False) -> tuple[Any, Any]:
     """Sum of ``x`` along ``axis`` (all of it for ``None``) as a pair ``(hi, lo)``.
 
     ``hi + lo`` is the sum with a relative error near ``u`` for non-negative
@@ -119,7 +121,7 @@ def csum(ns: Namespace, x, axis: int | None = None, keepdims: bool = False):
     return hi, lo
 
 
-def rsum(ns: Namespace, x, axis: int | None = None, keepdims: bool = False):
+def rsum(ns: Namespace, x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
     """A row or batch sum in ``ns.accum``: compensated float32, or a float64 sum."""
     if ns.compensated:
         hi, lo = csum(ns, x, axis, keepdims)
@@ -127,7 +129,7 @@ def rsum(ns: Namespace, x, axis: int | None = None, keepdims: bool = False):
     return ns.xp.sum(x, axis=axis, keepdims=keepdims, dtype=ns.accum)
 
 
-def log_of_sum(xp, hi, lo):
+def log_of_sum(xp: Any, hi: Any, lo: Any) -> Any:
     """``log(hi + lo)`` for a compensated sum ``hi + lo >= 1`` of a row's ``exp``.
 
     A confident row has ``s = 1 + r`` with a small ``r`` (the max's term is
@@ -142,7 +144,7 @@ def log_of_sum(xp, hi, lo):
     return xp.log1p(r) + fix
 
 
-def add_exact(xp, a, b, c):
+def add_exact(xp: Any, a: Any, b: Any, c: Any) -> Any:
     """``a + b + c`` rounded once (nearly): for ``(m0 - z_t) + log_s`` in float32."""
     s, e = two_sum(xp, a, b)
     return xp.where(xp.isfinite(s), s + (e + c), s)
@@ -166,11 +168,11 @@ class RowStats:
     log_s: Any  # accum dtype, keepdims
     e: Any = None  # exp(z - m0), or None
 
-    def lse(self, ns: Namespace):
+    def lse(self, ns: Namespace) -> Any:
         return ns.xp.astype(self.m0, ns.accum) + self.log_s
 
 
-def row_stats(ns: Namespace, z, axis: int, keep_exp: bool = False) -> RowStats:
+def row_stats(ns: Namespace, z: Any, axis: int, keep_exp: bool = False) -> RowStats:
     """Row max and ``log(sum(exp(z - m0)))``; exact for ``-inf`` entries."""
     xp = ns.xp
     m = xp.max(z, axis=axis, keepdims=True)
@@ -183,11 +185,11 @@ def row_stats(ns: Namespace, z, axis: int, keep_exp: bool = False) -> RowStats:
     return RowStats(m=m, m0=m0, log_s=log_s, e=e if keep_exp else None)
 
 
-def log_softmax(ns: Namespace, z, stats: RowStats):
+def log_softmax(ns: Namespace, z: Any, stats: RowStats) -> Any:
     return (z - stats.m0) - ns.xp.astype(stats.log_s, ns.compute)
 
 
-def softmax(ns: Namespace, z, stats: RowStats):
+def softmax(ns: Namespace, z: Any, stats: RowStats) -> Any:
     return ns.xp.exp(log_softmax(ns, z, stats))
 
 
@@ -208,7 +210,7 @@ class Targets:
     w_sum: Any = None  # index: sum of the class weights (C without weights)
     a: Any = None  # prob: dense coefficients
 
-    def total(self, ns: Namespace, axis: int):
+    def total(self, ns: Namespace, axis: int) -> Any:
         """``A = sum_c a_c`` per row (keepdims, compute dtype)."""
         xp = ns.xp
         if self.kind == "prob":
@@ -229,8 +231,8 @@ def class_shape(ndim: int, axis: int, size: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def index_targets(ns: Namespace, t, axis: int, ndim: int, num_classes: int, *,
-                  ignore_index: int, weight=None, label_smoothing: float = 0.0) -> Targets:
+def index_targets(ns: Namespace, t: Any, axis: int, ndim: int, num_classes: int, *,
+                  ignore_index: int, weight: Any = None, label_smoothing: float = 0.0) -> Targets:
     xp = ns.xp
     t = xp.expand_dims(t, axis=axis)
     counted = t != ignore_index
@@ -248,8 +250,8 @@ def index_targets(ns: Namespace, t, axis: int, ndim: int, num_classes: int, *,
                    soft=e / num_classes, w=w, w_sum=w_sum)
 
 
-def prob_targets(ns: Namespace, y, axis: int, ndim: int, num_classes: int, *,
-                 weight=None, label_smoothing: float = 0.0) -> Targets:
+def prob_targets(ns: Namespace, y: Any, axis: int, ndim: int, num_classes: int, *,
+                 weight: Any = None, label_smoothing: float = 0.0) -> Targets:
     xp = ns.xp
     e = label_smoothing
     a = y if e == 0 else (1.0 - e) * y + e / num_classes
@@ -262,7 +264,7 @@ def prob_targets(ns: Namespace, y, axis: int, ndim: int, num_classes: int, *,
     return Targets(kind="prob", counted=counted, a=a, hard=1.0 - e, soft=e / num_classes, w=w)
 
 
-def target_index(ns: Namespace, tg: Targets, axis: int, shape):
+def target_index(ns: Namespace, tg: Targets, axis: int, shape: tuple[int, ...]) -> Any:
     """An index tuple that picks each row's target class (for ``xpx.at``)."""
     xp = ns.xp
     ndim = len(shape)
@@ -276,7 +278,8 @@ def target_index(ns: Namespace, tg: Targets, axis: int, shape):
     return tuple(idx)
 
 
-def contract(ns: Namespace, tg: Targets, axis: int, f, f_t=None):
+def contract(ns: Namespace, tg: Targets, axis: int, f: Callable[[], Any],
+             f_t: Any = None) -> Any:
     """``sum_c a_c f_c`` per row (keepdims, accum dtype), with ``0 * inf = 0``.
 
     ``f`` is a callable returning the full ``f`` array (called only when a
@@ -301,11 +304,11 @@ def contract(ns: Namespace, tg: Targets, axis: int, f, f_t=None):
 # ---------------------------------------------------------------- softmax cross-entropy
 
 
-def target_logit(ns: Namespace, z, tg: Targets, axis: int):
+def target_logit(ns: Namespace, z: Any, tg: Targets, axis: int) -> Any:
     return ns.xp.take_along_axis(z, tg.t, axis=axis)
 
 
-def ce_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats):
+def ce_rows(ns: Namespace, z: Any, tg: Targets, axis: int, stats: RowStats) -> Any:
     """Per-row loss ``sum_c a_c (lse - z_c)``, keepdims, accum dtype.
 
     Written as ``sum_c a_c ((m0 - z_c) + log_s)`` so that every term is
@@ -320,7 +323,7 @@ def ce_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats):
     return xp.where(tg.counted, loss, xp.zeros_like(loss))
 
 
-def _ce_index_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats):
+def _ce_index_rows(ns: Namespace, z: Any, tg: Targets, axis: int, stats: RowStats) -> Any:
     """Index targets: ``(1 - e) w_t nll_t + (e / C) sum_c w_c nll_c`` (torch's formula).
 
     ``nll_c = d_c + L`` with ``d_c = m0 - z_c >= 0`` and ``L = log_s >= 0``. Each
@@ -356,7 +359,8 @@ def _ce_index_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats):
     return xp.where(tg.counted, loss, xp.zeros_like(loss))
 
 
-def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale, counted=None):
+def ce_grad(ns: Namespace, z: Any, tg: Targets, axis: int, stats: RowStats, scale: Any,
+            counted: Any = None) -> Any:
     """``(p * A - a) * scale`` per row; zero on rows that do not count.
 
     ``counted`` (default ``tg.counted``) are the rows whose gradient is
@@ -407,7 +411,7 @@ def ce_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale, co
     return xpx.at(g, target_index(ns, tg, axis, z.shape)).subtract(hard)
 
 
-def _fancy_setitem(xp) -> bool:
+def _fancy_setitem(xp: Any) -> bool:
     """Whether ``array_api_extra.at`` may index ``xp``'s arrays with integer arrays.
 
     The standard does not require integer-array indexing; NumPy, PyTorch, CuPy
@@ -417,28 +421,29 @@ def _fancy_setitem(xp) -> bool:
             or array_api_compat.is_cupy_namespace(xp) or array_api_compat.is_jax_namespace(xp))
 
 
-def ce_target_grad(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, scale):
+def ce_target_grad(ns: Namespace, z: Any, tg: Targets, axis: int, stats: RowStats,
+                   scale: Any) -> Any:
     """``dL/dy`` for probability targets: ``(1 - e) w_c (lse - z_c) * scale``."""
     g = -log_softmax(ns, z, stats) * (tg.hard * scale)
     return g if tg.w is None else g * tg.w
 
 
-def focal_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, gamma: float,
-               alpha=None):
+def focal_rows(ns: Namespace, z: Any, tg: Targets, axis: int, stats: RowStats, gamma: float,
+               alpha: Any = None) -> Any:
     """``sum_c a_c alpha_c (1 - p_c)^gamma (-log p_c)`` per row (keepdims, accum).
 
     ``alpha`` is ``None``, a number, or per-class weights of shape ``(C,)``.
     """
     xp = ns.xp
 
-    def term(logp, alpha_):
+    def term(logp: Any, alpha_: Any) -> Any:
         logp = xp.astype(logp, ns.accum)
         f = -logp if gamma == 0 else (-xp.expm1(logp)) ** gamma * -logp
         return f if alpha_ is None else alpha_ * f
 
     per_class = alpha is not None and hasattr(alpha, "shape")
 
-    def full():
+    def full() -> Any:
         a = xp.reshape(alpha, class_shape(z.ndim, axis, z.shape[axis])) if per_class else alpha
         return term(log_softmax(ns, z, stats), a)
 
@@ -454,11 +459,11 @@ def focal_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats, gamma:
     return xp.where(tg.counted, loss, xp.zeros_like(loss))
 
 
-def one_minus_p_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats):
+def one_minus_p_rows(ns: Namespace, z: Any, tg: Targets, axis: int, stats: RowStats) -> Any:
     """``sum_c a_c (1 - p_c)`` per row: the poly-1 term."""
     xp = ns.xp
 
-    def full():
+    def full() -> Any:
         return -xp.expm1(log_softmax(ns, z, stats))
 
     f_t = None
@@ -472,14 +477,14 @@ def one_minus_p_rows(ns: Namespace, z, tg: Targets, axis: int, stats: RowStats):
 # ---------------------------------------------------------------- reductions
 
 
-def as_accum(ns: Namespace, n):
+def as_accum(ns: Namespace, n: Any) -> Any:
     """A count (``int``, or already a 0-d accum array) as a 0-d accum array."""
     if hasattr(n, "dtype"):
         return n
     return ns.xp.asarray(float(n), dtype=ns.accum, device=ns.device)
 
 
-def denominator(ns: Namespace, tg: Targets, reduction: str, divisor, n_rows):
+def denominator(ns: Namespace, tg: Targets, reduction: str, divisor: Any, n_rows: Any) -> Any:
     """The mean's divisor as a 0-d accum array (``None`` for sum / none)."""
     xp = ns.xp
     if reduction != "mean":
@@ -491,7 +496,7 @@ def denominator(ns: Namespace, tg: Targets, reduction: str, divisor, n_rows):
     return as_accum(ns, n_rows)
 
 
-def safe_inverse(xp, denom):
+def safe_inverse(xp: Any, denom: Any) -> Any:
     """``1 / denom``, and 0 where ``denom == 0`` (a mean over nothing is 0)."""
     # ``!= 0``, not ``> 0``: a NaN divisor (a NaN class weight on a counted row)
     # propagates as in torch and in the kernels, instead of zeroing the gradient
@@ -499,7 +504,7 @@ def safe_inverse(xp, denom):
     return xp.where(ok, 1.0 / xp.where(ok, denom, xp.ones_like(denom)), xp.zeros_like(denom))
 
 
-def reduce(ns: Namespace, rows, reduction: str, denom):
+def reduce(ns: Namespace, rows: Any, reduction: str, denom: Any) -> Any:
     """Reduce per-element losses (accum dtype) and cast to the output dtype."""
     xp = ns.xp
     if reduction == "none":
@@ -518,7 +523,7 @@ def reduce(ns: Namespace, rows, reduction: str, denom):
     return ns.to_output(total)
 
 
-def grad_scale(ns: Namespace, reduction: str, denom, grad_output=1.0):
+def grad_scale(ns: Namespace, reduction: str, denom: Any, grad_output: Any = 1.0) -> Any:
     """The factor each row's gradient is multiplied by (compute dtype)."""
     xp = ns.xp
     scale = grad_output
@@ -532,19 +537,19 @@ def grad_scale(ns: Namespace, reduction: str, denom, grad_output=1.0):
 # ---------------------------------------------------------------- probabilities
 
 
-def xlogy(xp, x, y):
+def xlogy(xp: Any, x: Any, y: Any) -> Any:
     """``x * log(y)`` with ``0 * log(0) = 0``; NaN propagates (``0 * log(NaN)`` is NaN)."""
     zero = (x == 0) & ~xp.isnan(y)
     safe_y = xp.where(zero, xp.ones_like(y), y)
     return xp.where(zero, xp.zeros_like(x * y), x * xp.log(safe_y))
 
 
-def entropy_rows(ns: Namespace, p, axis: int):
+def entropy_rows(ns: Namespace, p: Any, axis: int) -> Any:
     xp = ns.xp
     return -rsum(ns, xlogy(xp, p, p), axis=axis)
 
 
-def kl_rows(ns: Namespace, p, q, axis: int):
+def kl_rows(ns: Namespace, p: Any, q: Any, axis: int) -> Any:
     """``sum p log(p / q)``: 0 where ``p = 0``, ``+inf`` where ``p > 0 = q``; NaN propagates."""
     xp = ns.xp
     safe_q = xp.where((p == 0) & ~xp.isnan(q), xp.ones_like(q), q)
@@ -556,11 +561,11 @@ def kl_rows(ns: Namespace, p, q, axis: int):
     return rsum(ns, terms, axis=axis)
 
 
-def nll_from_probs_rows(ns: Namespace, p, tg: Targets, axis: int):
+def nll_from_probs_rows(ns: Namespace, p: Any, tg: Targets, axis: int) -> Any:
     """``-sum_c a_c log p_c`` per row (keepdims, accum)."""
     xp = ns.xp
 
-    def neg_log_p():
+    def neg_log_p() -> Any:
         return -xp.log(p)
 
     f_t = None
@@ -577,12 +582,12 @@ def nll_from_probs_rows(ns: Namespace, p, tg: Targets, axis: int):
 # ---------------------------------------------------------------- binary
 
 
-def softplus(xp, x):
+def softplus(xp: Any, x: Any) -> Any:
     """``log(1 + exp(x))`` without overflow."""
     return xp.maximum(x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
 
 
-def sigmoid_pair(xp, z):
+def sigmoid_pair(xp: Any, z: Any) -> tuple[Any, Any]:
     """``(sigmoid(z), sigmoid(-z))``, each without cancellation."""
     e = xp.exp(-xp.abs(z))
     big = 1.0 / (1.0 + e)
@@ -591,14 +596,14 @@ def sigmoid_pair(xp, z):
     return xp.where(pos, big, small), xp.where(pos, small, big)
 
 
-def bce_logits_elements(ns: Namespace, z, y, pos_weight=None):
+def bce_logits_elements(ns: Namespace, z: Any, y: Any, pos_weight: Any = None) -> Any:
     """``pw y softplus(-z) + (1 - y) softplus(z)`` elementwise (compute dtype)."""
     xp = ns.xp
     pos = y if pos_weight is None else pos_weight * y
     return wmul(xp, pos, softplus(xp, -z)) + wmul(xp, 1.0 - y, softplus(xp, z))
 
 
-def bce_logits_grad(ns: Namespace, z, y, pos_weight=None):
+def bce_logits_grad(ns: Namespace, z: Any, y: Any, pos_weight: Any = None) -> Any:
     """``(1 - y) sigmoid(z) - pw y sigmoid(-z)``; ``sigmoid(z) - y`` when ``pw = 1``."""
     xp = ns.xp
     sig, sig_neg = sigmoid_pair(xp, z)
@@ -606,14 +611,14 @@ def bce_logits_grad(ns: Namespace, z, y, pos_weight=None):
     return (1.0 - y) * sig - pos * sig_neg
 
 
-def bce_logits_target_grad(ns: Namespace, z, pos_weight=None):
+def bce_logits_target_grad(ns: Namespace, z: Any, pos_weight: Any = None) -> Any:
     """``dL/dy = pw softplus(-z) - softplus(z)``."""
     xp = ns.xp
     pos = softplus(xp, -z)
     return (pos if pos_weight is None else pos_weight * pos) - softplus(xp, z)
 
 
-def bce_probs_elements(ns: Namespace, p, y):
+def bce_probs_elements(ns: Namespace, p: Any, y: Any) -> Any:
     """``-[y log p + (1 - y) log(1 - p)]`` with ``0 log 0 = 0`` (compute dtype)."""
     xp = ns.xp
     one_minus_y = 1.0 - y

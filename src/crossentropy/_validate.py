@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import array_api_compat
 import numpy as np
@@ -39,13 +39,13 @@ def _at(index: tuple[int, ...]) -> str:
     return f" at index {index}"
 
 
-def reduction(value) -> str:
+def reduction(value: Any) -> str:
     if value not in REDUCTIONS:
         raise ValueError(f"reduction: expected one of 'mean', 'sum', 'none', got {value!r}")
-    return value
+    return cast(str, value)
 
 
-def axis(value, ndim: int, name: str = "logits") -> int:
+def axis(value: Any, ndim: int, name: str = "logits") -> int:
     if ndim < 1:
         raise ValueError(f"{name}: expected at least 1 dimension (the class axis), got a 0-d array")
     try:
@@ -59,14 +59,14 @@ def axis(value, ndim: int, name: str = "logits") -> int:
     return ax % ndim
 
 
-def label_smoothing(value) -> float:
+def label_smoothing(value: Any) -> float:
     e = _real(value, "label_smoothing")
     if not 0.0 <= e <= 1.0:
         raise ValueError(f"label_smoothing: expected a value in [0, 1], got {value!r}")
     return e
 
 
-def divisor(value) -> float | None:
+def divisor(value: Any) -> float | None:
     if value is None:
         return None
     d = _real(value, "divisor")
@@ -78,7 +78,7 @@ def divisor(value) -> float | None:
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
-def ignore_index(value) -> int:
+def ignore_index(value: Any) -> int:
     try:
         index = operator.index(value)
     except TypeError:
@@ -89,7 +89,7 @@ def ignore_index(value) -> int:
     return index
 
 
-def real_number(value, name: str) -> float:
+def real_number(value: Any, name: str) -> float:
     """A finite real number (NaN and infinities are a ValueError)."""
     x = _real(value, name)
     if not math.isfinite(x):
@@ -97,14 +97,14 @@ def real_number(value, name: str) -> float:
     return x
 
 
-def non_negative_number(value, name: str) -> float:
+def non_negative_number(value: Any, name: str) -> float:
     x = real_number(value, name)
     if x < 0:
         raise ValueError(f"{name}: expected a non-negative number, got {value!r}")
     return x
 
 
-def _real(value, name: str) -> float:
+def _real(value: Any, name: str) -> float:
     if isinstance(value, (int, float)):  # the common case, decided without NumPy
         return float(value)
     if isinstance(value, (complex, str, bytes)) or np.iscomplexobj(value):
@@ -115,13 +115,13 @@ def _real(value, name: str) -> float:
         raise TypeError(f"{name}: expected a real number, got {value!r}") from None
 
 
-def real_dtype(ns: Namespace, arr, name: str) -> None:
+def real_dtype(ns: Namespace, arr: Any, name: str) -> None:
     """Complex (and object, string) dtypes are a ``TypeError``: never truncated."""
     if not is_real(ns.xp, arr.dtype):
         raise TypeError(f"{name}: expected real numbers, got dtype {arr.dtype}")
 
 
-def _within(ns: Namespace, arr, low: float, high: float | None = None) -> bool | None:
+def _within(ns: Namespace, arr: Any, low: float, high: float | None = None) -> bool | None:
     """Whether every entry is in ``[low, high]``, by reductions that make no mask.
 
     ``True``: all in range and no NaN; ``None``: the values are abstract (under
@@ -141,7 +141,7 @@ def _within(ns: Namespace, arr, low: float, high: float | None = None) -> bool |
     return concrete_bool(ok)
 
 
-def non_negative(ns: Namespace, arr, name: str, what: str = "values") -> None:
+def non_negative(ns: Namespace, arr: Any, name: str, what: str = "values") -> None:
     """Negative entries are a ValueError; NaN is allowed (it propagates)."""
     if _within(ns, arr, 0) is not False:
         return
@@ -154,7 +154,7 @@ def non_negative(ns: Namespace, arr, name: str, what: str = "values") -> None:
         )
 
 
-def in_unit_interval(ns: Namespace, arr, name: str, hint: str = "") -> None:
+def in_unit_interval(ns: Namespace, arr: Any, name: str, hint: str = "") -> None:
     """Entries outside ``[0, 1]`` are a ValueError; NaN is allowed (it propagates)."""
     if _within(ns, arr, 0, 1) is not False:
         return
@@ -167,7 +167,7 @@ def in_unit_interval(ns: Namespace, arr, name: str, hint: str = "") -> None:
         )
 
 
-def same_shape(arr, expected: tuple[int, ...], name: str, against: str) -> None:
+def same_shape(arr: Any, expected: tuple[int, ...], name: str, against: str) -> None:
     if tuple(arr.shape) != tuple(expected):
         raise ValueError(
             f"{name}: expected shape {tuple(expected)} (the shape of {against}), "
@@ -175,7 +175,7 @@ def same_shape(arr, expected: tuple[int, ...], name: str, against: str) -> None:
         )
 
 
-def weight(ns: Namespace, value, num_classes: int, name: str = "weight"):
+def weight(ns: Namespace, value: Any, num_classes: int, name: str = "weight") -> Any:
     """Per-class weights: shape ``(C,)``, non-negative, in the compute dtype."""
     if value is None:
         return None
@@ -191,7 +191,7 @@ def weight(ns: Namespace, value, num_classes: int, name: str = "weight"):
     return w
 
 
-def elementwise_weight(ns: Namespace, value, shape: tuple[int, ...], name: str):
+def elementwise_weight(ns: Namespace, value: Any, shape: tuple[int, ...], name: str) -> Any:
     """A weight that broadcasts against the elements (binary losses)."""
     if value is None:
         return None
@@ -217,7 +217,7 @@ def _broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     return b
 
 
-def _index_dtype(xp):
+def _index_dtype(xp: Any) -> Any:
     """The namespace's default indexing dtype (int64; int32 on JAX without x64), or None."""
     try:
         return xp.__array_namespace_info__().default_dtypes()["indexing"]
@@ -225,7 +225,8 @@ def _index_dtype(xp):
         return None
 
 
-def target(ns: Namespace, value, shape: tuple[int, ...], ax: int, ignore: int):
+def target(ns: Namespace, value: Any, shape: tuple[int, ...], ax: int,
+           ignore: int) -> tuple[Any, Literal["index", "prob"]]:
     """Check a target against logits of ``shape`` with the class axis ``ax``.
 
     Returns ``(target, kind)``: integer targets are class indices (``kind ==
@@ -268,7 +269,7 @@ def target(ns: Namespace, value, shape: tuple[int, ...], ax: int, ignore: int):
     )
 
 
-def rows_sum_to_one(ns: Namespace, p, ax: int, name: str = "probs") -> None:
+def rows_sum_to_one(ns: Namespace, p: Any, ax: int, name: str = "probs") -> None:
     """Each row of a distribution sums to 1 within ``sqrt(eps)`` of its dtype."""
     xp = ns.xp
     total = xp.sum(p, axis=ax, dtype=ns.accum)  # no N x C copy in the accum dtype
@@ -283,12 +284,12 @@ def rows_sum_to_one(ns: Namespace, p, ax: int, name: str = "probs") -> None:
         )
 
 
-def some_finite_logit(ns: Namespace, m, counted, name: str = "logits") -> None:
+def some_finite_logit(ns: Namespace, m: Any, counted: Any, name: str = "logits") -> None:
     """Raise for a counted row whose max ``m`` is -inf: it has no distribution."""
     no_empty_rows(ns, (m == -ns.xp.inf) & counted, name)
 
 
-def no_empty_rows(ns: Namespace, bad, name: str = "logits") -> None:
+def no_empty_rows(ns: Namespace, bad: Any, name: str = "logits") -> None:
     """Raise for the first True of ``bad``: a counted row whose logits are all -inf."""
     xp = ns.xp
     if concrete_bool(xp.any(bad)):
@@ -302,7 +303,7 @@ def no_empty_rows(ns: Namespace, bad, name: str = "logits") -> None:
 # ---------------------------------------------------------------- checked calls
 
 
-def logits_axis(x, axis_, name: str = "logits") -> tuple[Namespace, Any, int]:
+def logits_axis(x: Any, axis_: Any, name: str = "logits") -> tuple[Namespace, Any, int]:
     """``x`` as an array of its namespace, and the class axis (non-negative, non-empty)."""
     ns, z = namespace(x, name)
     ax = axis(axis_, z.ndim, name)
@@ -311,12 +312,12 @@ def logits_axis(x, axis_, name: str = "logits") -> tuple[Namespace, Any, int]:
     return ns, z, ax
 
 
-def compute(ns: Namespace, x):
+def compute(ns: Namespace, x: Any) -> Any:
     """``x`` in the compute dtype (float16 and bfloat16 run in float32)."""
     return x if x.dtype == ns.compute else ns.xp.astype(x, ns.compute)
 
 
-def _options_axis(value) -> int:
+def _options_axis(value: Any) -> int:
     try:
         return operator.index(value)
     except TypeError:
@@ -344,7 +345,8 @@ class CEOptions:
         return _checked_options(cls, axis, ignore_index, label_smoothing, reduction, divisor)
 
 
-def _checked_options(cls, ax, ignore, smoothing, red, div) -> CEOptions:
+def _checked_options(cls: type[CEOptions], ax: Any, ignore: Any, smoothing: Any, red: Any,
+                     div: Any) -> CEOptions:
     return cls(axis=_options_axis(ax), ignore_index=ignore_index(ignore),
                label_smoothing=label_smoothing(smoothing), reduction=reduction(red),
                divisor=divisor(div))
@@ -365,7 +367,7 @@ class CECall:
     opts: CEOptions
 
 
-def ce_call(logits, target_, weight_, opts: CEOptions, *, name: str = "logits",
+def ce_call(logits: Any, target_: Any, weight_: Any, opts: CEOptions, *, name: str = "logits",
             probs: bool = False) -> CECall:
     """Check a softmax-family call once; ``probs=True`` checks ``logits`` as probabilities."""
     ns, z, ax = logits_axis(logits, opts.axis, name)
@@ -380,7 +382,7 @@ def ce_call(logits, target_, weight_, opts: CEOptions, *, name: str = "logits",
                   num_classes=shape[ax], weight=w, opts=opts)
 
 
-def trusted_ce_call(logits, y, w, opts: CEOptions) -> CECall:
+def trusted_ce_call(logits: Any, y: Any, w: Any, opts: CEOptions) -> CECall:
     """Rebuild the call a forward checked, from its saved arrays, without checking again.
 
     ``y`` and ``w`` may be the checked ones or the arrays as given (then only
@@ -389,7 +391,7 @@ def trusted_ce_call(logits, y, w, opts: CEOptions) -> CECall:
     ns, z = namespace(logits, "logits")
     ax = opts.axis % z.ndim
     xp = ns.xp
-    kind = "index" if xp.isdtype(y.dtype, "integral") else "prob"
+    kind: Literal["index", "prob"] = "index" if xp.isdtype(y.dtype, "integral") else "prob"
     index_dtype = _index_dtype(xp) if kind == "index" else ns.compute
     if index_dtype is not None and y.dtype != index_dtype:
         y = xp.astype(y, index_dtype)
@@ -399,7 +401,7 @@ def trusted_ce_call(logits, y, w, opts: CEOptions) -> CECall:
                   num_classes=z.shape[ax], weight=w, opts=opts)
 
 
-def grad_output(ns: Namespace, value):
+def grad_output(ns: Namespace, value: Any) -> Any:
     """The upstream gradient: a real number (a float), or a real array of ``ns``."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -414,11 +416,11 @@ def grad_output(ns: Namespace, value):
 # ---------------------------------------------------------------- out=
 
 
-def _library(x) -> str:
+def _library(x: Any) -> str:
     return type(x).__module__.split(".")[0]
 
 
-def _extent(x) -> tuple[int, int] | None:
+def _extent(x: Any) -> tuple[int, int] | None:
     """The byte range ``[lo, hi)`` a strided array spans (NumPy, torch, CuPy), or None."""
     if array_api_compat.is_torch_array(x):
         if x.numel() == 0:
@@ -436,28 +438,28 @@ def _extent(x) -> tuple[int, int] | None:
     return start + lo * item, start + (hi + 1) * item
 
 
-def _same_view(a, b) -> bool:
+def _same_view(a: Any, b: Any) -> bool:
     """``b`` is ``a`` itself, or a view of exactly the same elements in the same order."""
     if a is b:
         return True
     if type(a) is not type(b) or tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype:
         return False
     if isinstance(a, np.ndarray):
-        return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-                and a.strides == b.strides)
+        return bool(a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+                    and a.strides == b.strides)
     if array_api_compat.is_torch_array(a):
-        return a.data_ptr() == b.data_ptr() and a.stride() == b.stride()
+        return bool(a.data_ptr() == b.data_ptr() and a.stride() == b.stride())
     return False
 
 
-def _overlaps(out, arr) -> bool:
+def _overlaps(out: Any, arr: Any) -> bool:
     if arr is None or not array_api_compat.is_array_api_obj(arr):
         return False
     if isinstance(out, np.ndarray) and isinstance(arr, np.ndarray):
         if not np.may_share_memory(out, arr):
             return False
         try:
-            return bool(np.shares_memory(out, arr, max_work=10_000))
+            return bool(np.shares_memory(out, arr, max_work=10_000))  # type: ignore[arg-type]
         except np.exceptions.TooHardError:
             return True
     if _library(out) != _library(arr):
@@ -470,7 +472,7 @@ def _overlaps(out, arr) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
-def out_buffer(call: CECall, out, inputs: tuple = ()) -> None:
+def out_buffer(call: CECall, out: Any, inputs: tuple[Any, ...] = ()) -> None:
     """Check ``out=`` before anything is computed or written.
 
     ``out`` must be a writeable array of the logits' library, shape and dtype;
@@ -523,7 +525,8 @@ class BinaryCall:
     reduction: str
 
 
-def binary_call(x, target_, weight_, reduction_value, name: str, pos_weight=None) -> BinaryCall:
+def binary_call(x: Any, target_: Any, weight_: Any, reduction_value: Any, name: str,
+                pos_weight: Any = None) -> BinaryCall:
     """Check a binary call: ``target`` of ``x``'s shape in [0, 1], weights that broadcast."""
     ns, arr = namespace(x, name)
     y = ns.asarray(target_, name="target")
@@ -538,7 +541,8 @@ def binary_call(x, target_, weight_, reduction_value, name: str, pos_weight=None
     return BinaryCall(ns=ns, z=compute(ns, arr), y=y, weight=w, pos_weight=pw, reduction=red)
 
 
-def trusted_binary_call(logits, y, w, pw, reduction_value: str) -> BinaryCall:
+def trusted_binary_call(logits: Any, y: Any, w: Any, pw: Any,
+                        reduction_value: str) -> BinaryCall:
     """Rebuild a checked binary call from its saved arrays, without checking again.
 
     As :func:`trusted_ce_call`, the arrays as given are brought to the compute dtype.

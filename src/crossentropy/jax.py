@@ -21,8 +21,9 @@ differentiated (their cotangent is zero); soft targets are.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import jax
 import jax.numpy as jnp
@@ -40,20 +41,23 @@ Array = TypeVar("Array", bound=Any)
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
 def ce_op(logits: Array, target: Any, weight: Any, opts: E.CEOptions) -> Array:
     """Softmax cross-entropy of checked options as a ``jax.custom_vjp`` op."""
-    return _ce_fwd(logits, target, weight, opts)[0]
+    return cast(Array, _ce_fwd(logits, target, weight, opts)[0])
 
 
-def _ce_fwd(logits, target, weight, opts: E.CEOptions):
+def _ce_fwd(logits: Any, target: Any, weight: Any,
+            opts: E.CEOptions) -> tuple[Any, tuple[Any, ...]]:
     call = E.ce_call(logits, target, weight, opts)
     # Staged (jit, scan): keep exp(z - max) for the backward, as optax's autodiff does; it
     # is a buffer of the one compiled program. Eager: the per-row statistics only.
     loss, saved = E.ce_forward(call, keep_exp=isinstance(logits, jax.core.Tracer))
     stats = saved.stats
+    assert stats is not None  # the generic path (JAX arrays) saves the row stats
     return loss, (logits, call.y, call.weight, stats.m, stats.m0, stats.log_s, stats.e,
                   saved.denom)
 
 
-def _ce_bwd(opts: E.CEOptions, residuals, grad_loss):
+def _ce_bwd(opts: E.CEOptions, residuals: tuple[Any, ...],
+            grad_loss: Any) -> tuple[Any, Any, None]:
     logits, y, w, m, m0, log_s, e, denom = residuals
     call = E.trusted_ce_call(logits, y, w, opts)
     saved = E.Saved(stats=E.RowStats(m=m, m0=m0, log_s=log_s, e=e), denom=denom)
@@ -83,21 +87,23 @@ def cross_entropy(logits: Array, target: Any, *, axis: int = -1, weight: Any = N
     opts = E.CEOptions.checked(axis=axis, ignore_index=ignore_index,
                              label_smoothing=label_smoothing, reduction=reduction,
                              divisor=divisor)
-    return ce_op(_jax(logits), target, weight, opts)
+    return cast(Array, ce_op(_jax(logits), target, weight, opts))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4,))
 def bce_op(logits: Array, target: Any, weight: Any, pos_weight: Any, reduction: str) -> Array:
     """Binary cross-entropy from logits (checked ``reduction``) as a ``jax.custom_vjp`` op."""
-    return _bce_fwd(logits, target, weight, pos_weight, reduction)[0]
+    return cast(Array, _bce_fwd(logits, target, weight, pos_weight, reduction)[0])
 
 
-def _bce_fwd(logits, target, weight, pos_weight, reduction):
+def _bce_fwd(logits: Any, target: Any, weight: Any, pos_weight: Any,
+             reduction: str) -> tuple[Any, tuple[Any, ...]]:
     call = E.binary_call(logits, target, weight, reduction, "logits", pos_weight)
     return E.bce_logits_loss(call), (logits, call.y, call.weight, call.pos_weight)
 
 
-def _bce_bwd(reduction, residuals, grad_loss):
+def _bce_bwd(reduction: str, residuals: tuple[Any, ...],
+             grad_loss: Any) -> tuple[Any, Any, None, None]:
     logits, y, w, pw = residuals
     call = E.trusted_binary_call(logits, y, w, pw, reduction)
     g, gy = E.bce_logits_backward(call, grad_loss, target_grad=True)
@@ -110,7 +116,7 @@ bce_op.defvjp(_bce_fwd, _bce_bwd)
 def binary_cross_entropy_with_logits(logits: Array, target: Any, *, weight: Any = None,
                                      pos_weight: Any = None, reduction: str = "mean") -> Array:
     """:func:`crossentropy.binary_cross_entropy_with_logits` as a ``jax.custom_vjp`` op."""
-    return bce_op(_jax(logits), target, weight, pos_weight, E.reduction(reduction))
+    return cast(Array, bce_op(_jax(logits), target, weight, pos_weight, E.reduction(reduction)))
 
 
 # ---------------------------------------------------------------- the rest (JAX autodiff)
@@ -120,11 +126,11 @@ def _jax(x: Any) -> Any:
     return x if isinstance(x, jax.Array) else jnp.asarray(x)
 
 
-def _on_jax(func, /, x, *arrays, **options):
+def _on_jax(func: Callable[..., Any], /, x: Any, *arrays: Any, **options: Any) -> Any:
     return func(_jax(x), *arrays, **options)
 
 
-def _through(func):
+def _through(func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` of :mod:`crossentropy` on JAX arrays, differentiated by JAX."""
     return _api.pass_through(
         func, _on_jax, "JAX arrays",

@@ -11,6 +11,7 @@ float64: within 2 ulp (``tests/kernels/test_kernels.py`` checks 10^7 points).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -19,7 +20,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from crossentropy._config import EXP_FASTMATH, PARALLEL_JIT, VECTOR_WIDTH
-from crossentropy._kernels.jit import jit
+from crossentropy._kernels.jit import FloatArray, jit
 
 __all__ = [
     "F32_XMIN", "F64_XMIN", "exp_diff", "exp_neg", "exp_neg_array", "fmax", "like", "store_fence",
@@ -57,7 +58,7 @@ _F64_C = tuple(1.0 / math.factorial(k) for k in range(14))
 
 
 @intrinsic
-def _add_to_exponent(typingctx, q, t):
+def _add_to_exponent(typingctx: Any, q: Any, t: Any) -> Any:
     """``q * 2**n`` for ``q`` in [0.5, 2), ``n`` carried by the float ``t = MAGIC + n``.
 
     ``t`` carries the integer ``n`` in its low mantissa bits: the bits of ``t``
@@ -68,7 +69,7 @@ def _add_to_exponent(typingctx, q, t):
         return None
     ity, shift = (ir.IntType(32), 23) if q == types.float32 else (ir.IntType(64), 52)
 
-    def codegen(context, builder, sig, args):
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         qv, tv = args
         n_bits = builder.shl(builder.bitcast(tv, ity), ity(shift))
         return builder.bitcast(builder.add(builder.bitcast(qv, ity), n_bits), qv.type)
@@ -77,11 +78,11 @@ def _add_to_exponent(typingctx, q, t):
 
 
 @intrinsic
-def _llvm_maximum(typingctx, a, b):
+def _llvm_maximum(typingctx: Any, a: Any, b: Any) -> Any:
     if not (isinstance(a, types.Float) and a == b):
         return None
 
-    def codegen(context, builder, sig, args):
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         ty = args[0].type
         fn = builder.module.declare_intrinsic("llvm.maximum", [ty], ir.FunctionType(ty, [ty, ty]))
         return builder.call(fn, args)
@@ -90,8 +91,8 @@ def _llvm_maximum(typingctx, a, b):
 
 
 @intrinsic
-def _prefer_vector_width(typingctx):
-    def codegen(context, builder, sig, args):
+def _prefer_vector_width(typingctx: Any) -> Any:
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         # llvmlite checks attribute names against a fixed list without
         # key="value" attributes; the set underneath takes the string as is.
         # Any failure leaves LLVM's default width.
@@ -104,7 +105,7 @@ def _prefer_vector_width(typingctx):
     return types.none(), codegen
 
 
-def wide_vectors():
+def wide_vectors() -> None:
     """Let LLVM vectorise the calling function with ``_config.VECTOR_WIDTH``-bit vectors.
 
     Call it first in a kernel's loop body (numba code). LLVM's tuning for
@@ -115,15 +116,19 @@ def wide_vectors():
     """
 
 
+# numba checks that an overload's implementation has the parameters of its typing
+# function, annotations included: both are annotated ``Any`` (types, then values).
+
+
 @overload(wide_vectors, inline="always")
-def _wide_vectors_overload():
-    def impl():
-        _prefer_vector_width()
+def _wide_vectors_overload() -> Any:
+    def impl() -> None:
+        _prefer_vector_width()  # type: ignore[call-arg]  # numba code
 
     return impl
 
 
-def fmax(a, b):
+def fmax(a: float, b: float) -> float:
     """IEEE 754-2019 ``maximum`` (``llvm.maximum``): NaN if either is NaN.
 
     Unlike ``if b > a: a = b``, LLVM vectorises it as a reduction. This
@@ -135,18 +140,18 @@ def fmax(a, b):
 
 
 @overload(fmax)
-def _fmax_overload(a, b):
+def _fmax_overload(a: Any, b: Any) -> Any:
     if isinstance(a, types.Float) and a == b:
 
-        def impl(a, b):
-            return _llvm_maximum(a, b)
+        def impl(a: Any, b: Any) -> Any:
+            return _llvm_maximum(a, b)  # type: ignore[call-arg]  # numba code
 
         return impl
     return None
 
 
 @jit(inline="always", fastmath=set(EXP_FASTMATH))
-def _exp_f32(x, err):
+def _exp_f32(x: float, err: float) -> float:
     """float32 ``exp(x + err)`` for ``x <= 0`` and a tiny correction ``err``.
 
     ``err`` (the rounding error of ``x``, or 0) is added to the reduced argument.
@@ -161,12 +166,12 @@ def _exp_f32(x, err):
     q = q * r + _F32_P1
     q = q * r + _F32_P0
     q = q * (r * r) + r + _F32_ONE
-    y = _add_to_exponent(q, t)
+    y: float = _add_to_exponent(q, t)  # type: ignore[call-arg]  # numba code, not Python
     return y if x >= F32_XMIN else _F32_ZERO
 
 
 @jit(inline="always", fastmath=set(EXP_FASTMATH))
-def _exp_f64(x, err):
+def _exp_f64(x: float, err: float) -> float:
     """float64 ``exp(x + err)`` for ``x <= 0`` and a tiny correction ``err``."""
     c = _F64_C
     t = x * _F64_LOG2E + _F64_MAGIC
@@ -186,11 +191,11 @@ def _exp_f64(x, err):
     q = q * r + c[3]
     q = q * r + c[2]
     q = q * (r * r) + r + 1.0
-    y = _add_to_exponent(q, t)
+    y: float = _add_to_exponent(q, t)  # type: ignore[call-arg]  # numba code, not Python
     return y if x >= F64_XMIN else 0.0
 
 
-def exp_neg(x):
+def exp_neg(x: float) -> Any:
     """``exp(x)`` for ``-inf <= x <= 0`` inside numba code; see the module doc.
 
     Results below ``exp(XMIN)`` (2.7e-38 for float32, 7e-308 for float64) are
@@ -203,18 +208,18 @@ _EXP = {types.float32: (_exp_f32, _F32_ZERO), types.float64: (_exp_f64, 0.0)}
 
 
 @overload(exp_neg, jit_options={"fastmath": set(EXP_FASTMATH)})
-def _exp_neg_overload(x):
+def _exp_neg_overload(x: Any) -> Any:
     if x not in _EXP:
         return None
     exp_, zero = _EXP[x]
 
-    def impl(x):
+    def impl(x: Any) -> Any:
         return exp_(x, zero)
 
     return impl
 
 
-def exp_diff(z, m):
+def exp_diff(z: float, m: float) -> Any:
     """``exp(z - m)`` for ``z <= m`` inside numba code.
 
     The rounding error of ``z - m`` (up to ``|z - m| * 2^-24`` relative in
@@ -226,12 +231,12 @@ def exp_diff(z, m):
 
 
 @overload(exp_diff, jit_options={"fastmath": set(EXP_FASTMATH)})
-def _exp_diff_overload(z, m):
+def _exp_diff_overload(z: Any, m: Any) -> Any:
     if not (z in _EXP and m == z):
         return None
     exp_ = _EXP[z][0]
 
-    def impl(z, m):
+    def impl(z: Any, m: Any) -> Any:
         x = z - m
         # TwoSum(z, -m): err = (z - m) - x exactly (no reassoc here)
         bz = x + m
@@ -249,7 +254,7 @@ _LINE = 64  # bytes: a cache line, and the widest vector store
 
 
 @intrinsic
-def _stream_copy(typingctx, src, dst):
+def _stream_copy(typingctx: Any, src: Any, dst: Any) -> Any:
     """``dst[:] = src`` with non-temporal stores (1-D contiguous, same float dtype and length).
 
     The elements before ``dst``'s first 64-byte boundary and after its last
@@ -264,7 +269,7 @@ def _stream_copy(typingctx, src, dst):
             and isinstance(dst.dtype, types.Float) and src.layout in "CA" and dst.layout == "C"):
         return None
 
-    def codegen(context, builder, sig, args):
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         sty, dty = sig.args
         sa = context.make_array(sty)(context, builder, args[0])
         da = context.make_array(dty)(context, builder, args[1])
@@ -284,7 +289,7 @@ def _stream_copy(typingctx, src, dst):
         nvec = builder.sdiv(builder.sub(n, head), i64(width))
         body_end = builder.add(head, builder.mul(nvec, i64(width)))
 
-        def scalar(k):
+        def scalar(k: Any) -> None:
             v = builder.load(builder.gep(sp, [k]), align=size)
             builder.store(v, builder.gep(dp, [k]), align=size)
 
@@ -306,63 +311,63 @@ def _stream_copy(typingctx, src, dst):
 
 
 @intrinsic
-def _store_fence(typingctx):
-    def codegen(context, builder, sig, args):
+def _store_fence(typingctx: Any) -> Any:
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         builder.fence("seq_cst")  # x86: mfence, which also orders non-temporal stores
         return context.get_dummy_value()
 
     return types.none(), codegen
 
 
-def stream_copy(src, dst):
+def stream_copy(src: FloatArray, dst: FloatArray) -> None:
     """``dst[:] = src`` with non-temporal stores (numba code; see ``_stream_copy``)."""
     dst[:] = src
 
 
 @overload(stream_copy, inline="always")
-def _stream_copy_overload(src, dst):
-    def impl(src, dst):
-        _stream_copy(src, dst)
+def _stream_copy_overload(src: Any, dst: Any) -> Any:
+    def impl(src: Any, dst: Any) -> None:
+        _stream_copy(src, dst)  # type: ignore[call-arg]  # numba code
 
     return impl
 
 
-def store_fence():
+def store_fence() -> None:
     """A full memory fence, after :func:`stream_copy` and before other threads read."""
 
 
 @overload(store_fence, inline="always")
-def _store_fence_overload():
-    def impl():
-        _store_fence()
+def _store_fence_overload() -> Any:
+    def impl() -> None:
+        _store_fence()  # type: ignore[call-arg]  # numba code
 
     return impl
 
 
-def like(v, arr):
+def like(v: float, arr: FloatArray) -> Any:
     """``v`` converted to the element type of ``arr`` (numba code only)."""
     return arr.dtype.type(v)
 
 
 @overload(like)
-def _like_overload(v, arr):
+def _like_overload(v: Any, arr: Any) -> Any:
     ty = arr.dtype
 
-    def impl(v, arr):
+    def impl(v: Any, arr: Any) -> Any:
         return ty(v)
 
     return impl
 
 
 @jit(**PARALLEL_JIT)
-def _exp_neg_kernel(x, out):
+def _exp_neg_kernel(x: FloatArray, out: FloatArray) -> None:
     n = x.shape[0]
     for i in prange(n):
         wide_vectors()
         out[i] = exp_neg(x[i])
 
 
-def exp_neg_array(x, out=None):
+def exp_neg_array(x: FloatArray, out: FloatArray | None = None) -> FloatArray:
     """``exp_neg`` over a 1-D float32/float64 array ``x`` (in parallel), into ``out``."""
     out = np.empty_like(x) if out is None else out
     _exp_neg_kernel(x, out)

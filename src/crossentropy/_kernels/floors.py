@@ -16,7 +16,7 @@ from numba import prange
 
 from crossentropy._config import PARALLEL_JIT, REDUCE_JIT
 from crossentropy._kernels.exp import exp_diff, wide_vectors
-from crossentropy._kernels.jit import jit
+from crossentropy._kernels.jit import FloatArray, jit
 
 __all__ = ["copy_pass", "exp_pass", "read_pass"]
 
@@ -24,13 +24,13 @@ _CHUNK = 1 << 14
 
 
 @jit(inline="always")
-def _chunk(a, b):
+def _chunk(a: FloatArray, b: int) -> FloatArray:
     """Chunk ``b`` of ``a``, a slice."""
     return a[b * _CHUNK : min(a.shape[0], (b + 1) * _CHUNK)]
 
 
 @jit(**PARALLEL_JIT)
-def copy_pass(z, out):
+def copy_pass(z: FloatArray, out: FloatArray) -> None:
     """``out[:] = z`` over 1-D arrays, in parallel chunks."""
     n = z.shape[0]
     for b in prange((n + _CHUNK - 1) // _CHUNK):
@@ -41,7 +41,7 @@ def copy_pass(z, out):
 
 
 @jit(**{**REDUCE_JIT, "parallel": True})
-def read_pass(z):
+def read_pass(z: FloatArray) -> float:
     """The float64 sum of a 1-D array, in parallel chunks."""
     n = z.shape[0]
     total = 0.0
@@ -56,7 +56,7 @@ def read_pass(z):
 
 
 @jit(**PARALLEL_JIT)
-def exp_pass(z, m, out):
+def exp_pass(z: FloatArray, m: float, out: FloatArray) -> None:
     """``out = exp(z - m)`` over 1-D arrays with the kernels' ``exp``, in parallel chunks."""
     n = z.shape[0]
     for b in prange((n + _CHUNK - 1) // _CHUNK):

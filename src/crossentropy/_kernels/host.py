@@ -13,7 +13,7 @@ a caller's ``out``: that is checked first.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numba
 import numpy as np
@@ -90,7 +90,7 @@ class disabled:  # noqa: N801 - a context manager used like a function
         self._saved, ENABLED = ENABLED, False
         return self
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> Literal[False]:
         global ENABLED
         ENABLED = self._saved
         return False
@@ -106,7 +106,7 @@ def applicable(z: Any, axis: int, out: Any = None) -> bool:
     """
     if not (
         ENABLED
-        and not numba.config.DISABLE_JIT
+        and not numba.config.DISABLE_JIT  # type: ignore[attr-defined]  # not in numba's stubs
         and type(z) is np.ndarray
         and z.dtype in (np.float32, np.float64)
         and z.ndim >= 1
@@ -260,7 +260,7 @@ def cross_entropy(call: CECall, *, want_loss: bool = True, want_grad: bool = Tru
     loss_rows = np.empty(R, z.dtype) if per_row else np.empty(0, z.dtype)
     block_sum = np.empty(nb, np.float64) if want_loss else _EMPTY_F64
     block_bad = np.empty(nb, np.int64)
-    g = _as_rows(grad) if want_grad else np.empty((0, C), z.dtype)
+    g = _as_rows(grad) if grad is not None else np.empty((0, C), z.dtype)
     scale = 1.0 / denom if opts.reduction == "mean" else 1.0
     eps = float(opts.label_smoothing)
     if index:
@@ -290,7 +290,7 @@ def saved_applicable(call: CECall) -> bool:
     return call.kind == "index" and call.opts.label_smoothing == 0.0
 
 
-def ce_index_forward(call: CECall) -> tuple[Any, dict, np.ndarray]:
+def ce_index_forward(call: CECall) -> tuple[Any, dict[str, Any], np.ndarray]:
     """The forward that saves row statistics, for autograd: ``(loss, saved, bad)``.
 
     It reads each row once and keeps two numbers per row, the max ``m``
@@ -317,7 +317,7 @@ def ce_index_forward(call: CECall) -> tuple[Any, dict, np.ndarray]:
     return loss, {"m": m, "s": s, "denom": denom}, bad.view(bool).reshape(z.shape[:-1])
 
 
-def ce_index_backward(call: CECall, saved: dict, grad_output: Any = 1.0,
+def ce_index_backward(call: CECall, saved: dict[str, Any], grad_output: Any = 1.0,
                       out: np.ndarray | None = None) -> np.ndarray:
     """The gradient times ``grad_output`` (a number, or per-row values for ``"none"``).
 
@@ -370,7 +370,7 @@ def bce_with_logits(call: BinaryCall, *, want_grad: bool, grad_output: float = 1
     gradient times ``grad_output``. Weights broadcast against the logits.
     """
     z = call.z
-    shape = z.shape
+    shape: tuple[int, ...] = z.shape
     zr = _as_rows(z)
     R, C = zr.shape
     rows, nb = _blocks(C, R, elementwise=True)

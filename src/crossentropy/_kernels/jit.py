@@ -18,14 +18,21 @@ import os
 import threading
 import types as pytypes
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numba
+import numpy as np
 from numba import njit
+from numpy.typing import NDArray
 
 from crossentropy._config import PARALLEL_MIN_ELEMENTS
 
-__all__ = ["CACHING", "jit", "parallel_usable", "rows_kernel"]
+__all__ = ["CACHING", "FloatArray", "IntArray", "jit", "parallel_usable", "rows_kernel"]
+
+#: The kernels' array arguments, as their Python signatures state them (numba
+#: ignores annotations: it compiles one specialisation per argument type).
+FloatArray = NDArray[np.floating[Any]]
+IntArray = NDArray[np.integer[Any]]
 
 
 def _probe() -> None:  # a function of this package's directory, for the cache probe
@@ -33,12 +40,12 @@ def _probe() -> None:  # a function of this package's directory, for the cache p
 
 
 def _caching_available() -> bool:
-    if numba.config.DISABLE_JIT:
+    if numba.config.DISABLE_JIT:  # type: ignore[attr-defined]  # not in numba's stubs
         return False
     try:
         from numba.core.caching import FunctionCache
 
-        FunctionCache(_probe)
+        FunctionCache(_probe)  # type: ignore[no-untyped-call]  # numba leaves it untyped
     except Exception:  # noqa: BLE001 - RuntimeError "no locator available", OSError...
         return False
     return True
@@ -48,11 +55,11 @@ def _caching_available() -> bool:
 CACHING = _caching_available()
 
 
-def jit(**options: Any) -> Callable:
+def jit(**options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``numba.njit(**options)``, with ``cache`` only where numba can cache."""
     if options.get("cache") and not CACHING:
         options = {**options, "cache": False}
-    return njit(**options)
+    return cast(Callable[[Callable[..., Any]], Callable[..., Any]], njit(**options))
 
 
 # ---------------------------------------------------------------- parallel or serial
@@ -73,10 +80,12 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 def parallel_usable() -> bool:
     """Whether a kernel may start numba's thread pool in this process now."""
-    return _state["parallel_ok"] and not numba.config.DISABLE_JIT and numba.get_num_threads() > 1
+    return bool(_state["parallel_ok"] and not numba.config.DISABLE_JIT  # type: ignore[attr-defined]
+                and numba.get_num_threads() > 1)
 
 
-def _run_parallel(parallel: Callable, serial: Callable, args: tuple) -> Any:
+def _run_parallel(parallel: Callable[..., Any], serial: Callable[..., Any],
+                  args: tuple[Any, ...]) -> Any:
     if _state["thread_safe"]:
         return parallel(*args)
     # First launch (the layer is not known yet) or a layer that is not
@@ -88,7 +97,8 @@ def _run_parallel(parallel: Callable, serial: Callable, args: tuple) -> Any:
         result = parallel(*args)
         if _state["thread_safe"] is None:
             try:
-                _state["thread_safe"] = numba.threading_layer() in ("tbb", "omp")
+                _state["thread_safe"] = numba.threading_layer() in (  # type: ignore[attr-defined]
+                    "tbb", "omp")
             except ValueError:  # no parallel region ran
                 pass
         return result
@@ -96,14 +106,15 @@ def _run_parallel(parallel: Callable, serial: Callable, args: tuple) -> Any:
         _lock.release()
 
 
-def rows_kernel(parallel_options: dict[str, Any]) -> Callable[[Callable], Callable]:
+def rows_kernel(
+        parallel_options: dict[str, Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Compile ``fn`` twice, in parallel and serially; each call picks one by size and state.
 
     The size is that of the first argument. The serial copy is a distinct
     function (its own name) so that numba's caches do not collide.
     """
 
-    def wrap(fn: Callable) -> Callable:
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         parallel = jit(**parallel_options)(fn)
         clone = pytypes.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
                                      fn.__defaults__, fn.__closure__)

@@ -40,13 +40,14 @@ default) and label smoothing ``e``:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import prange
 
 from crossentropy._config import PARALLEL_JIT, REDUCE_JIT, ROW_JIT, SERIAL_JIT, SUM_CHUNK
 from crossentropy._kernels.exp import exp_diff, fmax, like, store_fence, stream_copy, wide_vectors
-from crossentropy._kernels.jit import jit, rows_kernel
+from crossentropy._kernels.jit import FloatArray, IntArray, jit, rows_kernel
 
 __all__ = [
     "bce_kernel",
@@ -71,7 +72,7 @@ _rows_kernel = rows_kernel(PARALLEL_JIT)
 
 
 @jit(**REDUCE_JIT)
-def _row_max(z, i):
+def _row_max(z: FloatArray, i: int) -> Any:
     """Pass 1: the row max, NaN if the row holds a NaN."""
     wide_vectors()
     m = z[i, 0]
@@ -81,7 +82,7 @@ def _row_max(z, i):
 
 
 @jit(**REDUCE_JIT)
-def _row_sum_exp(z, i, m, buf, nxt):
+def _row_sum_exp(z: FloatArray, i: int, m: Any, buf: FloatArray, nxt: int) -> Any:
     """Pass 2 without a gradient: ``(sum_c exp(z_c - m)`` in float64, the max of row ``nxt``).
 
     ``exp`` goes through ``buf`` (a scratch of the logits' dtype) a chunk at
@@ -120,7 +121,7 @@ def _row_sum_exp(z, i, m, buf, nxt):
 
 
 @jit(**REDUCE_JIT)
-def _row_exp_store(z, i, m, oi, nxt):
+def _row_exp_store(z: FloatArray, i: int, m: Any, oi: FloatArray, nxt: int) -> Any:
     """Pass 2 with a gradient: ``oi[c] = exp(z_c - m)``; ``(their float64 sum, max of row nxt)``.
 
     ``oi`` is a row of length C, which may be ``z[i]``: each element is read
@@ -146,7 +147,7 @@ def _row_exp_store(z, i, m, oi, nxt):
 
 
 @jit(**REDUCE_JIT)
-def _sum(v):
+def _sum(v: Any) -> Any:
     wide_vectors()
     s = 0.0
     for k in range(v.shape[0]):
@@ -160,32 +161,33 @@ def _sum(v):
 
 
 @jit(**ROW_JIT)
-def _row_fill(out, i, v):
+def _row_fill(out: FloatArray, i: int, v: Any) -> None:
     for c in range(out.shape[1]):
         out[i, c] = v
 
 
 @jit(**ROW_JIT)
-def _soft_a(y, i, c, keep, e_over_c, weight, has_weight):
+def _soft_a(y: FloatArray, i: int, c: int, keep: float, e_over_c: float, weight: FloatArray,
+            has_weight: bool) -> Any:
     """``a_c = w_c ((1 - e) y_c + e / C)`` of a probability target (float64)."""
     a_c = keep * float(y[i, c]) + e_over_c
     return a_c * float(weight[c]) if has_weight else a_c
 
 
 @jit(**ROW_JIT)
-def _skipped(t, ignore_index, C):
+def _skipped(t: int, ignore_index: int, C: int) -> bool:
     """Whether a row is skipped: target ``ignore_index`` (or out of range, unreachable)."""
     return t == ignore_index or t < 0 or t >= C
 
 
 @jit(**ROW_JIT)
-def _block(b, rows, R):
+def _block(b: int, rows: int, R: int) -> tuple[int, int]:
     r0 = b * rows
     return r0, min(R, r0 + rows)
 
 
 @jit(**ROW_JIT)
-def _row_loss(loss, per_row, i, li, acc):
+def _row_loss(loss: FloatArray, per_row: bool, i: int, li: float, acc: float) -> float:
     """Row ``i``'s loss ``li`` into ``loss[i]`` if ``per_row``; returns ``acc + li``."""
     if per_row:
         loss[i] = li
@@ -193,7 +195,8 @@ def _row_loss(loss, per_row, i, li, acc):
 
 
 @jit(**ROW_JIT)
-def _block_end(b, want_loss, acc, block_sum, first, block_bad):
+def _block_end(b: int, want_loss: bool, acc: float, block_sum: FloatArray, first: int,
+               block_bad: IntArray) -> None:
     """Block ``b``: its loss sum (if wanted) and its first all -inf row (or -1)."""
     if want_loss:
         block_sum[b] = acc
@@ -206,13 +209,13 @@ def _block_end(b, want_loss, acc, block_sum, first, block_bad):
 
 
 @jit(**ROW_JIT)
-def _scratch(z):
+def _scratch(z: FloatArray) -> Any:
     """The chunk buffer of :func:`_row_sum_exp` (one per block of rows)."""
     return np.empty(min(z.shape[1], SUM_CHUNK), z.dtype)
 
 
 @_rows_kernel
-def lse_kernel(z, rows, lse):
+def lse_kernel(z: FloatArray, rows: int, lse: FloatArray) -> None:
     R = z.shape[0]
     for b in prange((R + rows - 1) // rows):
         wide_vectors()
@@ -233,7 +236,7 @@ def lse_kernel(z, rows, lse):
 
 
 @_rows_kernel
-def softmax_kernel(z, rows, out, log):
+def softmax_kernel(z: FloatArray, rows: int, out: FloatArray, log: bool) -> None:
     R, C = z.shape
     for b in prange((R + rows - 1) // rows):
         wide_vectors()
@@ -263,7 +266,8 @@ def softmax_kernel(z, rows, out, log):
 
 
 @jit(**SERIAL_JIT)
-def ce_denominator_kernel(target, weight, has_weight, ignore_index, C):
+def ce_denominator_kernel(target: IntArray, weight: FloatArray, has_weight: bool,
+                          ignore_index: int, C: int) -> Any:
     """Sum of w[t_i] over the counted rows, and the first row out of range (-1 if none)."""
     denom = 0.0
     for i in range(target.shape[0]):
@@ -277,7 +281,8 @@ def ce_denominator_kernel(target, weight, has_weight, ignore_index, C):
 
 
 @_rows_kernel
-def first_empty_row_kernel(z, target, index, ignore_index, rows, block_bad):
+def first_empty_row_kernel(z: FloatArray, target: IntArray, index: bool, ignore_index: int,
+                           rows: int, block_bad: IntArray) -> None:
     """Per block, the first counted row whose logits are all -inf (-1 if none).
 
     Run before a kernel that writes into a caller's buffer, so that a call
@@ -308,8 +313,9 @@ def first_empty_row_kernel(z, target, index, ignore_index, rows, block_bad):
 
 
 @jit(**ROW_JIT)
-def _ce_index_inf_row(z, i, t, weight, has_weight, weight_sum, a_t, e_over_c, sc,
-                      want_loss, grad, want_grad):
+def _ce_index_inf_row(z: FloatArray, i: int, t: Any, weight: FloatArray, has_weight: bool,
+                      weight_sum: float, a_t: float, e_over_c: float, sc: float,
+                      want_loss: bool, grad: FloatArray, want_grad: bool) -> Any:
     C = z.shape[1]
     li = 0.0
     big_a = a_t + e_over_c * weight_sum if e_over_c > 0.0 else a_t
@@ -334,7 +340,9 @@ def _ce_index_inf_row(z, i, t, weight, has_weight, weight_sum, a_t, e_over_c, sc
 
 
 @jit(**ROW_JIT)
-def _ce_soft_inf_row(z, y, i, weight, has_weight, keep, e_over_c, sc, want_loss, grad, want_grad):
+def _ce_soft_inf_row(z: FloatArray, y: FloatArray, i: int, weight: FloatArray, has_weight: bool,
+                     keep: float, e_over_c: float, sc: float, want_loss: bool, grad: FloatArray,
+                     want_grad: bool) -> Any:
     C = z.shape[1]
     big_a = 0.0
     cross = 0.0
@@ -354,7 +362,7 @@ def _ce_soft_inf_row(z, y, i, weight, has_weight, keep, e_over_c, sc, want_loss,
 
 
 @jit(**ROW_JIT)
-def _ce_index_smooth(z, i, m, weight, has_weight):
+def _ce_index_smooth(z: FloatArray, i: int, m: Any, weight: FloatArray, has_weight: bool) -> Any:
     """``(sum_c w_c (m - z_c), W_max)``: a term is 0 where ``w_c == 0`` or ``z_c == m``.
 
     ``W_max`` is the weight sum of the classes at the row max (``z_c == m``);
@@ -380,8 +388,9 @@ def _ce_index_smooth(z, i, m, weight, has_weight):
 
 
 @jit(**ROW_JIT)
-def _ce_index_finish(z, t, m, z_t, smooth, w_max, s, weight, has_weight, weight_sum, eps, sc,
-                     want_loss, g, want_grad):
+def _ce_index_finish(z: FloatArray, t: Any, m: Any, z_t: Any, smooth: float, w_max: float,
+                     s: Any, weight: FloatArray, has_weight: bool, weight_sum: float, eps: float,
+                     sc: float, want_loss: bool, g: FloatArray, want_grad: bool) -> Any:
     """Finish a row: return its loss, and run pass 3 of its gradient.
 
     The gradient row ``g`` holds ``exp(z_c - m)`` and ``s`` is their sum.
@@ -418,8 +427,10 @@ def _ce_index_finish(z, t, m, z_t, smooth, w_max, s, weight, has_weight, weight_
 
 
 @jit(**ROW_JIT)
-def _ce_index_row(z, i, t, weight, has_weight, weight_sum, ignore_index, eps, sc,
-                  want_loss, grad, want_grad, buf, ebuf, m, have_m, nxt):
+def _ce_index_row(z: FloatArray, i: int, t: Any, weight: FloatArray, has_weight: bool,
+                  weight_sum: float, ignore_index: int, eps: float, sc: float,
+                  want_loss: bool, grad: FloatArray, want_grad: bool, buf: FloatArray,
+                  ebuf: FloatArray, m: Any, have_m: bool, nxt: int) -> Any:
     """Row ``i`` of softmax cross-entropy with an index target.
 
     ``m`` is the row max if ``have_m``; with ``nxt >= 0`` the row's ``exp``
@@ -463,8 +474,10 @@ def _ce_index_row(z, i, t, weight, has_weight, weight_sum, ignore_index, eps, sc
 
 
 @jit(**ROW_JIT)
-def _ce_index_rows(z, r0, r1, target, weight, has_weight, weight_sum, ignore_index, eps, sc,
-                   want_loss, loss, per_row, grad, want_grad, stream):
+def _ce_index_rows(z: FloatArray, r0: int, r1: int, target: IntArray, weight: FloatArray,
+                   has_weight: bool, weight_sum: float, ignore_index: int, eps: float, sc: float,
+                   want_loss: bool, loss: FloatArray, per_row: bool, grad: FloatArray,
+                   want_grad: bool, stream: bool) -> Any:
     """Rows ``r0:r1``, one by one: ``(sum of the losses, first all -inf row or -1)``.
 
     Each row's ``exp`` pass also finds the next row's max (:func:`_row_sum_exp`).
@@ -491,9 +504,10 @@ def _ce_index_rows(z, r0, r1, target, weight, has_weight, weight_sum, ignore_ind
 
 @_rows_kernel
 def ce_index_kernel(
-    z, target, weight, has_weight, weight_sum, ignore_index, eps, scale,
-    rows, loss, per_row, block_sum, grad, want_grad, stream, block_bad,
-):  # fmt: skip
+    z: FloatArray, target: IntArray, weight: FloatArray, has_weight: bool, weight_sum: float,
+    ignore_index: int, eps: float, scale: float, rows: int, loss: FloatArray, per_row: bool,
+    block_sum: FloatArray, grad: FloatArray, want_grad: bool, stream: bool, block_bad: IntArray,
+) -> None:  # fmt: skip
     """Softmax cross-entropy, index targets, ``rows`` rows per block.
 
     ``per_row``: each row's loss into ``loss`` (R,); else only the block sums.
@@ -512,9 +526,10 @@ def ce_index_kernel(
 
 @_rows_kernel
 def ce_index_small_kernel(
-    z, target, weight, has_weight, weight_sum, ignore_index, eps, scale,
-    rows, loss, per_row, block_sum, grad, want_grad, stream, block_bad,
-):  # fmt: skip
+    z: FloatArray, target: IntArray, weight: FloatArray, has_weight: bool, weight_sum: float,
+    ignore_index: int, eps: float, scale: float, rows: int, loss: FloatArray, per_row: bool,
+    block_sum: FloatArray, grad: FloatArray, want_grad: bool, stream: bool, block_bad: IntArray,
+) -> None:  # fmt: skip
     """As :func:`ce_index_kernel`, for few classes: ``exp`` over a block's contiguous elements."""
     R, C = z.shape
     want_loss = block_sum.shape[0] > 0
@@ -581,7 +596,9 @@ def ce_index_small_kernel(
 
 
 @_rows_kernel
-def ce_index_stats_kernel(z, t, w, has_w, ignore_index, rows, m_out, s_out, loss, bad):
+def ce_index_stats_kernel(z: FloatArray, t: IntArray, w: FloatArray, has_w: bool, ignore_index: int,
+                          rows: int, m_out: FloatArray, s_out: FloatArray, loss: FloatArray,
+                          bad: IntArray) -> None:
     """The forward that saves row statistics (index targets, no smoothing).
 
     Per row: the max ``m_out`` (exact), ``s_out = sum_c exp(z_c - m)``
@@ -630,7 +647,8 @@ def ce_index_stats_kernel(z, t, w, has_w, ignore_index, rows, m_out, s_out, loss
 
 
 @_rows_kernel
-def ce_index_grad_kernel(z, t, ignore_index, rows, m, s, sc, g):
+def ce_index_grad_kernel(z: FloatArray, t: IntArray, ignore_index: int, rows: int,
+                         m: FloatArray, s: FloatArray, sc: FloatArray, g: FloatArray) -> None:
     """The backward from :func:`ce_index_stats_kernel`'s statistics, one read and one write.
 
     ``g_c = sc_i (exp(z_c - m_i) / s_i - [c == t_i])``; ignored rows 0; ``g`` may be ``z``.
@@ -657,7 +675,9 @@ def ce_index_grad_kernel(z, t, ignore_index, rows, m, s, sc, g):
 
 
 @_rows_kernel
-def ce_index_chunk_kernel(z, col, a, coef, scale, z_loss, stats, rows, m, log_s, z_t):
+def ce_index_chunk_kernel(z: FloatArray, col: IntArray, a: FloatArray, coef: FloatArray,
+                          scale: FloatArray, z_loss: float, stats: bool, rows: int,
+                          m: FloatArray, log_s: FloatArray, z_t: FloatArray) -> None:
     """A chunk's gradient in place of its logits (index targets): the chunk engine's row math.
 
     Row ``i`` has its target in column ``col[i]`` with mass ``a[i]`` (0 for a
@@ -706,9 +726,10 @@ def ce_index_chunk_kernel(z, col, a, coef, scale, z_loss, stats, rows, m, log_s,
 
 @_rows_kernel
 def ce_soft_kernel(
-    z, y, weight, has_weight, eps, scale,
-    rows, loss, per_row, block_sum, grad, want_grad, block_bad,
-):  # fmt: skip
+    z: FloatArray, y: FloatArray, weight: FloatArray, has_weight: bool, eps: float, scale: float,
+    rows: int, loss: FloatArray, per_row: bool, block_sum: FloatArray, grad: FloatArray,
+    want_grad: bool, block_bad: IntArray,
+) -> None:  # fmt: skip
     """Softmax cross-entropy, probability targets ``y`` (any float dtype, ``(R, C)`` view)."""
     R, C = z.shape
     want_loss = block_sum.shape[0] > 0
@@ -762,9 +783,11 @@ def ce_soft_kernel(
 
 @_rows_kernel
 def bce_kernel(
-    z, y, weight, has_weight, pos_weight, has_pos_weight, scale,
-    rows, loss_mode, loss, block_sum, grad, want_grad,
-):  # fmt: skip
+    z: FloatArray, y: FloatArray, weight: FloatArray, has_weight: bool, pos_weight: FloatArray,
+    has_pos_weight: bool, scale: float,
+    rows: int, loss_mode: Any, loss: FloatArray, block_sum: FloatArray, grad: FloatArray,
+    want_grad: bool,
+) -> None:  # fmt: skip
     """Sigmoid cross-entropy from logits, elementwise, ``rows`` rows per block.
 
     loss_mode: 0 no loss, 1 elementwise into loss (R, C), 2 block sums into

@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 #: Command-line words that are values with a leading minus sign ("-1,2", "-.5", "-1e-3",
 #: "-inf,2"), not options. Set as a parser's ``_negative_number_matcher`` (argparse has no
@@ -120,8 +121,8 @@ def error(args: argparse.Namespace, message: str) -> int:
     return 2  # not reached: parser.error exits
 
 
-def add_command(subparsers: argparse._SubParsersAction, name: str,
-                run: Callable[[argparse.Namespace], int], **kwargs) -> argparse.ArgumentParser:
+def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+                run: Callable[[argparse.Namespace], int], **kwargs: Any) -> argparse.ArgumentParser:
     """Add the subcommand ``name``, which calls ``run(args)``; its parser, for the options.
 
     ``kwargs`` go to ``add_parser`` (``help``, ``description``, ...). The parser

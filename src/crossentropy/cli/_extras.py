@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterable
 
 #: Import name -> (distribution name, extra of this package that installs it).
 PROVIDERS: dict[str, tuple[str, str]] = {
@@ -35,7 +36,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def missing(modules) -> list[str]:
+def missing(modules: Iterable[str]) -> list[str]:
     """The modules among ``modules`` that cannot be imported, in order."""
     return [name for name in modules if importlib.util.find_spec(name) is None]
 
@@ -52,7 +53,7 @@ def message(command: str, absent: list[str]) -> str:
     )
 
 
-def require(command: str, modules) -> int:
+def require(command: str, modules: Iterable[str]) -> int:
     """0 if every module imports; else print the one-line message to stderr and return 2."""
     absent = missing(modules)
     if not absent:

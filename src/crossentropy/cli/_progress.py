@@ -9,6 +9,8 @@ commands print their results as plain lines either way.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
+from typing import Any
 
 
 def on_terminal() -> bool:
@@ -16,7 +18,8 @@ def on_terminal() -> bool:
     return all(getattr(s, "isatty", lambda: False)() for s in (sys.stdout, sys.stderr))
 
 
-def bar(iterable=None, *, enabled: bool | None = None, **kwargs):
+def bar(iterable: Iterable[Any] | None = None, *, enabled: bool | None = None,
+        **kwargs: Any) -> Any:
     """A tqdm bar on stderr, disabled unless :func:`on_terminal` (or ``enabled``) says so."""
     from tqdm import tqdm
 

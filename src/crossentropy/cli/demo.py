@@ -62,7 +62,7 @@ MNIST_FILES = (
 class Dense:
     """Fully connected layer ``y = x W + b`` (He-initialised for the ReLU after it)."""
 
-    def __init__(self, n_in: int, n_out: int, rng) -> None:
+    def __init__(self, n_in: int, n_out: int, rng: Any) -> None:
         import numpy as np
 
         self.params = {
@@ -71,12 +71,12 @@ class Dense:
         }
         self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
 
-    def forward(self, x):
+    def forward(self, x: Any) -> Any:
         """``x @ W + b``; keeps ``x`` for the backward."""
         self.x = x  # saved for backward
         return x @ self.params["W"] + self.params["b"]
 
-    def backward(self, dy):
+    def backward(self, dy: Any) -> Any:
         """Store ``dW = x^T dy`` and ``db``; return ``dy W^T``."""
         self.grads["W"] = self.x.T @ dy
         self.grads["b"] = dy.sum(axis=0)
@@ -86,14 +86,14 @@ class Dense:
 class ReLU:
     """``y = max(x, 0)``; the gradient passes where the input was positive."""
 
-    params: dict = {}
+    params: dict[str, Any] = {}
 
-    def forward(self, x):
+    def forward(self, x: Any) -> Any:
         """``max(x, 0)``; keeps where ``x`` was positive."""
         self.positive = x > 0
         return x * self.positive
 
-    def backward(self, dy):
+    def backward(self, dy: Any) -> Any:
         """``dy`` where the input was positive, 0 elsewhere."""
         return dy * self.positive
 
@@ -101,20 +101,20 @@ class ReLU:
 class MLP:
     """``Dense -> ReLU -> ... -> Dense``: logits for each class."""
 
-    def __init__(self, sizes: list[int], rng) -> None:
-        self.layers: list = []
+    def __init__(self, sizes: list[int], rng: Any) -> None:
+        self.layers: list[Any] = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             self.layers.append(Dense(n_in, n_out, rng))
             if i < len(sizes) - 2:
                 self.layers.append(ReLU())
 
-    def forward(self, x):
+    def forward(self, x: Any) -> Any:
         """The logits of the batch ``x``."""
         for layer in self.layers:
             x = layer.forward(x)
         return x
 
-    def backward(self, dlogits):
+    def backward(self, dlogits: Any) -> Any:
         """Backpropagate ``dlogits`` through every layer; the gradient wrt the input."""
         for layer in reversed(self.layers):
             dlogits = layer.backward(dlogits)
@@ -124,7 +124,8 @@ class MLP:
 class Adam:
     """Adam (Kingma & Ba 2015), written plainly; updates the layers' params in place."""
 
-    def __init__(self, layers, lr=3e-3, beta1=0.9, beta2=0.999, eps=1e-8) -> None:
+    def __init__(self, layers: list[Any], lr: float = 3e-3, beta1: float = 0.9,
+                 beta2: float = 0.999, eps: float = 1e-8) -> None:
         import numpy as np
 
         self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
@@ -156,7 +157,7 @@ class Adam:
 # data, training, evaluation
 
 
-def load_split():
+def load_split() -> Any:
     """The digits as ``(X_train, X_test, y_train, y_test)``: pixels scaled to [0, 1]."""
     import numpy as np
     from sklearn.datasets import load_digits
@@ -174,7 +175,7 @@ def load_split():
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path: Path):
+def read_idx(path: Path) -> Any:
     """An IDX file (the MNIST format, raw or gzipped) as a NumPy array.
 
     The header is two zero bytes, a type code, the number of dimensions and
@@ -216,7 +217,7 @@ def find_mnist_file(data_dir: Path, name: str) -> Path:
     raise FileNotFoundError(f"no {name} (or {name}.gz) in {str(data_dir)!r}")
 
 
-def load_mnist(data_dir: Path):
+def load_mnist(data_dir: Path) -> tuple[Any, Any, Any, Any]:
     """MNIST from its four IDX files as ``(X_train, X_test, y_train, y_test)``.
 
     Images are flattened to rows of pixels scaled to [0, 1]; labels are int64.
@@ -257,7 +258,7 @@ class DemoResult:
     test_accuracy: float
     confusion: Any  # (10, 10) int array, rows = true digit, columns = predicted
     recall: Any  # (10,) per digit: the diagonal over the row's total
-    history: dict = field(default_factory=dict)  # per epoch: train/test loss and accuracy
+    history: dict[str, Any] = field(default_factory=dict)  # per epoch: train/test loss and accuracy
     seconds: float = 0.0
     n_train: int = 0
     n_test: int = 0
@@ -273,7 +274,7 @@ def train(
     batch_size: int = 32,
     progress: bool | None = None,
     report_every: int = 0,
-    data=None,
+    data: Any = None,
 ) -> DemoResult:
     """Train the MLP and return its test accuracy, confusion matrix and curves.
 
@@ -345,7 +346,7 @@ def train(
     )
 
 
-def format_confusion(confusion, recall) -> str:
+def format_confusion(confusion: Any, recall: Any) -> str:
     """The confusion matrix as text, with each digit's recall.
 
     One row per true digit, one column per prediction, and the digit's recall
@@ -360,7 +361,7 @@ def format_confusion(confusion, recall) -> str:
                     tablefmt="plain", colalign=("right",) * (n + 2), disable_numparse=True)
 
 
-def save_curves(history: dict, path: Path, title: str) -> Path:
+def save_curves(history: dict[str, Any], path: Path, title: str) -> Path:
     """Loss and accuracy per epoch, train and test, as one PNG."""
     import matplotlib
 
@@ -402,7 +403,7 @@ def hidden_sizes(text: str) -> tuple[int, ...]:
         ) from None
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this subcommand's parser to ``subparsers``."""
     parser = add_command(
         subparsers, "demo", run,
@@ -451,7 +452,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace) -> tuple[Any, str]:
     """The dataset's split and a one-line description of it."""
     if args.dataset == "digits":
         if args.data_dir is not None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import textwrap
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 from crossentropy.cli._args import add_command
 
@@ -58,7 +60,7 @@ COPIED_TABLE_ERRORS = tuple(
 )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this subcommand's parser to ``subparsers``."""
     add_command(
         subparsers, "examples", run,
@@ -72,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
 
 
-def compute_rows() -> list[dict]:
+def compute_rows() -> list[dict[str, Any]]:
     """Each worked example with the library's loss, H(y) and KL(y || yhat)."""
     import numpy as np
 
@@ -100,16 +102,17 @@ def compute_rows() -> list[dict]:
     return rows
 
 
-def explain_row(r: dict) -> str:
+def explain_row(r: dict[str, Any]) -> str:
     """The row's ``why`` text with the library's numbers filled in."""
-    return r["example"].why.format(**{k: v for k, v in r.items() if k != "example"})
+    why: str = r["example"].why
+    return why.format(**{k: v for k, v in r.items() if k != "example"})
 
 
-def _vec(xs) -> str:
+def _vec(xs: Iterable[float]) -> str:
     return "[" + ", ".join(f"{x:g}" for x in xs) + "]"
 
 
-def render(rows: list[dict]) -> str:
+def render(rows: list[dict[str, Any]]) -> str:
     """The table and the notes on the copied table's errors, as text."""
     from tabulate import tabulate
 

@@ -30,6 +30,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from crossentropy.cli._args import NEGATIVE_VALUE, add_command, error, existing_file, number
 
@@ -72,23 +73,23 @@ class Finding:
     hint: str = ""
 
 
-def _np():
+def _np() -> Any:
     import numpy as np
 
     return np
 
 
-def _ce():
+def _ce() -> Any:
     import crossentropy
 
     return crossentropy
 
 
-def _f(x) -> float:
+def _f(x: Any) -> float:
     return float(_np().asarray(x, dtype=float).reshape(()))
 
 
-def _vec(xs) -> str:
+def _vec(xs: Any) -> str:
     return "[" + ", ".join(f"{float(x):.4f}" for x in _np().asarray(xs).reshape(-1)) + "]"
 
 
@@ -110,7 +111,7 @@ def _ex1_answer() -> float:
     return _f(_ce().cross_entropy_from_probs([[0.2, 0.7, 0.1]], [1], reduction="sum"))
 
 
-def _ex1_mistakes():
+def _ex1_mistakes() -> list[tuple[float, str]]:
     first = _f(_ce().cross_entropy_from_probs([[0.2, 0.7, 0.1]], [0], reduction="sum"))
     return [(first, ONE_BASED.format(t=1, t1=2) + " -log 0.2 is the loss for class 0.")]
 
@@ -134,7 +135,7 @@ _EXERCISE_1 = Exercise(
 _EX2_LOGITS = [[1.0, 2.0, 0.5]]
 
 
-def _ex2_grad(target: int = 1):
+def _ex2_grad(target: int = 1) -> Any:
     np = _np()
     return np.asarray(_ce().cross_entropy_grad(_EX2_LOGITS, [target], reduction="sum"))
 
@@ -143,7 +144,7 @@ def _ex2_answer() -> float:
     return float(_ex2_grad()[0, 1])
 
 
-def _ex2_mistakes():
+def _ex2_mistakes() -> list[tuple[float, str]]:
     p1 = float(_np().asarray(_ce().softmax(_EX2_LOGITS))[0, 1])
     return [
         (float(_ex2_grad(0)[0, 0]), ONE_BASED.format(t=1, t1=2)
@@ -185,7 +186,7 @@ def _ex3_answer() -> float:
     return _f(_ce().cross_entropy_from_probs(p, _np().asarray(y), reduction="sum"))
 
 
-def _ex3_mistakes():
+def _ex3_mistakes() -> list[tuple[float, str]]:
     np = _np()
     y, p = np.asarray(_EX3[0]), np.asarray(_EX3[1])
     swapped = _f(_ce().cross_entropy_from_probs(y, p, reduction="sum"))
@@ -225,7 +226,7 @@ def _ex4_answer() -> float:
     return _f(_ce().binary_cross_entropy_with_logits([1.5], [1.0], reduction="sum"))
 
 
-def _ex4_mistakes():
+def _ex4_mistakes() -> list[tuple[float, str]]:
     wrong_label = _f(_ce().binary_cross_entropy_with_logits([1.5], [0.0], reduction="sum"))
     return [(wrong_label, "That is the loss for the label y = 0, -log(1 - sigmoid(1.5)).")]
 
@@ -257,7 +258,7 @@ def _ex5_answer() -> float:
     return _f(_ce().cross_entropy(_EX5_LOGITS, [2], reduction="sum"))
 
 
-def _ex5_mistakes():
+def _ex5_mistakes() -> list[tuple[float, str]]:
     second = _f(_ce().cross_entropy(_EX5_LOGITS, [1], reduction="sum"))
     return [(second, ONE_BASED.format(t=2, t1=3) + " Your number is the loss for the "
                      "logit 999 (class 1); class 2 is the logit 998.")]
@@ -292,7 +293,7 @@ def _ex6_answer() -> float:
     return _f(_ce().kl_divergence(y, p))
 
 
-def _ex6_mistakes():
+def _ex6_mistakes() -> list[tuple[float, str]]:
     y, p = _EX6
     return [
         (_f(_ce().cross_entropy_from_probs([p], [y], reduction="sum")),
@@ -329,7 +330,7 @@ def _ex7_answer() -> float:
     return _f(_ce().cross_entropy(_EX7_LOGITS, [0], label_smoothing=_EX7_EPS, reduction="sum"))
 
 
-def _ex7_mistakes():
+def _ex7_mistakes() -> list[tuple[float, str]]:
     np = _np()
     hard = _f(_ce().cross_entropy(_EX7_LOGITS, [0], reduction="sum"))
     y_other = np.full(3, _EX7_EPS / 2)
@@ -375,7 +376,7 @@ def _ex8_answer() -> float:
     return _f(_ce().cross_entropy(z, np.asarray(t), weight=np.asarray(w)))
 
 
-def _ex8_mistakes():
+def _ex8_mistakes() -> list[tuple[float, str]]:
     z, t, w = _EX8
     np = _np()
     total = _f(_ce().cross_entropy(z, np.asarray(t), weight=np.asarray(w), reduction="sum"))
@@ -435,7 +436,7 @@ _EXERCISE_9 = Exercise(
 _EX10_P = [0.9, 0.6, 0.3]
 
 
-def _ex10_probs():
+def _ex10_probs() -> tuple[Any, Any]:
     np = _np()
     p = np.asarray(_EX10_P)
     return np.stack([p, 1 - p], axis=-1), np.zeros(len(p), dtype=np.int64)
@@ -446,7 +447,7 @@ def _ex10_answer() -> float:
     return _f(_ce().cross_entropy_from_probs(probs, target, reduction="sum"))
 
 
-def _ex10_mistakes():
+def _ex10_mistakes() -> list[tuple[float, str]]:
     probs, target = _ex10_probs()
     mean = _f(_ce().cross_entropy_from_probs(probs, target))
     return [
@@ -485,7 +486,7 @@ _EXERCISE_10 = Exercise(
 
 
 # 11: the softmax Jacobian -------------------------------------------------- #
-def _ex11_p():
+def _ex11_p() -> Any:
     return _np().asarray(_ce().softmax(_EX2_LOGITS))[0]
 
 
@@ -494,7 +495,7 @@ def _ex11_answer() -> float:
     return float(-p[0] * p[1])
 
 
-def _ex11_mistakes():
+def _ex11_mistakes() -> list[tuple[float, str]]:
     p = _ex11_p()
     return [
         (float(p[0] * (1 - p[0])), "That is the diagonal entry dyhat_0/dz_0 = "
@@ -539,7 +540,7 @@ def _ex12_answer() -> float:
     return _f(np.asarray(g).reshape(-1)[0])
 
 
-def _ex12_mistakes():
+def _ex12_mistakes() -> list[tuple[float, str]]:
     s = _sigmoid(-1.0)
     return [
         (s * (1 - s), "That is the derivative of the sigmoid alone, sigma'(z); chain it with "
@@ -581,7 +582,7 @@ def _ex13_answer() -> float:
     return _ex13_p0(1 / _EX13_T)
 
 
-def _ex13_mistakes():
+def _ex13_mistakes() -> list[tuple[float, str]]:
     return [
         (_ex13_p0(_EX13_T), "You multiplied the logits by T; divide them: softmax(z / T). "
                             "A temperature above 1 flattens the distribution."),
@@ -618,7 +619,7 @@ def _ex14_answer() -> float:
     return _f(_ce().focal_loss(logits, np.asarray([0]), gamma=_EX14_GAMMA, reduction="sum"))
 
 
-def _ex14_mistakes():
+def _ex14_mistakes() -> list[tuple[float, str]]:
     plain = -math.log(_EX14_P[0])
     return [
         (plain, "That is plain cross-entropy; the focal loss multiplies it by (1 - p_t)^gamma."),
@@ -654,7 +655,7 @@ def _ex15_answer() -> float:
     return 2 * (s - 1) * s * (1 - s)
 
 
-def _ex15_mistakes():
+def _ex15_mistakes() -> list[tuple[float, str]]:
     s = _sigmoid(_EX15_Z)
     return [
         (s - 1, "That is the cross-entropy's gradient sigmoid(z) - y; the squared error's "
@@ -693,7 +694,7 @@ def _ex16_answer() -> float:
     return _EX16_NATS / math.log(2)
 
 
-def _ex16_mistakes():
+def _ex16_mistakes() -> list[tuple[float, str]]:
     return [
         (_EX16_NATS * math.log(2), "You multiplied by log 2; a bit is log 2 nats, so "
                                    "bits = nats / log 2."),
@@ -722,7 +723,7 @@ def _ex17_answer() -> float:
     return math.exp(_EX16_NATS)
 
 
-def _ex17_mistakes():
+def _ex17_mistakes() -> list[tuple[float, str]]:
     return [
         (2.0 ** _EX16_NATS, "You raised 2 to a loss in nats; perplexity is e^(loss in nats), "
                             "or 2^(loss in bits)."),
@@ -758,7 +759,7 @@ def _ex21_answer() -> float:
                                         reduction="sum"))
 
 
-def _ex21_mistakes():
+def _ex21_mistakes() -> list[tuple[float, str]]:
     plain = -math.log(_EX14_P[0])
     return [
         (plain, "That is plain cross-entropy; poly-1 adds epsilon * (1 - p_t)."),
@@ -795,13 +796,13 @@ _EXERCISE_21 = Exercise(
 _N, _C = 4, 5
 
 
-def _batch():
+def _batch() -> tuple[Any, Any]:
     np = _np()
     rng = np.random.default_rng(17)
     return rng.normal(size=(_N, _C)) * 2.0, np.asarray([0, 3, 3, 1])
 
 
-def _big_batch():
+def _big_batch() -> tuple[Any, Any]:
     np = _np()
     z = np.asarray([[1e4, 1e4 - 1, 1e4 - 2],
                     [-1e4, -1e4 + 1, -1e4 + 3],
@@ -809,7 +810,7 @@ def _big_batch():
     return z, np.asarray([2, 0, 1])
 
 
-def _run(f, *args):
+def _run(f: Callable[..., Any], *args: Any) -> tuple[Any, Any]:
     """Run the learner's function on copies of ``args``.
 
     Returns its result as a float array and None, or None and what went wrong.
@@ -827,13 +828,13 @@ def _run(f, *args):
         return None, f"returned {type(result).__name__}, not numbers ({exc})"
 
 
-def _close(a, b, rtol=1e-6, atol=1e-10) -> bool:
+def _close(a: Any, b: Any, rtol: float = 1e-6, atol: float = 1e-10) -> bool:
     np = _np()
     return a.shape == b.shape and bool(np.all(np.isfinite(a))) and np.allclose(
         a, b, rtol=rtol, atol=atol)
 
 
-def _where(got, want) -> str:
+def _where(got: Any, want: Any) -> str:
     np = _np()
     bad = ~np.isclose(got, want, rtol=1e-6, atol=1e-10)
     index = np.unravel_index(int(np.argmax(bad)), got.shape) if got.ndim else ()
@@ -841,7 +842,7 @@ def _where(got, want) -> str:
     return f"got {got[index]:.6g}{at}, expected {want[index]:.6g}"
 
 
-def _diagnose(got, candidates) -> str:
+def _diagnose(got: Any, candidates: list[tuple[Any, str]]) -> str:
     """The hint of the first candidate (value, hint) that ``got`` matches."""
     for value, hint in candidates:
         if _close(got, _np().asarray(value, dtype=float)):
@@ -849,7 +850,8 @@ def _diagnose(got, candidates) -> str:
     return ""
 
 
-def _first_run(module, name: str, args, shape):
+def _first_run(module: Any, name: str, args: tuple[Any, ...],
+               shape: tuple[int, ...]) -> tuple[Any, list[Finding]]:
     """Run ``module.<name>`` on the random batch ``args``: its result and the first findings.
 
     The result is None when the function raised or returned no numbers (the one
@@ -868,7 +870,8 @@ def _first_run(module, name: str, args, shape):
                          hint)]
 
 
-def _stability_check(f, reference, args, logs: bool = True, scalar: bool = False) -> Finding:
+def _stability_check(f: Callable[..., Any], reference: Any, args: Any, logs: bool = True,
+                     scalar: bool = False) -> Finding:
     """Run ``f`` on logits near 1e4 (``args``) and compare with the library's ``reference``.
 
     ``scalar``: only the first number counts (a loss).
@@ -903,7 +906,7 @@ def _stability_check(f, reference, args, logs: bool = True, scalar: bool = False
     return Finding(label, False, _where(got, want))
 
 
-def _grade_softmax(module) -> list[Finding]:
+def _grade_softmax(module: Any) -> list[Finding]:
     np = _np()
     ce = _ce()
     z, _ = _batch()
@@ -931,7 +934,7 @@ def _grade_softmax(module) -> list[Finding]:
     return findings
 
 
-def _grade_cross_entropy(module) -> list[Finding]:
+def _grade_cross_entropy(module: Any) -> list[Finding]:
     np = _np()
     ce = _ce()
     f = module.cross_entropy
@@ -979,7 +982,7 @@ def _grade_cross_entropy(module) -> list[Finding]:
     return findings
 
 
-def _grade_gradient(module) -> list[Finding]:
+def _grade_gradient(module: Any) -> list[Finding]:
     np = _np()
     ce = _ce()
     z, t = _batch()
@@ -1182,7 +1185,7 @@ def check(n: int, given: float) -> tuple[bool, str]:
     return ok, text
 
 
-def load_solution(path: Path):
+def load_solution(path: Path) -> Any:
     """Import the learner's file as a module; raise ``RuntimeError`` with what went wrong."""
     spec = importlib.util.spec_from_file_location("learner_solution", path)
     if spec is None or spec.loader is None:
@@ -1232,7 +1235,7 @@ def grade_file(n: int, path: Path) -> tuple[bool, str]:
     return ok, "\n".join(lines)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this subcommand's parser to ``subparsers``."""
     parser = add_command(
         subparsers, "exercises", run,

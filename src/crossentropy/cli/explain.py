@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Sequence
+from typing import Any
 
 from crossentropy.cli._args import (
     NEGATIVE_VALUE,
@@ -33,7 +35,7 @@ from crossentropy.cli._args import (
 IDENTITY_TOLERANCE = 1e-9
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this subcommand's parser to ``subparsers``."""
     parser = add_command(
         subparsers, "explain", run,
@@ -91,15 +93,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # argument checks that need more than one option (the library checks the rest)
 
 
-def _input_option(args) -> str:
+def _input_option(args: argparse.Namespace) -> str:
     return "--logits" if args.logits is not None else "--probs"
 
 
-def _target_option(args) -> str:
+def _target_option(args: argparse.Namespace) -> str:
     return "--target" if args.target is not None else "--soft-target"
 
 
-def _check_lengths(args) -> str | None:
+def _check_lengths(args: argparse.Namespace) -> str | None:
     values = args.logits if args.logits is not None else args.probs
     if args.binary:
         if len(values) != 1:
@@ -139,7 +141,7 @@ def _check_lengths(args) -> str | None:
     return None
 
 
-def _option_for(message: str, args) -> str:
+def _option_for(message: str, args: argparse.Namespace) -> str:
     """The command-line option that a library error message is about."""
     head = message.split(":", 1)[0].strip()
     if head in ("target", "y"):
@@ -151,24 +153,24 @@ def _option_for(message: str, args) -> str:
 # the computation: a dict of named steps, every loss number from the library
 
 
-def _floats(x) -> list[float]:
+def _floats(x: Any) -> list[float]:
     import numpy as np
 
     return [float(v) for v in np.asarray(x, dtype=np.float64).reshape(-1)]
 
 
-def _scalar(x) -> float:
+def _scalar(x: Any) -> float:
     import numpy as np
 
     return float(np.asarray(x, dtype=np.float64).reshape(()))
 
 
-def _terms(y, log_yhat) -> list[float]:
+def _terms(y: Any, log_yhat: Any) -> list[float]:
     """The per-class terms ``-y_c log yhat_c``, with ``0 * log 0 = 0``."""
     return [0.0 if yc == 0 else -yc * lc for yc, lc in zip(y, log_yhat, strict=True)]
 
 
-def _information_view(steps: dict, y, yhat) -> None:
+def _information_view(steps: dict[str, Any], y: Any, yhat: Any) -> None:
     import crossentropy as ce
 
     steps["entropy"] = _scalar(ce.entropy(y))
@@ -178,7 +180,9 @@ def _information_view(steps: dict, y, yhat) -> None:
     steps["identity_error"] = 0.0 if both_infinite else abs(steps["h_plus_kl"] - steps["loss"])
 
 
-def compute_multiclass(logits=None, probs=None, target=None, soft_target=None) -> dict:
+def compute_multiclass(logits: Sequence[float] | None = None, probs: Sequence[float] | None = None,
+                       target: int | None = None,
+                       soft_target: Sequence[float] | None = None) -> dict[str, Any]:
     """All the steps of a softmax cross-entropy of one row, as a dict of floats and lists."""
     import numpy as np
 
@@ -188,7 +192,7 @@ def compute_multiclass(logits=None, probs=None, target=None, soft_target=None) -
         y_arg = np.asarray([soft_target], dtype=np.float64)
     else:
         y_arg = np.asarray([target], dtype=np.int64)
-    steps: dict = {"mode": "logits" if logits is not None else "probs"}
+    steps: dict[str, Any] = {"mode": "logits" if logits is not None else "probs"}
 
     if logits is not None:
         z = np.asarray([logits], dtype=np.float64)
@@ -232,7 +236,8 @@ def compute_multiclass(logits=None, probs=None, target=None, soft_target=None) -
     return steps
 
 
-def compute_binary(logit=None, prob=None, label=None) -> dict:
+def compute_binary(logit: float | None = None, prob: Any = None,
+                   label: Any = None) -> dict[str, Any]:
     """All the steps of a binary cross-entropy of one example, label ``y`` in ``[0, 1]``."""
     import numpy as np
 
@@ -240,7 +245,8 @@ def compute_binary(logit=None, prob=None, label=None) -> dict:
 
     y = float(label)
     y_arr = np.asarray([y], dtype=np.float64)
-    steps: dict = {"mode": "binary-logits" if logit is not None else "binary-probs", "y": y}
+    steps: dict[str, Any] = {"mode": "binary-logits" if logit is not None else "binary-probs",
+                             "y": y}
     if logit is not None:
         z = float(logit)
         z_arr = np.asarray([z], dtype=np.float64)
@@ -295,17 +301,17 @@ def compute_binary(logit=None, prob=None, label=None) -> dict:
 # rendering
 
 
-def _n(x) -> str:
+def _n(x: Any) -> str:
     if x is None:
         return "undefined"
     return f"{x:.6g}" if x != 0 else "0"
 
 
-def _v(xs) -> str:
+def _v(xs: Any) -> str:
     return "[" + ", ".join(_n(x) for x in xs) + "]"
 
 
-def _check(steps: dict) -> str:
+def _check(steps: dict[str, Any]) -> str:
     if math.isinf(steps["h_plus_kl"]) and not math.isinf(steps["loss"]):
         return "not checkable: a probability underflowed to 0 (CE from logits is exact)"
     if math.isinf(steps["loss"]) and steps["identity_error"] == 0.0:
@@ -315,7 +321,7 @@ def _check(steps: dict) -> str:
     return f"CE = H + KL {verdict} (difference {steps['identity_error']:.1e})"
 
 
-def _render_multiclass(s: dict) -> list[str]:
+def _render_multiclass(s: dict[str, Any]) -> list[str]:
     y = s["target_distribution"]
     if s["target"] is not None:
         what = f"class {s['target']} (one-hot y = {_v(y)})"
@@ -353,7 +359,7 @@ def _render_multiclass(s: dict) -> list[str]:
     return _page(title, row)
 
 
-def _loss_name(s: dict) -> str:
+def _loss_name(s: dict[str, Any]) -> str:
     return {
         "logits": "cross_entropy(z, y)",
         "probs": "cross_entropy_from_probs(yhat, y)",
@@ -362,7 +368,7 @@ def _loss_name(s: dict) -> str:
     }[s["mode"]]
 
 
-def _loss_rows(s: dict, step: int, terms: str, symbol: str) -> list[tuple[str, str]]:
+def _loss_rows(s: dict[str, Any], step: int, terms: str, symbol: str) -> list[tuple[str, str]]:
     """Steps ``step`` and ``step + 1``: the terms, their sum, and the library's value."""
     return [
         (f"{step}. {terms}", _v(s["terms"])),
@@ -371,7 +377,7 @@ def _loss_rows(s: dict, step: int, terms: str, symbol: str) -> list[tuple[str, s
     ]
 
 
-def _information_rows(s: dict, number_: str) -> list[tuple[str, str]]:
+def _information_rows(s: dict[str, Any], number_: str) -> list[tuple[str, str]]:
     return [
         (f"{number_} information view", f"H(y) = {_n(s['entropy'])}   (crossentropy.entropy)"),
         ("", f"KL(y || yhat) = {_n(s['kl'])}   (crossentropy.kl_divergence)"),
@@ -379,7 +385,7 @@ def _information_rows(s: dict, number_: str) -> list[tuple[str, str]]:
     ]
 
 
-def _render_binary(s: dict) -> list[str]:
+def _render_binary(s: dict[str, Any]) -> list[str]:
     y = s["y"]
     if s["mode"] == "binary-logits":
         title = f"Binary cross-entropy of the logit z = {_n(s['logit'])} against y = {_n(y)}"
@@ -424,7 +430,7 @@ def _table(rows: list[tuple[str, str]]) -> list[str]:
     return [line.rstrip() for line in text.splitlines()]
 
 
-def _json_safe(x):
+def _json_safe(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)
     if isinstance(x, list):

@@ -10,16 +10,23 @@ out here.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from crossentropy.cli._args import add_command, error
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 #: Pixel size of every figure: (width, height) at 100 dpi.
 FIGSIZE = (8.0, 5.0)
 DPI = 100
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
     """Import ``pyplot`` headless: Agg, unless MPLBACKEND names a backend (notebook inline)."""
     import os
 
@@ -32,14 +39,14 @@ def _pyplot():
     return plt
 
 
-def _two_class_probs(p):
+def _two_class_probs(p: Any) -> Any:
     """Rows ``[p, 1 - p]``: the true class (index 0) gets ``p``."""
     import numpy as np
 
     return np.stack([p, 1.0 - p], axis=-1)
 
 
-def loss_vs_probability(ax) -> None:
+def loss_vs_probability(ax: Axes) -> None:
     """CE, squared error and focal loss against the probability of the true class."""
     import numpy as np
 
@@ -64,7 +71,7 @@ def loss_vs_probability(ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def gradient_vs_logit(ax) -> None:
+def gradient_vs_logit(ax: Axes) -> None:
     """|dL/dz| for a binary model whose true label is 1, CE vs squared error vs focal."""
     import numpy as np
 
@@ -88,7 +95,7 @@ def gradient_vs_logit(ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def binary_surface(fig, ax) -> None:
+def binary_surface(fig: Figure, ax: Axes) -> None:
     """BCE(p, y) over predicted probability and (soft) label; its minimum is p = y."""
     import numpy as np
 
@@ -107,7 +114,7 @@ def binary_surface(fig, ax) -> None:
     ax.legend(loc="upper left")
 
 
-def label_smoothing_effect(ax) -> None:
+def label_smoothing_effect(ax: Axes) -> None:
     """With smoothing, the loss has a finite best margin instead of pushing logits to infinity."""
     import numpy as np
 
@@ -131,7 +138,7 @@ def label_smoothing_effect(ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def temperature_effect(fig) -> None:
+def temperature_effect(fig: Figure) -> None:
     """softmax(z / T): sharper below T = 1, flatter above; its loss and entropy vs T."""
     import numpy as np
 
@@ -141,6 +148,7 @@ def temperature_effect(fig) -> None:
     ax_bars, ax_curve = fig.subplots(1, 2)
     temperatures = (0.5, 1.0, 2.0, 5.0)
     width = 0.8 / len(temperatures)
+    t: Any  # a temperature, then the array of them
     for i, t in enumerate(temperatures):
         ax_bars.bar(np.arange(len(z)) + (i - 1.5) * width, ce.softmax(z / t), width,
                     label=f"T = {t:g}")
@@ -163,7 +171,7 @@ def temperature_effect(fig) -> None:
     ax_curve.grid(alpha=0.3)
 
 
-def hinge_vs_cross_entropy(ax) -> None:
+def hinge_vs_cross_entropy(ax: Axes) -> None:
     """Binary losses against the margin y*z (labels +-1): logistic (CE), hinge, squared, 0-1."""
     import numpy as np
 
@@ -186,7 +194,7 @@ def hinge_vs_cross_entropy(ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def spiral_data(n_per_class: int = 100, n_classes: int = 3, seed: int = 0):
+def spiral_data(n_per_class: int = 100, n_classes: int = 3, seed: int = 0) -> Any:
     """The three spirals of the NumPy guide (docs/guide/numpy.md), same seed, same points."""
     import numpy as np
 
@@ -202,7 +210,7 @@ def spiral_data(n_per_class: int = 100, n_classes: int = 3, seed: int = 0):
     return x, y, rng
 
 
-def _train_spiral_models(steps: int = 1500):
+def _train_spiral_models(steps: int = 1500) -> Any:
     """A linear softmax classifier and a 64-unit ReLU network, full-batch gradient descent."""
     import numpy as np
 
@@ -231,16 +239,16 @@ def _train_spiral_models(steps: int = 1500):
         w -= lr * (x.T @ dz)
         b -= lr * dz.sum(axis=0)
 
-    def mlp(points):
+    def mlp(points: Any) -> Any:
         return np.maximum(points @ w1 + b1, 0.0) @ w2 + b2
 
-    def linear(points):
+    def linear(points: Any) -> Any:
         return points @ w + b
 
     return x, y, linear, mlp
 
 
-def decision_boundaries(fig) -> None:
+def decision_boundaries(fig: Figure) -> None:
     """Decision regions on the spirals: linear softmax vs one hidden layer."""
     import numpy as np
 
@@ -267,14 +275,14 @@ def decision_boundaries(fig) -> None:
         ax.legend(loc="lower left", fontsize=8)
 
 
-def _gaussian(grid, mu, sigma):
+def _gaussian(grid: Any, mu: Any, sigma: Any) -> Any:
     import numpy as np
 
     q = np.exp(-0.5 * ((grid - mu) / sigma) ** 2)
     return q / q.sum(axis=-1, keepdims=True)
 
 
-def kl_directions(ax) -> None:
+def kl_directions(ax: Axes) -> None:
     """Fit one Gaussian to a two-bump distribution by forward and by reverse KL."""
     import numpy as np
 
@@ -302,7 +310,7 @@ def kl_directions(ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def separable_growth(ax) -> None:
+def separable_growth(ax: Axes) -> None:
     """Logistic regression on separable data: the weights grow without bound, unless L2."""
     import numpy as np
 
@@ -329,7 +337,7 @@ def separable_growth(ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def computation_graph(ax) -> None:
+def computation_graph(ax: Axes) -> None:
     """The forward pass (left to right) and the backward pass (right to left) of softmax CE."""
     from matplotlib.patches import FancyArrowPatch
 
@@ -344,9 +352,9 @@ def computation_graph(ax) -> None:
         ax.text(x0, 0.5, text, ha="center", va="center", fontsize=10,
                 bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "k"})
     keys = list(nodes)
-    forward_style = {"arrowstyle": "-|>", "mutation_scale": 14, "color": "tab:blue",
-                     "linewidth": 2}
-    backward_style = {**forward_style, "color": "tab:red", "linestyle": "--"}
+    forward_style: dict[str, Any] = {"arrowstyle": "-|>", "mutation_scale": 14, "color": "tab:blue",
+                                     "linewidth": 2}
+    backward_style: dict[str, Any] = {**forward_style, "color": "tab:red", "linestyle": "--"}
     for a, b in zip(keys, keys[1:], strict=False):
         xa, xb = nodes[a][0], nodes[b][0]
         ax.add_patch(FancyArrowPatch((xa + 0.07, 0.62), (xb - 0.07, 0.62), **forward_style,
@@ -367,7 +375,7 @@ def computation_graph(ax) -> None:
     ax.legend(loc="upper left", fontsize=8)
 
 
-def bits_and_perplexity(fig) -> None:
+def bits_and_perplexity(fig: Figure) -> None:
     """A token's loss in nats and bits, and perplexity against the mean loss."""
     import numpy as np
 
@@ -402,7 +410,7 @@ def bits_and_perplexity(fig) -> None:
 #: (draw function, what it draws on, width as a multiple of FIGSIZE's).
 #: "ax" functions draw on one axes, "fig" functions lay out their own axes,
 #: "fig_ax" functions take both (for a colour bar).
-FIGURES = {
+FIGURES: dict[str, tuple[Callable[..., None], str, float]] = {
     "loss_vs_probability.png": (loss_vs_probability, "ax", 1.0),
     "gradient_vs_logit.png": (gradient_vs_logit, "ax", 1.0),
     "label_smoothing.png": (label_smoothing_effect, "ax", 1.0),
@@ -417,7 +425,7 @@ FIGURES = {
 }
 
 
-def draw(name: str):
+def draw(name: str) -> Figure:
     """Draw the figure ``name`` (a key of FIGURES, or a glob that matches one) and return it.
 
     The notebooks generated from the documentation call this where a page shows
@@ -430,7 +438,7 @@ def draw(name: str):
     if not hits:
         raise KeyError(f"figure: expected one of {', '.join(FIGURES)}, got {name!r}")
     function, kind, width = FIGURES[hits[0]]
-    fig = plt.figure(figsize=(FIGSIZE[0] * width, FIGSIZE[1]))
+    fig: Figure = plt.figure(figsize=(FIGSIZE[0] * width, FIGSIZE[1]))
     if kind == "fig":
         function(fig)
     elif kind == "fig_ax":
@@ -455,7 +463,7 @@ def make_figures(out: Path) -> list[Path]:
     return paths
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this subcommand's parser to ``subparsers``."""
     parser = add_command(
         subparsers, "plot", run,

@@ -29,7 +29,8 @@ and dtypes are checked, as under ``jax.jit``.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import keras
 import tensorflow as tf
@@ -41,15 +42,22 @@ from crossentropy.tensorflow._namespace import unwrap, wrap
 #: The same names as :mod:`crossentropy` (the functions are listed once, in ``_api``).
 __all__ = sorted([*_api.__all__, "BCEWithLogitsLoss", "CrossEntropyLoss"])
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Decorator(Protocol):
+    def __call__(self, func: F, /) -> F: ...
+
+
 # The library's code is plain Python over tensors: AutoGraph must not rewrite it.
-_plain = tf.autograph.experimental.do_not_convert
+_plain: _Decorator = tf.autograph.experimental.do_not_convert
 
 
-def _tensor(x):
+def _tensor(x: Any) -> Any:
     return x if isinstance(x, tf.Tensor) else tf.convert_to_tensor(x)
 
 
-def _option(x):
+def _option(x: Any) -> Any:
     """Array-valued options (weights) as :class:`Array`; numbers and lists unchanged."""
     if isinstance(x, (tf.Tensor, tf.Variable)):
         return wrap(x)
@@ -89,12 +97,12 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
                              divisor=divisor)
     w = _option(weight)
 
-    def forward(z, y, soft):
+    def forward(z: Any, y: Any, soft: bool) -> tuple[Any, Callable[[Any], Any]]:
         fused = None if soft else _eager_fused(z, y, weight, opts)
         if fused is not None:  # eager, CPU: loss and gradient in one pass of the kernels
             kcall, loss, g = fused
 
-            def fused_backward(grad_loss):
+            def fused_backward(grad_loss: Any) -> Any:
                 go = grad_loss.numpy() if isinstance(grad_loss, tf.Tensor) else grad_loss
                 return _to_tensor(E.times_grad_output(kcall, g, go))
 
@@ -104,7 +112,7 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
         # keeps its backprop; eagerly, the per-row statistics only
         loss, saved = E.ce_forward(call, keep_exp=not tf.executing_eagerly())
 
-        def backward(grad_loss):
+        def backward(grad_loss: Any) -> Any:
             dz = unwrap(E.ce_backward(call, saved, wrap(grad_loss)))
             if not soft:
                 return dz
@@ -113,14 +121,14 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
         return unwrap(loss), backward
 
     if target.dtype.is_floating:
-        @tf.custom_gradient
-        def op_soft(z, y):
+        @tf.custom_gradient  # type: ignore[untyped-decorator]  # TensorFlow is untyped
+        def op_soft(z: Any, y: Any) -> Any:
             return forward(z, y, soft=True)
 
         return op_soft(logits, target)
 
-    @tf.custom_gradient
-    def op(z):
+    @tf.custom_gradient  # type: ignore[untyped-decorator]  # TensorFlow is untyped
+    def op(z: Any) -> Any:
         return forward(z, target, soft=False)
 
     return op(logits)
@@ -136,7 +144,7 @@ def _host(x: tf.Tensor) -> Any:
 _ALIGN = 64
 
 
-def _aligned_empty(shape: tuple, dtype: Any) -> Any:
+def _aligned_empty(shape: tuple[int, ...], dtype: Any) -> Any:
     """An uninitialized C-contiguous NumPy array whose data is ``_ALIGN``-byte aligned."""
     import numpy as np
 
@@ -154,7 +162,8 @@ def _to_tensor(a: Any) -> tf.Tensor:
     return tf.convert_to_tensor(a)
 
 
-def _eager_fused(z, y, weight, opts: E.CEOptions):
+def _eager_fused(z: Any, y: Any, weight: Any,
+                 opts: E.CEOptions) -> tuple[Any, Any, Any] | None:
     """Eagerly on the CPU, ``(numpy call, loss, gradient)`` from one pass of the kernels.
 
     float32 / float64 logits with the class axis last and class indices: the
@@ -207,11 +216,11 @@ def binary_cross_entropy_with_logits(logits: Any, target: Any, *, weight: Any = 
     if not target.dtype.is_floating:
         target = tf.cast(target, logits.dtype)
 
-    @tf.custom_gradient
-    def op(z, y):
+    @tf.custom_gradient  # type: ignore[untyped-decorator]  # TensorFlow is untyped
+    def op(z: Any, y: Any) -> Any:
         call = E.binary_call(wrap(z), wrap(y), w, reduction, "logits", pw)
 
-        def backward(grad_loss):
+        def backward(grad_loss: Any) -> Any:
             dz, dy = E.bce_logits_backward(call, wrap(grad_loss), target_grad=True)
             return unwrap(dz), unwrap(dy)
 
@@ -223,12 +232,12 @@ def binary_cross_entropy_with_logits(logits: Any, target: Any, *, weight: Any = 
 # ---------------------------------------------------------------- the rest (TF autodiff)
 
 
-def _on_tensorflow(func, /, *arrays, **options):
+def _on_tensorflow(func: Callable[..., Any], /, *arrays: Any, **options: Any) -> Any:
     args = [wrap(_tensor(a)) for a in arrays]
     return unwrap(func(*args, **{k: _option(v) for k, v in options.items()}))
 
 
-def _through(func):
+def _through(func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` of :mod:`crossentropy` on TensorFlow tensors, differentiated by TensorFlow."""
     return _plain(_api.pass_through(
         func, _on_tensorflow, "TensorFlow tensors",
@@ -245,7 +254,7 @@ def _through(func):
 
 
 @keras.saving.register_keras_serializable(package="crossentropy")
-class CrossEntropyLoss(keras.losses.Loss):
+class CrossEntropyLoss(keras.losses.Loss):  # type: ignore[misc]  # Keras is untyped
     """Softmax cross-entropy from logits as a Keras loss, with the analytic gradient.
 
     ``model.compile(loss=CrossEntropyLoss())`` for a model whose last layer
@@ -300,22 +309,22 @@ class CrossEntropyLoss(keras.losses.Loss):
         self.label_smoothing = float(label_smoothing)
         self.axis = int(axis)
 
-    def _is_sparse(self, y_true, y_pred) -> bool:
+    def _is_sparse(self, y_true: Any, y_pred: Any) -> bool:
         if self.sparse is not None:
             return bool(self.sparse)
         rank_t, rank_z = y_true.shape.rank, y_pred.shape.rank
         if rank_t == rank_z - 1:
             return True
         ax = self.axis % rank_z
-        return rank_t == rank_z and y_true.shape[ax] == 1 and y_pred.shape[ax] != 1
+        return bool(rank_t == rank_z and y_true.shape[ax] == 1 and y_pred.shape[ax] != 1)
 
     @_plain
     def call(self, y_true: Any, y_pred: Any) -> tf.Tensor:
         y_pred = _tensor(y_pred)
         y_true = _tensor(y_true)
         weight = None if self.weight is None else tf.constant(self.weight, y_pred.dtype)
-        options = {"axis": self.axis, "weight": weight,
-                   "label_smoothing": self.label_smoothing, "reduction": "none"}
+        options: dict[str, Any] = {"axis": self.axis, "weight": weight,
+                                   "label_smoothing": self.label_smoothing, "reduction": "none"}
         if not self._is_sparse(y_true, y_pred):
             return cross_entropy(y_pred, tf.cast(y_true, y_pred.dtype), **options)
         if y_true.shape.rank == y_pred.shape.rank:
@@ -331,14 +340,14 @@ class CrossEntropyLoss(keras.losses.Loss):
         return rows
 
     def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
+        config: dict[str, Any] = super().get_config()
         config.update(sparse=self.sparse, weight=self.weight, ignore_index=self.ignore_index,
                       label_smoothing=self.label_smoothing, axis=self.axis)
         return config
 
 
 @keras.saving.register_keras_serializable(package="crossentropy")
-class BCEWithLogitsLoss(keras.losses.Loss):
+class BCEWithLogitsLoss(keras.losses.Loss):  # type: ignore[misc]  # Keras is untyped
     """Binary (multi-label) cross-entropy from logits as a Keras loss, analytic gradient.
 
     Each sample's loss is the mean over the last axis of
@@ -373,7 +382,7 @@ class BCEWithLogitsLoss(keras.losses.Loss):
         y_pred = _tensor(y_pred)
         y_true = tf.cast(_tensor(y_true), y_pred.dtype)
 
-        def constant(value):
+        def constant(value: Any) -> Any:
             return None if value is None else tf.constant(value, y_pred.dtype)
 
         elements = binary_cross_entropy_with_logits(
@@ -382,6 +391,6 @@ class BCEWithLogitsLoss(keras.losses.Loss):
         return tf.reduce_mean(elements, axis=-1)
 
     def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
+        config: dict[str, Any] = super().get_config()
         config.update(weight=self.weight, pos_weight=self.pos_weight)
         return config

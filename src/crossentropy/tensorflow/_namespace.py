@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 import operator
 import types
+from collections.abc import Callable
+from typing import Any, cast
 
 import ml_dtypes
 import numpy as np
@@ -30,11 +32,11 @@ _SIGNED = (tf.int8, tf.int16, tf.int32, tf.int64)
 _UNSIGNED = (tf.uint8, tf.uint16, tf.uint32, tf.uint64)
 
 
-def _size(dtype) -> int:
-    return dtype.size
+def _size(dtype: Any) -> int:
+    return cast(int, dtype.size)
 
 
-def _result_type(a, b):
+def _result_type(a: Any, b: Any) -> Any:
     """Array-API promotion of two TensorFlow dtypes (within a kind: the wider one)."""
     if a == b:
         return a
@@ -53,7 +55,7 @@ def _result_type(a, b):
     return signed if _size(signed) > _size(unsigned) else tf.int64
 
 
-def _scalar_tensor(value, like):
+def _scalar_tensor(value: Any, like: Any) -> Any:
     """A Python scalar as a tensor of ``like``'s dtype (scalars are weakly typed)."""
     dtype = like.dtype
     if isinstance(value, bool) or dtype != tf.bool:
@@ -63,7 +65,7 @@ def _scalar_tensor(value, like):
     raise TypeError(f"cannot combine a {type(value).__name__} with a bool array")
 
 
-def _operands(a, b):
+def _operands(a: Any, b: Any) -> Any:
     """Both operands as tensors of one dtype."""
     ta = a.t if isinstance(a, Array) else None
     tb = b.t if isinstance(b, Array) else None
@@ -79,7 +81,7 @@ def _operands(a, b):
     return ta, tb
 
 
-def _tensor(x):
+def _tensor(x: Any) -> Any:
     if isinstance(x, Array):
         return x.t
     if isinstance(x, (tf.Tensor, tf.Variable)):
@@ -87,7 +89,7 @@ def _tensor(x):
     return tf.constant(np.asarray(x))
 
 
-def _integer_array_index(key, ndim):
+def _integer_array_index(key: Any, ndim: Any) -> Any:
     """``key`` as ``gather_nd`` indices if it is one integer array per dimension, else None."""
     if not isinstance(key, tuple) or len(key) != ndim or not any(
             isinstance(k, (Array, tf.Tensor)) for k in key):
@@ -109,8 +111,8 @@ def _integer_array_index(key, ndim):
     return tf.stack([tf.broadcast_to(t, target) for t in parts], axis=-1)
 
 
-def _binary(op, reflected=False):
-    def method(self, other):
+def _binary(op: Callable[..., Any], reflected: bool = False) -> Callable[..., Any]:
+    def method(self: Any, other: Any) -> Any:
         if not isinstance(other, (Array, bool, int, float)):
             return NotImplemented
         a, b = (other, self) if reflected else (self, other)
@@ -119,12 +121,12 @@ def _binary(op, reflected=False):
     return method
 
 
-def _truediv(a, b):
+def _truediv(a: Any, b: Any) -> Any:
     return tf.math.truediv(a, b)
 
 
-def _logical(op_bool, op_int):
-    def f(a, b):
+def _logical(op_bool: Callable[..., Any], op_int: Callable[..., Any]) -> Callable[..., Any]:
+    def f(a: Any, b: Any) -> Any:
         return op_bool(a, b) if a.dtype == tf.bool else op_int(a, b)
 
     return f
@@ -136,32 +138,32 @@ class Array:
     __slots__ = ("t",)
     __array_priority__ = 100  # NumPy defers to our reflected operators
 
-    def __init__(self, tensor):
+    def __init__(self, tensor: Any) -> None:
         self.t = tensor
 
-    def __array_namespace__(self, api_version=None):
+    def __array_namespace__(self, api_version: Any = None) -> Any:
         return namespace
 
     # -- attributes
     @property
-    def dtype(self):
+    def dtype(self) -> Any:
         return self.t.dtype
 
     @property
-    def shape(self) -> tuple:
+    def shape(self) -> tuple[int | None, ...]:
         return tuple(self.t.shape.as_list())
 
     @property
     def ndim(self) -> int:
-        return self.t.shape.rank
+        return cast(int, self.t.shape.rank)
 
     @property
-    def size(self):
+    def size(self) -> Any:
         shape = self.shape
         return None if None in shape else math.prod(shape)
 
     @property
-    def device(self):
+    def device(self) -> Any:
         try:
             return self.t.device
         except AttributeError:  # pragma: no cover - symbolic tensors of old releases
@@ -171,7 +173,7 @@ class Array:
         return f"Array({self.t!r})"
 
     # -- conversion to Python values: only for concrete (eager) tensors
-    def _concrete(self):
+    def _concrete(self) -> Any:
         if not tf.executing_eagerly() or not hasattr(self.t, "numpy"):
             raise TypeError("the value of a symbolic TensorFlow tensor is not known "
                             "while the graph is traced")
@@ -189,18 +191,18 @@ class Array:
     def __float__(self) -> float:
         return float(self._concrete())
 
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
         arr = np.asarray(self._concrete())
         return arr if dtype is None else arr.astype(dtype)
 
     # -- indexing: basic (ints, slices, ...), and one integer array per dimension
-    def __getitem__(self, key):
+    def __getitem__(self, key: Any) -> Any:
         indices = _integer_array_index(key, self.ndim)
         if indices is not None:
             return Array(tf.gather_nd(self.t, indices))
         return Array(self.t[key])
 
-    def __setitem__(self, key, value):
+    def __setitem__(self, key: Any, value: Any) -> None:
         """``x[key] = value`` rebinds this wrapper to an updated tensor.
 
         TensorFlow tensors are immutable: the update makes a new tensor (a
@@ -235,8 +237,8 @@ class Array:
     __rmod__ = _binary(tf.math.floormod, reflected=True)
     __pow__ = _binary(tf.pow)
     __rpow__ = _binary(tf.pow, reflected=True)
-    __eq__ = _binary(tf.equal)  # type: ignore[assignment]
-    __ne__ = _binary(tf.not_equal)  # type: ignore[assignment]
+    __eq__ = _binary(tf.equal)
+    __ne__ = _binary(tf.not_equal)
     __lt__ = _binary(tf.less)
     __le__ = _binary(tf.less_equal)
     __gt__ = _binary(tf.greater)
@@ -248,28 +250,28 @@ class Array:
     __xor__ = _binary(_logical(tf.math.logical_xor, tf.bitwise.bitwise_xor))
     __hash__ = None  # type: ignore[assignment]
 
-    def __neg__(self):
+    def __neg__(self) -> Any:
         return Array(tf.negative(self.t))
 
-    def __pos__(self):
+    def __pos__(self) -> Any:
         return self
 
-    def __abs__(self):
+    def __abs__(self) -> Any:
         return Array(tf.abs(self.t))
 
-    def __invert__(self):
+    def __invert__(self) -> Any:
         return Array(tf.logical_not(self.t) if self.t.dtype == tf.bool
                      else tf.bitwise.invert(self.t))
 
 
-def wrap(x):
+def wrap(x: Any) -> Any:
     """A tensor (or anything ``tf.convert_to_tensor`` takes) as an :class:`Array`."""
     if isinstance(x, Array) or x is None:
         return x
     return Array(tf.convert_to_tensor(x))
 
 
-def unwrap(x):
+def unwrap(x: Any) -> Any:
     """The ``tf.Tensor`` inside an :class:`Array` (tuples and lists elementwise)."""
     if isinstance(x, Array):
         return x.t
@@ -281,19 +283,19 @@ def unwrap(x):
 # ---------------------------------------------------------------- the namespace
 
 
-def _un(f):
-    def g(x, /):
+def _un(f: Callable[..., Any]) -> Callable[..., Any]:
+    def g(x: Any, /) -> Any:
         return Array(f(_tensor(x)))
 
     g.__name__ = f.__name__ if hasattr(f, "__name__") else "op"
     return g
 
 
-def _axis(axis):
+def _axis(axis: Any) -> Any:
     return list(axis) if isinstance(axis, tuple) else axis
 
 
-def asarray(obj, /, *, dtype=None, device=None, copy=None):
+def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: Any = None) -> Any:
     if isinstance(obj, Array):
         t = obj.t
     elif isinstance(obj, (tf.Tensor, tf.Variable)):
@@ -305,13 +307,13 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None):
     return Array(t)
 
 
-def astype(x, dtype, /, *, copy=True, device=None):
+def astype(x: Any, dtype: Any, /, *, copy: bool = True, device: Any = None) -> Any:
     t = _tensor(x)
     return Array(t if t.dtype == dtype else tf.cast(t, dtype))
 
 
-def _reduce(f):
-    def g(x, /, *, axis=None, keepdims=False, dtype=None):
+def _reduce(f: Callable[..., Any]) -> Callable[..., Any]:
+    def g(x: Any, /, *, axis: Any = None, keepdims: bool = False, dtype: Any = None) -> Any:
         t = _tensor(x)
         if dtype is not None and t.dtype != dtype:
             t = tf.cast(t, dtype)
@@ -322,20 +324,20 @@ def _reduce(f):
     return g
 
 
-def where(condition, x1, x2, /):
+def where(condition: Any, x1: Any, x2: Any, /) -> Any:
     a, b = _operands(x1, x2)
     return Array(tf.where(_tensor(condition), a, b))
 
 
-def maximum(x1, x2, /):
+def maximum(x1: Any, x2: Any, /) -> Any:
     return Array(tf.maximum(*_operands(x1, x2)))
 
 
-def minimum(x1, x2, /):
+def minimum(x1: Any, x2: Any, /) -> Any:
     return Array(tf.minimum(*_operands(x1, x2)))
 
 
-def clip(x, /, min=None, max=None):  # noqa: A002 - array-API names
+def clip(x: Any, /, min: Any = None, max: Any = None) -> Any:  # noqa: A002 - array-API names
     t = _tensor(x)
     if min is not None:
         t = tf.maximum(t, _operands(Array(t), min)[1])
@@ -344,26 +346,26 @@ def clip(x, /, min=None, max=None):  # noqa: A002 - array-API names
     return Array(t)
 
 
-def take(x, indices, /, *, axis=None):
+def take(x: Any, indices: Any, /, *, axis: Any = None) -> Any:
     t = _tensor(x)
     if axis is None:
         t, axis = tf.reshape(t, [-1]), 0
     return Array(tf.gather(t, _tensor(indices), axis=axis))
 
 
-def take_along_axis(x, indices, /, *, axis=-1):
+def take_along_axis(x: Any, indices: Any, /, *, axis: Any = -1) -> Any:
     return Array(tnp.take_along_axis(_tensor(x), _tensor(indices), axis=axis))
 
 
-def expand_dims(x, /, *, axis=0):
+def expand_dims(x: Any, /, *, axis: int = 0) -> Any:
     return Array(tf.expand_dims(_tensor(x), axis))
 
 
-def squeeze(x, /, axis):
+def squeeze(x: Any, /, axis: Any) -> Any:
     return Array(tf.squeeze(_tensor(x), axis=_axis(axis)))
 
 
-def reshape(x, /, shape, *, copy=None):
+def reshape(x: Any, /, shape: Any, *, copy: Any = None) -> Any:
     shape = list(shape)
     if None in shape:  # a shape read off a traced tensor: one unknown dimension is inferred
         if shape.count(None) > 1 or -1 in shape:
@@ -372,25 +374,25 @@ def reshape(x, /, shape, *, copy=None):
     return Array(tf.reshape(_tensor(x), shape))
 
 
-def zeros_like(x, /, *, dtype=None, device=None):
+def zeros_like(x: Any, /, *, dtype: Any = None, device: Any = None) -> Any:
     t = _tensor(x)
     return Array(tf.zeros_like(t, dtype=dtype or t.dtype))
 
 
-def ones_like(x, /, *, dtype=None, device=None):
+def ones_like(x: Any, /, *, dtype: Any = None, device: Any = None) -> Any:
     t = _tensor(x)
     return Array(tf.ones_like(t, dtype=dtype or t.dtype))
 
 
-def zeros(shape, *, dtype=None, device=None):
+def zeros(shape: Any, *, dtype: Any = None, device: Any = None) -> Any:
     return Array(tf.zeros(_shape(shape), dtype=dtype or tf.float64))
 
 
-def ones(shape, *, dtype=None, device=None):
+def ones(shape: Any, *, dtype: Any = None, device: Any = None) -> Any:
     return Array(tf.ones(_shape(shape), dtype=dtype or tf.float64))
 
 
-def _shape(shape):
+def _shape(shape: Any) -> Any:
     if isinstance(shape, int):
         return [shape]
     if None in tuple(shape):
@@ -398,13 +400,14 @@ def _shape(shape):
     return list(shape)
 
 
-def arange(start, /, stop=None, step=1, *, dtype=None, device=None):
+def arange(start: Any, /, stop: Any = None, step: int = 1, *, dtype: Any = None,
+           device: Any = None) -> Any:
     if stop is None:
         start, stop = 0, start
     return Array(tf.range(start, stop, step, dtype=dtype or tf.int64))
 
 
-def argmax(x, /, *, axis=None, keepdims=False):
+def argmax(x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Any:
     t = _tensor(x)
     if axis is None:
         t, axis = tf.reshape(t, [-1]), 0
@@ -412,11 +415,11 @@ def argmax(x, /, *, axis=None, keepdims=False):
     return Array(tf.expand_dims(out, axis) if keepdims else out)
 
 
-def isdtype(dtype, kind) -> bool:
+def isdtype(dtype: Any, kind: Any) -> bool:
     if isinstance(kind, tuple):
         return any(isdtype(dtype, k) for k in kind)
     if not isinstance(kind, str):
-        return dtype == kind
+        return cast(bool, dtype == kind)
     groups = {
         "bool": (tf.bool,),
         "signed integer": _SIGNED,
@@ -431,12 +434,12 @@ def isdtype(dtype, kind) -> bool:
     return dtype in groups[kind]
 
 
-def finfo(type_, /):
+def finfo(type_: Any, /) -> Any:
     dtype = type_.dtype if isinstance(type_, Array) else type_
-    return ml_dtypes.finfo(tf.as_dtype(dtype).as_numpy_dtype)
+    return ml_dtypes.finfo(tf.as_dtype(dtype).as_numpy_dtype)  # type: ignore[no-untyped-call]
 
 
-def iinfo(type_, /):
+def iinfo(type_: Any, /) -> Any:
     dtype = type_.dtype if isinstance(type_, Array) else type_
     return np.iinfo(tf.as_dtype(dtype).as_numpy_dtype)
 
@@ -444,19 +447,19 @@ def iinfo(type_, /):
 class _Info:
     """``__array_namespace_info__()``: TensorFlow has every standard dtype on CPU."""
 
-    def capabilities(self):
+    def capabilities(self) -> Any:
         return {"boolean indexing": False, "data-dependent shapes": False}
 
-    def default_device(self):
+    def default_device(self) -> Any:
         return None
 
-    def devices(self):
+    def devices(self) -> Any:
         return [None]
 
-    def default_dtypes(self, *, device=None):
+    def default_dtypes(self, *, device: Any = None) -> Any:
         return {"real floating": tf.float32, "integral": tf.int64, "indexing": tf.int64}
 
-    def dtypes(self, *, device=None, kind=None):
+    def dtypes(self, *, device: Any = None, kind: Any = None) -> Any:
         names = {"float32": tf.float32, "float64": tf.float64}
         if kind in (None, "real floating"):
             return names

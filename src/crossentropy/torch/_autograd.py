@@ -20,7 +20,7 @@ Functions are once differentiable (``create_graph=True`` and nested
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch._C._functorch import TransformType
@@ -68,7 +68,7 @@ def _saved_stats(saved: E.Saved, like: torch.Tensor) -> tuple[torch.Tensor, ...]
     return stats.m, stats.m0, stats.log_s, denom
 
 
-def _rebuilt_saved(stats: tuple, opts: E.CEOptions) -> E.Saved:
+def _rebuilt_saved(stats: tuple[Any, ...], opts: E.CEOptions) -> E.Saved:
     """The engine's :class:`E.Saved` from :func:`_saved_stats`.
 
     The kernels' statistics are NumPy views; a ``torch.func`` transform hands
@@ -102,7 +102,7 @@ class _CrossEntropy(torch.autograd.Function):
         return (loss, *_saved_stats(saved, loss))
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
         logits, target, weight, opts, inplace, grad_now = inputs
         _, *stats = output
         ctx.mark_non_differentiable(*stats)
@@ -142,10 +142,10 @@ class _BCEWithLogits(torch.autograd.Function):
     def forward(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
                 pos_weight: torch.Tensor | None, reduction: str) -> torch.Tensor:
         call = E.binary_call(logits, target, weight, reduction, "logits", pos_weight)
-        return E.bce_logits_loss(call)
+        return cast(torch.Tensor, E.bce_logits_loss(call))
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         logits, target, weight, pos_weight, reduction = inputs
         ctx.reduction = reduction
         ctx.save_for_backward(logits, target, weight, pos_weight)
@@ -194,15 +194,17 @@ def ce_op(logits: torch.Tensor, target: Any, weight: Any, opts: E.CEOptions,
     inplace = bool(inplace_backward)
     grad_now = (not inplace and logits.requires_grad and torch.is_grad_enabled()
                 and not _transformed(logits))
-    return _CrossEntropy.apply(logits, _tensor(target, logits), _tensor(weight, logits), opts,
-                               inplace, grad_now)[0]
+    out = _CrossEntropy.apply(  # type: ignore[no-untyped-call]  # torch's Function.apply
+        logits, _tensor(target, logits), _tensor(weight, logits), opts, inplace, grad_now)
+    return cast(torch.Tensor, out[0])
 
 
 def bce_op(logits: torch.Tensor, target: Any, weight: Any, pos_weight: Any,
            reduction: str) -> torch.Tensor:
     """Binary cross-entropy from logits (checked ``reduction``) as a differentiable torch op."""
-    return _BCEWithLogits.apply(logits, _tensor(target, logits), _tensor(weight, logits),
-                                _tensor(pos_weight, logits), reduction)
+    return cast(torch.Tensor, _BCEWithLogits.apply(  # type: ignore[no-untyped-call]
+        logits, _tensor(target, logits), _tensor(weight, logits), _tensor(pos_weight, logits),
+        reduction))
 
 
 def cross_entropy(logits: torch.Tensor, target: Any, *, axis: int = -1, weight: Any = None,

@@ -56,8 +56,9 @@ Softcap ``s``: ``z = s tanh(a / s)``, ``dz/da = 1 - t^2``; then
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -113,7 +114,7 @@ def check_chunk_size(value: Any) -> int | None:
         raise TypeError(message) from None
     if value < 1:
         raise ValueError(message)
-    return value
+    return int(value)
 
 
 def check_softcap(value: Any) -> float | None:
@@ -123,7 +124,7 @@ def check_softcap(value: Any) -> float | None:
     value = _validate.real_number(value, "softcap")
     if value <= 0:
         raise ValueError(f"softcap: expected a positive number or None, got {value!r}")
-    return value
+    return float(value)
 
 
 def resolve_mode(mode: str, reduction: str, target_grad: bool) -> str:
@@ -238,7 +239,8 @@ class Options:
 # ----------------------------------------------------------------------------- row math
 
 
-def _softmax_parts_(z: torch.Tensor, fused: bool | None = None):
+def _softmax_parts_(z: torch.Tensor,
+                    fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``z`` replaced by its row softmax ``p``; returns ``(p, m, log_s)``.
 
     ``m`` is the row max and ``log_s = log sum_c exp(z_c - m)`` (so the row's
@@ -272,7 +274,7 @@ def _softmax_parts_(z: torch.Tensor, fused: bool | None = None):
     return p, m, torch.where(empty, 0.0, sum_exp.log())
 
 
-def softmax_(z: torch.Tensor, fused: bool | None = None):
+def softmax_(z: torch.Tensor, fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``z`` replaced by its row softmax ``p``; returns ``(p, lse)`` (see ``_softmax_parts_``)."""
     p, m, log_s = _softmax_parts_(z, fused)
     return p, m + log_s
@@ -300,12 +302,13 @@ class _Rows:
     y: torch.Tensor | None = None
 
     def __getitem__(self, rows: slice) -> _Rows:
-        return _Rows(*(None if x is None else x[rows]
-                       for x in (self.keep, self.col, self.w_t, self.y)))
+        return _Rows(self.keep[rows], *(None if x is None else x[rows]
+                                        for x in (self.col, self.w_t, self.y)))
 
 
-def _target_mass(ws, rows: _Rows, w, o: Options) -> torch.Tensor:
+def _target_mass(ws: _Workspace, rows: _Rows, w: torch.Tensor | None, o: Options) -> torch.Tensor:
     """``a = w ((1 - e) y + e / V)`` for a chunk of probability targets, in the workspace."""
+    assert rows.y is not None
     a = ws.target(rows.y)
     e = o.label_smoothing
     if e:
@@ -318,7 +321,8 @@ def _finite(x: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isneginf(x), 0.0, x)
 
 
-def _target_terms(z, rows: _Rows, w, o: Options, ws):
+def _target_terms(z: torch.Tensor, rows: _Rows, w: torch.Tensor | None, o: Options,
+                  ws: _Workspace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Return ``(A_r, D_r, a)`` of a chunk.
 
     ``z`` is already shifted by its row max, except for index targets without
@@ -328,6 +332,7 @@ def _target_terms(z, rows: _Rows, w, o: Options, ws):
     if o.soft:
         a = _target_mass(ws, rows, w, o)
         return a.sum(dim=1), _neg_dot(a, z), a
+    assert rows.w_t is not None and rows.col is not None  # index targets
     w_t = rows.w_t * (1.0 - e)
     z_t = z.gather(1, rows.col[:, None]).squeeze(1) if o.local else torch.zeros_like(w_t)
     big_a, big_d = w_t, torch.where(w_t == 0, 0.0, -w_t * z_t)
@@ -339,7 +344,7 @@ def _target_terms(z, rows: _Rows, w, o: Options, ws):
     return big_a, big_d, None
 
 
-def _row_kernels(z: torch.Tensor, t, o: Options):
+def _row_kernels(z: torch.Tensor, t: torch.Tensor | None, o: Options) -> Any:
     """The fused row kernels (``crossentropy._kernels``) if they take this chunk, else None.
 
     They take the common case: one process, index targets, no label
@@ -358,12 +363,14 @@ def _row_kernels(z: torch.Tensor, t, o: Options):
     return k if k is not None and k.applicable(z.detach().numpy(), 1) else None
 
 
-def _np(x: torch.Tensor):
+def _np(x: torch.Tensor) -> Any:
     """A NumPy view (shared memory) of a contiguous CPU tensor."""
     return x.detach().contiguous().numpy()
 
 
-def _forward_rows_fused(k, z, rows: _Rows, scale, o: Options, want_grad: bool):
+def _forward_rows_fused(k: Any, z: torch.Tensor, rows: _Rows, scale: torch.Tensor, o: Options,
+                        want_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                  torch.Tensor, torch.Tensor | None]:
     """``_forward_rows`` on the fused kernel (no shard, index targets, no smoothing or softcap).
 
     The kernel leaves per row the max ``m``, ``log_s`` and the target logit
@@ -373,6 +380,7 @@ def _forward_rows_fused(k, z, rows: _Rows, scale, o: Options, want_grad: bool):
     """
     n = z.shape[0]
     m, log_s, z_t = (torch.empty(n, dtype=z.dtype, device=z.device) for _ in range(3))
+    assert rows.col is not None and rows.w_t is not None  # index targets
     big_a = rows.w_t.to(z.dtype)
     k.ce_index_chunk(_np(z), _np(rows.col), _np(big_a), _np(big_a), _np(scale), o.z_loss,
                      _np(m), _np(log_s), _np(z_t))
@@ -387,7 +395,10 @@ def _forward_rows_fused(k, z, rows: _Rows, scale, o: Options, want_grad: bool):
     return loss, shift, log_s, coef, z if want_grad else None
 
 
-def _forward_rows(ws, z, t, rows: _Rows, w, scale, o: Options, want_grad: bool):
+def _forward_rows(ws: _Workspace, z: torch.Tensor, t: torch.Tensor | None, rows: _Rows,
+                  w: torch.Tensor | None, scale: torch.Tensor, o: Options,
+                  want_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                  torch.Tensor | None]:
     """Row losses, the saved statistics ``(shift, log_s, coef)`` and ``g`` of a chunk.
 
     ``lse = shift + log_s``, ``coef = A + 2 z_loss lse``; ``g`` (if wanted)
@@ -432,14 +443,18 @@ def _forward_rows(ws, z, t, rows: _Rows, w, scale, o: Options, want_grad: bool):
     return loss, shift, log_s, coef, g
 
 
-def _gradient_(p, t, share, rows: _Rows, w, coef, scale, o: Options, a=None):
+def _gradient_(p: torch.Tensor, t: torch.Tensor | None, share: torch.Tensor, rows: _Rows,
+               w: torch.Tensor | None, coef: torch.Tensor, scale: torch.Tensor, o: Options,
+               a: torch.Tensor | None = None) -> torch.Tensor:
     """``g = scale (share coef p - a) (1 - t^2)``, in place of ``p``."""
     e = o.label_smoothing
     g = p.mul_((scale * coef * share)[:, None])
     if o.soft:
+        assert a is not None
         g.addcmul_(a, scale[:, None], value=-1.0)
     else:
         if o.local:
+            assert rows.col is not None and rows.w_t is not None
             g.scatter_add_(1, rows.col[:, None], (-(1.0 - e) * scale * rows.w_t)[:, None])
         if e:
             on = torch.where(rows.keep, scale, 0.0)[:, None]
@@ -452,8 +467,10 @@ def _gradient_(p, t, share, rows: _Rows, w, coef, scale, o: Options, a=None):
     return g
 
 
-def _backward_rows(ws, z, t, rows: _Rows, w, scale, shift, log_s, coef, o: Options,
-                   grad_y=None):
+def _backward_rows(ws: _Workspace, z: torch.Tensor, t: torch.Tensor | None, rows: _Rows,
+                   w: torch.Tensor | None, scale: torch.Tensor, shift: torch.Tensor,
+                   log_s: torch.Tensor, coef: torch.Tensor, o: Options,
+                   grad_y: torch.Tensor | None = None) -> torch.Tensor:
     """Write a chunk's gradient ``g`` in place of ``z``, from the saved row statistics.
 
     The statistics are ``lse = shift + log_s`` and ``coef``: no communication.
@@ -462,6 +479,7 @@ def _backward_rows(ws, z, t, rows: _Rows, w, scale, shift, log_s, coef, o: Optio
     """
     k = _row_kernels(z, t, o) if grad_y is None else None
     if k is not None:
+        assert rows.col is not None and rows.w_t is not None  # index targets
         k.ce_index_chunk(_np(z), _np(rows.col), _np(rows.w_t.to(z.dtype)), _np(coef),
                          _np(scale), 0.0, _np(shift), _np(log_s))
         return z
@@ -487,7 +505,8 @@ class _Workspace:
     holding two of them.
     """
 
-    def __init__(self, rows: int, dtype: torch.dtype, device, o: Options, matmul: bool):
+    def __init__(self, rows: int, dtype: torch.dtype, device: torch.device, o: Options,
+                 matmul: bool) -> None:
         cdt = compute_dtype(dtype)
         shape = (rows, o.local)
         self.z = torch.empty(shape, dtype=cdt, device=device)  # logits, then g
@@ -498,17 +517,19 @@ class _Workspace:
                   if o.soft else None)  # soft target mass
         self.softcap = o.softcap
 
-    def capped(self, a):
+    def capped(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(z, t)``: ``z = s tanh(a / s)`` in place of ``a``, or ``(a, None)``."""
         if self.softcap is None:
             return a, None
+        assert self.t is not None
         t = torch.div(a, self.softcap, out=self.t[: a.shape[0]]).tanh_()
         return torch.mul(t, self.softcap, out=a), t
 
-    def target(self, y_c):
+    def target(self, y_c: torch.Tensor) -> torch.Tensor:
+        assert self.y is not None
         return self.y[: y_c.shape[0]].copy_(y_c)
 
-    def input_dtype(self, g):
+    def input_dtype(self, g: torch.Tensor) -> torch.Tensor:
         """``g`` in the inputs' dtype (for ``g @ W``)."""
         return g if self.low is None else self.low[: g.shape[0]].copy_(g)
 
@@ -516,7 +537,8 @@ class _Workspace:
 class _Linear:
     """Source and sink of ``hidden @ weight.T + bias``."""
 
-    def __init__(self, hidden, weight, bias, needs, o: Options):
+    def __init__(self, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 needs: tuple[bool, ...], o: Options) -> None:
         self.hidden, self.weight, self.bias, self.o = hidden, weight, bias, o
         cdt = compute_dtype(hidden.dtype)
         new = torch.zeros if hidden.shape[0] == 0 else torch.empty  # else the first chunk writes
@@ -526,7 +548,7 @@ class _Linear:
             new(weight.shape[0], dtype=cdt, device=weight.device) if needs[2] else None,
         )
 
-    def logits(self, ws: _Workspace, rows: slice):
+    def logits(self, ws: _Workspace, rows: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The chunk's logits ``h_c @ W.T + b``, a block of ``LOGITS_BLOCK_BYTES`` at a time.
 
         Blocks of vocabulary columns, each written in place into its columns
@@ -548,7 +570,7 @@ class _Linear:
                 torch.addmm(self.bias[cols], h_c, w_b, out=out[:, cols])
         return ws.capped(out if ws.low is None else ws.z[:n].copy_(out))
 
-    def add(self, ws: _Workspace, g, rows: slice):
+    def add(self, ws: _Workspace, g: torch.Tensor, rows: slice) -> None:
         """Add one chunk's contribution to d hidden (its rows), d weight and d bias.
 
         The first chunk writes ``d weight`` and ``d bias`` (their buffers start
@@ -570,7 +592,8 @@ class _Linear:
             else:
                 grad_b.add_(g.sum(dim=0))
 
-    def finish(self, go, dtypes):
+    def finish(self, go: torch.Tensor | None,
+               dtypes: list[torch.dtype | None]) -> list[torch.Tensor | None]:
         """The gradients scaled by ``go`` (in place), ``d hidden`` summed over ranks."""
         if self.grads[0] is not None:
             self.o.all_reduce(self.grads[0], dist.ReduceOp.SUM)
@@ -580,31 +603,34 @@ class _Linear:
 class _Logits:
     """Source and sink of given logits ``(rows, local)``."""
 
-    def __init__(self, z, needs, o: Options):
+    def __init__(self, z: torch.Tensor, needs: tuple[bool, ...], o: Options) -> None:
         self.z = z
         self.grads = (torch.empty_like(z) if needs[0] else None,)
 
-    def logits(self, ws: _Workspace, rows: slice):
+    def logits(self, ws: _Workspace, rows: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
         z_c = self.z[rows]
         return ws.capped(ws.z[: z_c.shape[0]].copy_(z_c))
 
-    def add(self, ws: _Workspace, g, rows: slice):
+    def add(self, ws: _Workspace, g: torch.Tensor, rows: slice) -> None:
         if self.grads[0] is not None:
             self.grads[0][rows] = g
 
-    def finish(self, go, dtypes):
+    def finish(self, go: torch.Tensor | None,
+               dtypes: list[torch.dtype | None]) -> list[torch.Tensor | None]:
         return _scaled(self.grads, go, dtypes)
 
 
-def _chunks(io, ws: _Workspace, n_rows: int, chunk_size: int):
+def _chunks(io: _Linear | _Logits, ws: _Workspace, n_rows: int,
+            chunk_size: int) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor | None]]:
     """The chunk loop: ``(rows, z, t)`` for each chunk of rows, its logits in ``ws``."""
     for start in range(0, n_rows, chunk_size):
         rows = slice(start, start + chunk_size)
         yield rows, *io.logits(ws, rows)
 
 
-def _scaled(grads, go, dtypes):
-    out = []
+def _scaled(grads: tuple[torch.Tensor | None, ...], go: torch.Tensor | None,
+            dtypes: list[torch.dtype | None]) -> list[torch.Tensor | None]:
+    out: list[torch.Tensor | None] = []
     for g_x, dtype in zip(grads, dtypes, strict=True):
         if g_x is None:
             out.append(None)
@@ -615,7 +641,8 @@ def _scaled(grads, go, dtypes):
     return out
 
 
-def _targets(target, w, o: Options, n_rows: int, device, cdt) -> _Rows:
+def _targets(target: Any, w: torch.Tensor | None, o: Options, n_rows: int, device: torch.device,
+             cdt: torch.dtype) -> _Rows:
     """The targets as the row math reads them (local: no communication)."""
     if o.soft:
         return _Rows(keep=torch.ones(n_rows, dtype=torch.bool, device=device), y=target)
@@ -631,7 +658,8 @@ def _targets(target, w, o: Options, n_rows: int, device, cdt) -> _Rows:
     return _Rows(keep=keep, col=col, w_t=w_t)
 
 
-def _inverse_denominator(rows: _Rows, o: Options, device, cdt) -> torch.Tensor:
+def _inverse_denominator(rows: _Rows, o: Options, device: torch.device,
+                         cdt: torch.dtype) -> torch.Tensor:
     """``1 / denominator`` of the reduction (0 for a mean over nothing).
 
     The mean's denominator is the summed target weight of the counted rows
@@ -655,7 +683,8 @@ def chunked_loss(o: Options, target: torch.Tensor, w: torch.Tensor | None,
     """The chunked loss of ``inputs`` (``(hidden, weight, bias)`` or ``(logits,)``)."""
     grad_on = torch.is_grad_enabled()
     needs = tuple(grad_on and x is not None and x.requires_grad for x in inputs)
-    return ChunkedCrossEntropy.apply(o, needs, target, w, *inputs)[0]
+    out = ChunkedCrossEntropy.apply(o, needs, target, w, *inputs)  # type: ignore[no-untyped-call]
+    return cast(torch.Tensor, out[0])
 
 
 class ChunkedCrossEntropy(torch.autograd.Function):
@@ -671,7 +700,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(o: Options, needs: tuple[bool, ...], target: torch.Tensor,
-                w: torch.Tensor | None, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+                w: torch.Tensor | None, *inputs: Any) -> tuple[torch.Tensor, ...]:
         linear = len(inputs) == 3
         x = inputs[0]
         n_rows, cdt, device = x.shape[0], compute_dtype(x.dtype), x.device
@@ -680,7 +709,8 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         inv = _inverse_denominator(rows, o, device, cdt)
         eager = o.mode == EAGER and any(needs)
         scale = rows.keep.to(cdt) * inv
-        io = _Linear(*inputs, needs, o) if linear else _Logits(x, needs if eager else (False,), o)
+        io = (_Linear(inputs[0], inputs[1], inputs[2], needs, o) if linear
+              else _Logits(x, needs if eager else (False,), o))
         loss_rows = torch.empty(n_rows, dtype=cdt, device=device)
         shift, log_s, coef = (torch.empty(n_rows, dtype=cdt, device=device) for _ in range(3))
         ws = _Workspace(min(o.chunk_size, n_rows), x.dtype, device, o, matmul=linear)
@@ -688,6 +718,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             loss_rows[sl], shift[sl], log_s[sl], coef[sl], g = _forward_rows(
                 ws, z, t, rows[sl], wc, scale[sl], o, want_grad=eager)
             if eager:
+                assert g is not None
                 io.add(ws, g, sl)
         _validate.some_finite_logit(namespace(x, "logits")[0], log_s, rows.keep)
         if o.reduction == "none":
@@ -698,7 +729,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         return (loss, shift, log_s, coef, inv, *grads)
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
         o, needs, target, w, *xs = inputs
         _, shift, log_s, coef, inv, *grads = output
         ctx.mark_non_differentiable(shift, log_s, coef, inv, *grads)
@@ -738,7 +769,8 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         scale = rows.keep.to(cdt) * inv * grad_out.to(cdt)
         needs = tuple(bool(a) and t is not None for a, t in zip(want, inputs, strict=True))
         linear = ctx.linear
-        io = _Linear(*inputs, needs, o) if linear else _Logits(x, needs, o)
+        io = (_Linear(inputs[0], inputs[1], inputs[2], needs, o) if linear
+              else _Logits(x, needs, o))
         grad_y = (torch.empty(target.shape, dtype=cdt, device=device)
                   if o.soft and ctx.needs_input_grad[2] else None)
         ws = _Workspace(min(o.chunk_size, n_rows), x.dtype, device, o, matmul=linear)

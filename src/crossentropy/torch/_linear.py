@@ -13,6 +13,8 @@ chunk-size policy and the two gradient modes are the shared engine in
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -39,7 +41,7 @@ def _fail_type(name: str, expected: str, got: object) -> TypeError:
     return TypeError(f"{name}: expected {expected}, got {got}")
 
 
-def _check_linear_inputs(hidden, weight, target, bias) -> bool:
+def _check_linear_inputs(hidden: Any, weight: Any, target: Any, bias: Any) -> bool:
     """Validate shapes and dtypes; return True for soft (floating) targets."""
     for name, x in (("hidden", hidden), ("weight", weight), ("target", target)):
         if not isinstance(x, torch.Tensor):
@@ -74,7 +76,7 @@ def _check_linear_inputs(hidden, weight, target, bias) -> bool:
     if target.dtype == torch.bool or target.is_complex():
         raise _fail_type("target", "an integer dtype (class indices) or a floating dtype "
                          "(probabilities)", target.dtype)
-    soft = target.is_floating_point()
+    soft: bool = target.is_floating_point()
     if soft:
         expected = (*lead, weight.shape[0])
         if tuple(target.shape) != expected:
@@ -109,8 +111,8 @@ def _check_soft_target(target: torch.Tensor, chunk_size: int) -> None:
             )
 
 
-def _check_options(ignore_index, label_smoothing, reduction, divisor, z_loss, softcap,
-                   chunk_size) -> dict:
+def _check_options(ignore_index: Any, label_smoothing: Any, reduction: Any, divisor: Any,
+                   z_loss: Any, softcap: Any, chunk_size: Any) -> dict[str, Any]:
     """The scalar options, checked (shared checks and messages from ``_validate``)."""
     return {
         "ignore_index": _validate.ignore_index(ignore_index),
@@ -275,9 +277,13 @@ def linear_cross_entropy(
     )
 
 
-def linear_cross_entropy_with_mode(hidden, weight, target, bias=None, *, ignore_index=-100,
-                                   label_smoothing=0.0, reduction="mean", divisor=None,
-                                   z_loss=0.0, softcap=None, chunk_size=None, mode="auto"):
+def linear_cross_entropy_with_mode(hidden: torch.Tensor, weight: torch.Tensor,
+                                   target: torch.Tensor, bias: torch.Tensor | None = None, *,
+                                   ignore_index: int = -100, label_smoothing: float = 0.0,
+                                   reduction: str = "mean", divisor: float | None = None,
+                                   z_loss: float = 0.0, softcap: float | None = None,
+                                   chunk_size: int | None = None,
+                                   mode: str = "auto") -> torch.Tensor:
     """``linear_cross_entropy`` with the gradient strategy selectable (tests, benchmark).
 
     Not exported: ``mode`` is ``"auto"`` (what :func:`linear_cross_entropy`
@@ -346,7 +352,8 @@ class LinearCrossEntropy(nn.Module):
     def __init__(self, in_features: int, num_classes: int, bias: bool = True, *,
                  ignore_index: int = -100, label_smoothing: float = 0.0,
                  reduction: str = "mean", z_loss: float = 0.0, softcap: float | None = None,
-                 chunk_size: int | None = None, device=None, dtype=None) -> None:
+                 chunk_size: int | None = None, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         _check_options(ignore_index, label_smoothing, reduction, None, z_loss, softcap,
                        chunk_size)
@@ -358,7 +365,7 @@ class LinearCrossEntropy(nn.Module):
         self.z_loss = z_loss
         self.softcap = softcap
         self.chunk_size = chunk_size
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty((num_classes, in_features), **factory))
         if bias:
             self.bias = nn.Parameter(torch.empty(num_classes, **factory))
@@ -368,7 +375,7 @@ class LinearCrossEntropy(nn.Module):
 
     def reset_parameters(self) -> None:
         """The initialisation of ``nn.Linear``: Kaiming-uniform weight, uniform bias."""
-        nn.Linear.reset_parameters(self)  # uses only self.weight and self.bias
+        nn.Linear.reset_parameters(self)  # type: ignore[arg-type]  # uses self.weight, self.bias
 
     def forward(self, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The loss of ``hidden`` ``(..., in_features)`` against ``target``.

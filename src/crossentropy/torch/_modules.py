@@ -9,7 +9,7 @@ from torch.nn import _reduction
 from crossentropy.torch import _autograd
 
 
-def _reduction_of(size_average, reduce, reduction):
+def _reduction_of(size_average: bool | None, reduce: bool | None, reduction: str) -> str:
     if size_average is not None or reduce is not None:
         return _reduction.legacy_get_string(size_average, reduce, emit_warning=False)
     return reduction

@@ -48,8 +48,9 @@ row max, ``lse`` row log-sum-exp, ``g`` gradient, ``denom`` the mean's divisor.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -69,6 +70,8 @@ from crossentropy.torch._chunk import (
 )
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 
@@ -116,7 +119,8 @@ def _tensor(name: str, t: Any) -> Namespace:
     return namespace(t, name)[0]
 
 
-def _options(label_smoothing, reduction, divisor, z_loss, ignore_index) -> None:
+def _options(label_smoothing: Any, reduction: Any, divisor: Any, z_loss: Any,
+             ignore_index: Any) -> None:
     V.ignore_index(ignore_index)
     V.label_smoothing(label_smoothing)
     V.reduction(reduction)
@@ -124,7 +128,8 @@ def _options(label_smoothing, reduction, divisor, z_loss, ignore_index) -> None:
     V.non_negative_number(z_loss, "z_loss")
 
 
-def _exchange(name: str, group: _Group, device, checks) -> tuple[Any, int, int]:
+def _exchange(name: str, group: _Group, device: torch.device,
+              checks: Callable[[], tuple[int, int, Any]]) -> tuple[Any, int, int]:
     """Run this rank's ``checks()``, then swap (classes, rows, error flag) with every rank.
 
     ``checks`` returns ``(local classes, rows, anything)``. Every rank joins the
@@ -178,7 +183,8 @@ _PARAMS = {
 }
 
 
-def _fill(func):
+def _fill(func: F) -> F:
+    assert func.__doc__ is not None
     func.__doc__ = func.__doc__ % _PARAMS
     return func
 
@@ -268,7 +274,7 @@ def vocab_parallel_cross_entropy(
     """
     group_ = _resolve_group(group)
 
-    def checks():
+    def checks() -> tuple[int, int, Any]:
         _options(label_smoothing, reduction, divisor, z_loss, ignore_index)
         ns = _tensor("logits_shard", logits_shard)
         ax = V.axis(axis, logits_shard.ndim, "logits_shard")
@@ -379,7 +385,7 @@ def vocab_parallel_linear_cross_entropy(
     """
     group_ = _resolve_group(group)
 
-    def checks():
+    def checks() -> tuple[int, int, Any]:
         _options(label_smoothing, reduction, divisor, z_loss, ignore_index)
         ns = _tensor("hidden", hidden)
         _tensor("weight_shard", weight_shard)
@@ -424,12 +430,13 @@ def vocab_parallel_linear_cross_entropy(
     return loss.reshape(rows_shape) if reduction == "none" else loss
 
 
-def _options_of(group: _Group, start, classes, local, soft, ignore, label_smoothing, reduction,
-                divisor, z_loss, softcap, chunk_size, mode) -> Options:
+def _options_of(group: _Group, start: int, classes: int, local: int, soft: bool, ignore: int,
+                label_smoothing: float, reduction: str, divisor: float | None, z_loss: float,
+                softcap: float | None, chunk_size: int, mode: str) -> Options:
     return Options(
         local=local, soft=soft, ignore_index=ignore, label_smoothing=float(label_smoothing),
         reduction=reduction, divisor=V.divisor(divisor), z_loss=float(z_loss), softcap=softcap,
-        chunk_size=check_chunk_size(chunk_size), mode=mode,
+        chunk_size=cast(int, check_chunk_size(chunk_size)), mode=mode,
         # a world of one is the single-process pipeline, with no shard at all
         shard=Shard(group.handle, group.world, start, classes) if group.world > 1 else None,
     )

@@ -34,7 +34,10 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from crossentropy.cli import _extras
 from crossentropy.cli._args import add_command, error, positive_int
@@ -48,7 +51,7 @@ QUICK_SHAPES = ((4096, 10), (512, 1000), (64, 32000))
 PEERS = ("numpy", "scipy", "torch", "torch.compile", "jax")
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this subcommand's parser to ``subparsers``."""
     parser = add_command(
         subparsers, "bench", run,
@@ -90,12 +93,13 @@ def register(subparsers) -> None:
 # ---------------------------------------------------------------- measuring
 
 
-def interleaved(methods: dict, rounds: int, tick=None) -> dict:
+def interleaved(methods: dict[str, Any], rounds: int,
+                tick: Callable[[], None] | None = None) -> dict[str, Any]:
     """Median seconds of each callable, timed in interleaved rounds.
 
     ``tick()`` is called after every round (a progress bar's update).
     """
-    times: dict = {name: [] for name in methods}
+    times: dict[str, Any] = {name: [] for name in methods}
     for _ in range(rounds):
         for name, fn in methods.items():
             t0 = time.perf_counter()
@@ -109,26 +113,26 @@ def interleaved(methods: dict, rounds: int, tick=None) -> dict:
 # ---------------------------------------------------------------- the methods
 
 
-def _ours(np, z, t, dtype):
+def _ours(np: ModuleType, z: Any, t: Any, dtype: Any) -> Any:
     import crossentropy as ce
     from crossentropy import _kernels as K
 
     buf = np.empty_like(z)
 
-    def fb_out():
+    def fb_out() -> None:
         ce.cross_entropy_with_grad(z, t, out=buf)
 
-    def fb_alloc():
+    def fb_alloc() -> None:
         ce.cross_entropy_with_grad(z, t)
 
-    def fwd():
+    def fwd() -> None:
         ce.cross_entropy(z, t)
 
-    def fb_generic():
+    def fb_generic() -> None:
         with K.disabled():
             ce.cross_entropy_with_grad(z, t)
 
-    def fwd_generic():
+    def fwd_generic() -> None:
         with K.disabled():
             ce.cross_entropy(z, t)
 
@@ -139,11 +143,11 @@ def _ours(np, z, t, dtype):
     }
 
 
-def _numpy_naive(np, z, t, dtype):
+def _numpy_naive(np: ModuleType, z: Any, t: Any, dtype: Any) -> Any:
     rows = np.arange(z.shape[0])
     n = z.shape[0]
 
-    def fb():
+    def fb() -> Any:
         m = z.max(axis=1, keepdims=True)
         e = np.exp(z - m)
         s = e.sum(axis=1, keepdims=True)
@@ -153,20 +157,20 @@ def _numpy_naive(np, z, t, dtype):
         g /= n
         return loss, g
 
-    def fwd():
+    def fwd() -> Any:
         m = z.max(axis=1, keepdims=True)
         return np.mean(np.log(np.exp(z - m).sum(axis=1)) + m[:, 0] - z[rows, t])
 
     return {"numpy naive": (fb, fwd)}
 
 
-def _scipy(np, z, t, dtype):
+def _scipy(np: ModuleType, z: Any, t: Any, dtype: Any) -> Any:
     from scipy.special import log_softmax
 
     rows = np.arange(z.shape[0])
     n = z.shape[0]
 
-    def fb():
+    def fb() -> Any:
         ls = log_softmax(z, axis=1)
         loss = -ls[rows, t].mean()
         g = np.exp(ls)
@@ -174,31 +178,31 @@ def _scipy(np, z, t, dtype):
         g /= n
         return loss, g
 
-    def fwd():
+    def fwd() -> Any:
         return -log_softmax(z, axis=1)[rows, t].mean()
 
     return {"scipy log_softmax": (fb, fwd)}
 
 
-def _torch_eager(np, z, t, dtype):
+def _torch_eager(np: ModuleType, z: Any, t: Any, dtype: Any) -> Any:
     import torch
     import torch.nn.functional as F
 
     zt, tt = torch.from_numpy(z), torch.from_numpy(t)
 
-    def fb():
+    def fb() -> Any:
         x = zt.detach().requires_grad_()
         F.cross_entropy(x, tt).backward()
         return x.grad
 
-    def fwd():
+    def fwd() -> Any:
         with torch.no_grad():
             return F.cross_entropy(zt, tt)
 
     return {"torch eager": (fb, fwd)}
 
 
-def _torch_compile(np, z, t, dtype):
+def _torch_compile(np: ModuleType, z: Any, t: Any, dtype: Any) -> Any:
     import torch
     import torch.nn.functional as F
 
@@ -206,35 +210,35 @@ def _torch_compile(np, z, t, dtype):
     loss_fb = torch.compile(lambda x, y: F.cross_entropy(x, y), dynamic=False)
     loss_fwd = torch.compile(lambda x, y: F.cross_entropy(x, y), dynamic=False)
 
-    def fb():
+    def fb() -> Any:
         x = zt.detach().requires_grad_()
         loss_fb(x, tt).backward()
         return x.grad
 
-    def fwd():
+    def fwd() -> Any:
         with torch.no_grad():
             return loss_fwd(zt, tt)
 
     return {"torch.compile": (fb, fwd)}
 
 
-def _jax(np, z, t, dtype):
+def _jax(np: ModuleType, z: Any, t: Any, dtype: Any) -> Any:
     import jax
     import jax.numpy as jnp
     import optax
 
-    def mean_loss(x, y):
+    def mean_loss(x: Any, y: Any) -> Any:
         return jnp.mean(optax.losses.softmax_cross_entropy_with_integer_labels(x, y))
 
     value_and_grad = jax.jit(jax.value_and_grad(mean_loss))
     value = jax.jit(mean_loss)
     zj, tj = jax.device_put(z), jax.device_put(t)
 
-    def fb():
+    def fb() -> None:
         loss, g = value_and_grad(zj, tj)
         g.block_until_ready()
 
-    def fwd():
+    def fwd() -> None:
         value(zj, tj).block_until_ready()
 
     return {"jax.jit + optax": (fb, fwd)}
@@ -252,7 +256,7 @@ _PEER_SETUP = {
 # ---------------------------------------------------------------- report
 
 
-def _runtime_info(np) -> dict:
+def _runtime_info(np: ModuleType) -> dict[str, Any]:
     """Versions, CPU, and the native thread pools (BLAS, OpenMP) through threadpoolctl."""
     from threadpoolctl import threadpool_info
 
@@ -306,7 +310,7 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def _runtime_line(info: dict) -> str:
+def _runtime_line(info: dict[str, Any]) -> str:
     pools = info["threadpools"]
     blas = "; ".join(f"{p['internal_api']} {p['version']} ({p['architecture']}, "
                      f"{p['num_threads']} threads)" for p in pools) or "none loaded"
@@ -316,7 +320,7 @@ def _runtime_line(info: dict) -> str:
     return line
 
 
-def format_table(rows: list[dict], floor_name: str) -> str:
+def format_table(rows: list[dict[str, Any]], floor_name: str) -> str:
     """The results of one shape and mode as a text table (tabulate)."""
     from tabulate import tabulate
 
@@ -329,7 +333,7 @@ def format_table(rows: list[dict], floor_name: str) -> str:
     return "\n".join([text, *failed])
 
 
-def _parse_shapes(args) -> tuple[tuple[int, int], ...]:
+def _parse_shapes(args: argparse.Namespace) -> tuple[tuple[int, int], ...]:
     shapes = []
     for part in args.shapes.split(","):
         try:
@@ -343,7 +347,7 @@ def _parse_shapes(args) -> tuple[tuple[int, int], ...]:
     return tuple(shapes)
 
 
-def _select_peers(args, text):
+def _select_peers(args: argparse.Namespace, text: str) -> Any:
     import importlib.util
 
     if text == "none":
@@ -361,7 +365,7 @@ def _select_peers(args, text):
     return chosen
 
 
-def _check_json_path(args) -> None:
+def _check_json_path(args: argparse.Namespace) -> None:
     """Fail before the benchmark, not after it, when the results cannot be written."""
     path = args.json
     if path is None:
@@ -375,7 +379,7 @@ def _check_json_path(args) -> None:
         error(args, f"argument --json: cannot write {str(path)!r}")
 
 
-def _run_linear(args) -> int:
+def _run_linear(args: argparse.Namespace) -> int:
     status = _extras.require("bench --linear", ("torch",))
     if status:
         return status
@@ -393,7 +397,7 @@ def _run_linear(args) -> int:
     return linear.run(linear_args)
 
 
-def _run_memory(args) -> int:
+def _run_memory(args: argparse.Namespace) -> int:
     status = _extras.require("bench --memory", ("torch", "tabulate"))
     if status:
         return status
@@ -426,7 +430,7 @@ def _run_warmup() -> int:
     return 0
 
 
-def _run_frameworks(args) -> int:
+def _run_frameworks(args: argparse.Namespace) -> int:
     status = _extras.require("bench --frameworks", ("numba", "tabulate"))
     if status:
         return status
@@ -435,7 +439,7 @@ def _run_frameworks(args) -> int:
     from crossentropy.cli.bench import frameworks
 
     if args.threads is not None:
-        numba.set_num_threads(min(args.threads, int(numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(min(args.threads, int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     shapes = _parse_shapes(args) if args.shapes else (
         ((4096, 10), (512, 1000), (64, 32000)) if args.quick else frameworks.SHAPES)
     rounds = args.rounds or (3 if args.quick else 7)
@@ -455,7 +459,7 @@ def _run_frameworks(args) -> int:
     return 0
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``crossentropy bench`` (or ``--linear``, ``--memory``, ``--warmup``); the exit status."""
     if args.warmup:
         return _run_warmup()
@@ -578,6 +582,7 @@ def run(args) -> int:
             ours = "crossentropy fast, out=" if mode == "fwd_bwd" else "crossentropy fast"
             fast = next(r for r in rows if r["name"] == ours)
             if best_peer:
+                assert best_ms is not None
                 speedup = best_ms / fast["ms"]
                 versus = (f"{speedup:.1f}x faster than" if speedup >= 1
                           else f"{1 / speedup:.1f}x slower than")

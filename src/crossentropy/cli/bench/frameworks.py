@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from crossentropy.cli.bench import worker
@@ -48,7 +48,7 @@ def _time(fn: Callable[[], Any]) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def _alternate(ours: Callable[[], Any], peer: Callable[[], Any], rounds: int) -> tuple:
+def _alternate(ours: Callable[[], Any], peer: Callable[[], Any], rounds: int) -> tuple[Any, ...]:
     ours(), peer()  # warm up (compile, caches)
     a, b = [], []
     for _ in range(rounds):
@@ -65,12 +65,12 @@ def _rel(g: Any, ref: Any) -> float:
 
 
 def _row(framework: str, n: int, c: int, ours: float, peer: float, grad_rel: float,
-         **extra: Any) -> dict:
+         **extra: Any) -> dict[str, Any]:
     return {"framework": framework, "shape": f"{n}x{c}", "ours_ms": ours, "peer_ms": peer,
             "speedup": peer / ours, "grad_rel": grad_rel, **extra}
 
 
-def numpy_rows(n: int, c: int, rounds: int) -> list[dict]:
+def numpy_rows(n: int, c: int, rounds: int) -> list[dict[str, Any]]:
     """The fused kernels (``cross_entropy_with_grad``) vs a NumPy log-softmax."""
     import numpy as np
 
@@ -80,7 +80,7 @@ def numpy_rows(n: int, c: int, rounds: int) -> list[dict]:
     z = rng.standard_normal((n, c), dtype=np.float32)
     t = rng.integers(0, c, n)
 
-    def peer():
+    def peer() -> Any:
         m = z.max(axis=1, keepdims=True)
         e = np.exp(z - m)
         s = e.sum(axis=1, keepdims=True)
@@ -89,12 +89,12 @@ def numpy_rows(n: int, c: int, rounds: int) -> list[dict]:
         g[np.arange(n), t] -= 1
         return loss, g / n
 
-    ours = lambda: ce.cross_entropy_with_grad(z, t)  # noqa: E731
+    ours: Callable[[], Any] = lambda: ce.cross_entropy_with_grad(z, t)  # noqa: E731
     a, b = _alternate(ours, peer, rounds)
     return [_row("numpy", n, c, a, b, _rel(ours()[1], peer()[1]))]
 
 
-def torch_rows(n: int, c: int, rounds: int) -> list[dict]:
+def torch_rows(n: int, c: int, rounds: int) -> list[dict[str, Any]]:
     """The torch op vs ``F.cross_entropy``, alone and in a training step; peak memory."""
     import torch
     import torch.nn.functional as F
@@ -105,8 +105,8 @@ def torch_rows(n: int, c: int, rounds: int) -> list[dict]:
     z = torch.randn(n, c, generator=g).requires_grad_(True)
     t = torch.randint(0, c, (n,), generator=g)
 
-    def fwd_bwd(fn):
-        def run():
+    def fwd_bwd(fn: Callable[..., Any]) -> Callable[[], Any]:
+        def run() -> Any:
             z.grad = None
             fn(z, t).backward()
             return z.grad
@@ -123,8 +123,8 @@ def torch_rows(n: int, c: int, rounds: int) -> list[dict]:
     h = torch.randn(n, HIDDEN, generator=g)
     W = (torch.randn(HIDDEN, c, generator=g) * 0.05).requires_grad_(True)
 
-    def step(fn):
-        def run():
+    def step(fn: Callable[..., Any]) -> Callable[[], Any]:
+        def run() -> Any:
             W.grad = None
             fn(h @ W, t).backward()
             return W.grad
@@ -136,7 +136,7 @@ def torch_rows(n: int, c: int, rounds: int) -> list[dict]:
     return rows
 
 
-def jax_rows(n: int, c: int, rounds: int) -> list[dict]:
+def jax_rows(n: int, c: int, rounds: int) -> list[dict[str, Any]]:
     """``jax.jit(jax.value_and_grad(...))`` of ours vs optax."""
     import jax
     import optax
@@ -149,13 +149,13 @@ def jax_rows(n: int, c: int, rounds: int) -> list[dict]:
     f_ours = jax.jit(jax.value_and_grad(lambda x, y: ce.cross_entropy(x, y)))
     f_peer = jax.jit(jax.value_and_grad(
         lambda x, y: optax.softmax_cross_entropy_with_integer_labels(x, y).mean()))
-    ours = lambda: jax.block_until_ready(f_ours(z, t))  # noqa: E731
-    peer = lambda: jax.block_until_ready(f_peer(z, t))  # noqa: E731
+    ours: Callable[[], Any] = lambda: jax.block_until_ready(f_ours(z, t))  # noqa: E731
+    peer: Callable[[], Any] = lambda: jax.block_until_ready(f_peer(z, t))  # noqa: E731
     a, b = _alternate(ours, peer, rounds)
     return [_row("jax", n, c, a, b, _rel(ours()[1], peer()[1]))]
 
 
-def tf_rows(n: int, c: int, rounds: int) -> list[dict]:
+def tf_rows(n: int, c: int, rounds: int) -> list[dict[str, Any]]:
     """Ours vs ``tf.nn.sparse_softmax_cross_entropy_with_logits``, tf.function and eager."""
     import tensorflow as tf
 
@@ -165,23 +165,23 @@ def tf_rows(n: int, c: int, rounds: int) -> list[dict]:
     z = g.normal((n, c))
     t = g.uniform((n,), 0, c, dtype=tf.int64)
 
-    def ours_fn(x, y):
+    def ours_fn(x: Any, y: Any) -> Any:
         with tf.GradientTape() as tape:
             tape.watch(x)
             loss = cross_entropy(x, y)
         return loss, tape.gradient(loss, x)
 
-    def peer_fn(x, y):
+    def peer_fn(x: Any, y: Any) -> Any:
         with tf.GradientTape() as tape:
             tape.watch(x)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, x))
         return loss, tape.gradient(loss, x)
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, wrap in (("tf", tf.function), ("tf eager", lambda f: f)):
         fo, fp = wrap(ours_fn), wrap(peer_fn)
-        ours = lambda fo=fo: fo(z, t)[1].numpy()  # noqa: E731
-        peer = lambda fp=fp: fp(z, t)[1].numpy()  # noqa: E731
+        ours: Callable[..., Any] = lambda fo=fo: fo(z, t)[1].numpy()  # noqa: E731
+        peer: Callable[..., Any] = lambda fp=fp: fp(z, t)[1].numpy()  # noqa: E731
         a, b = _alternate(ours, peer, rounds)
         rows.append(_row(name, n, c, a, b, _rel(ours(), peer())))
     return rows
@@ -190,14 +190,15 @@ def tf_rows(n: int, c: int, rounds: int) -> list[dict]:
 MEASURES = {"numpy": numpy_rows, "torch": torch_rows, "jax": jax_rows, "tensorflow": tf_rows}
 
 
-def measure(shapes=SHAPES, rounds: int = 7, frameworks=tuple(MEASURES),
-            progress: Callable[[str], Any] = print, threads: int | None = None) -> list[dict]:
+def measure(shapes: Sequence[tuple[int, int]] = SHAPES, rounds: int = 7,
+            frameworks: Sequence[str] = tuple(MEASURES), progress: Callable[[str], Any] = print,
+            threads: int | None = None) -> list[dict[str, Any]]:
     """Rows of the frameworks table, by shape; each framework in a worker process of its own.
 
     A framework that is not installed is skipped. ``threads``: numba's threads
     in the workers (default: numba's setting).
     """
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     for name in frameworks:
         for r in frameworks_rows(name, shapes, rounds, threads):
             if "skipped" in r:
@@ -210,12 +211,12 @@ def measure(shapes=SHAPES, rounds: int = 7, frameworks=tuple(MEASURES),
 
 
 def frameworks_here(name: str, rounds: int, threads: int | None,
-                    shapes: list[tuple[int, int]]) -> None:
+                    shapes: Sequence[tuple[int, ...]]) -> None:
     """The ``frameworks`` worker's body: ``name``'s rows at each shape, one JSON line each."""
     if threads:
         import numba
 
-        numba.set_num_threads(min(threads, int(numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(min(threads, int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     for n, c in shapes:
         try:
             rows = MEASURES[name](n, c, rounds)
@@ -226,7 +227,8 @@ def frameworks_here(name: str, rounds: int, threads: int | None,
             print(json.dumps(row), flush=True)
 
 
-def frameworks_rows(name: str, shapes, rounds: int, threads: int | None = None):
+def frameworks_rows(name: str, shapes: Sequence[tuple[int, int]], rounds: int,
+                    threads: int | None = None) -> Iterator[dict[str, Any]]:
     """Run ``name``'s rows in a fresh worker process; yield each row (a dict) as it arrives.
 
     A framework that is not installed yields one ``{"skipped": message}``.
@@ -244,7 +246,7 @@ def frameworks_rows(name: str, shapes, rounds: int, threads: int | None = None):
             raise RuntimeError(f"benchmark worker failed ({' '.join(cmd)}):\n{err.read()}")
 
 
-def format_row(r: dict) -> str:
+def format_row(r: dict[str, Any]) -> str:
     """One row as a progress line."""
     mem = ""
     if "ours_peak_mib" in r:
@@ -254,7 +256,7 @@ def format_row(r: dict) -> str:
             + mem)
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict[str, Any]]) -> str:
     """The rows as a table (tabulate)."""
     from tabulate import tabulate
 

@@ -44,7 +44,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TextIO
 
 DEFAULT_SHAPES = ((4096, 1024, 32000), (2048, 2048, 128256))
 DEFAULT_VARIANTS = ("naive", "linear")
@@ -58,7 +60,8 @@ VARIANTS = {
 MiB = 2**20
 
 
-def _setup(n, d, v, dtype_name, bias, chunk_size, threads):
+def _setup(n: int, d: Any, v: Any, dtype_name: str, bias: Any, chunk_size: int | None,
+           threads: int | None) -> Any:
     """Inputs (after a tiny warm-up call) and a ``step(variant)`` doing forward + backward."""
     import torch
     import torch.nn.functional as F
@@ -70,7 +73,7 @@ def _setup(n, d, v, dtype_name, bias, chunk_size, threads):
     dtype = getattr(torch, dtype_name)
     gen = torch.Generator().manual_seed(0)
 
-    def step(variant, h, w, t, b):
+    def step(variant: str, h: Any, w: Any, t: Any, b: Any) -> None:
         for x in (h, w, b):
             if x is not None:
                 x.grad = None
@@ -98,14 +101,14 @@ def _setup(n, d, v, dtype_name, bias, chunk_size, threads):
     return (hidden, weight, target, b), step
 
 
-def _timed(step, variant, inputs) -> tuple[float, float]:
+def _timed(step: Any, variant: str, inputs: Any) -> tuple[float, float]:
     t0, c0 = time.perf_counter(), time.process_time()
     step(variant, *inputs)
     return time.perf_counter() - t0, time.process_time() - c0
 
 
 def _worker(variant: str, n: int, d: int, v: int, dtype_name: str, bias: bool,
-            chunk_size: int | None, runs: int, threads: int | None) -> dict:
+            chunk_size: int | None, runs: int, threads: int | None) -> dict[str, Any]:
     """Memory (and time) of one variant, alone in this process."""
     from crossentropy.cli.bench.memory import peak_extra
 
@@ -127,10 +130,11 @@ def _worker(variant: str, n: int, d: int, v: int, dtype_name: str, bias: bool,
 
 def _alternating_worker(variants: list[str], n: int, d: int, v: int, dtype_name: str,
                         bias: bool, chunk_size: int | None, passes: int,
-                        threads: int | None) -> dict:
+                        threads: int | None) -> dict[str, Any]:
     """Times of the variants' passes alternating in one process (A, B, A, B, ...)."""
     inputs, step = _setup(n, d, v, dtype_name, bias, chunk_size, threads)
-    out = {name: {"time_s": [], "cpu_s": []} for name in variants}
+    out: dict[str, dict[str, list[float]]] = {name: {"time_s": [], "cpu_s": []}
+                                              for name in variants}
     for _ in range(passes):
         for name in variants:
             wall, cpu = _timed(step, name, inputs)
@@ -139,7 +143,7 @@ def _alternating_worker(variants: list[str], n: int, d: int, v: int, dtype_name:
     return out
 
 
-def _subprocess(args: list[str]) -> dict:
+def _subprocess(args: list[str]) -> dict[str, Any]:
     cmd = [sys.executable, "-m", __name__, *args]
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[3])  # the directory holding crossentropy/
@@ -147,10 +151,12 @@ def _subprocess(args: list[str]) -> dict:
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"benchmark worker failed ({' '.join(cmd)}):\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
-def _common_args(shape, dtype, bias, chunk_size, threads) -> list[str]:
+def _common_args(shape: Any, dtype: Any, bias: Any, chunk_size: int | None,
+                 threads: int | None) -> list[str]:
     n, d, v = shape
     args = ["--shapes", f"{n}x{d}x{v}", "--dtype", dtype]
     if bias:
@@ -162,7 +168,7 @@ def _common_args(shape, dtype, bias, chunk_size, threads) -> list[str]:
     return args
 
 
-def _memory_row(res: list[dict]) -> dict:
+def _memory_row(res: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "peak_extra_mib": statistics.median(x["peak_extra_mib"] for x in res),
         "grads_mib": res[0]["grads_mib"],
@@ -173,11 +179,12 @@ def _memory_row(res: list[dict]) -> dict:
     }
 
 
-def linear_benchmark(shapes=DEFAULT_SHAPES, *, variants=DEFAULT_VARIANTS, repeats: int = 3,
+def linear_benchmark(shapes: Sequence[tuple[int, int, int]] = DEFAULT_SHAPES, *,
+                     variants: Sequence[str] = DEFAULT_VARIANTS, repeats: int = 3,
                      runs: int = 0, alternate: int = 3, dtype: str = "float32",
                      bias: bool = False, chunk_size: int | None = None,
                      threads: int | None = None, baseline: str = "naive",
-                     progress=None) -> list[dict]:
+                     progress: Callable[[str], Any] | None = None) -> list[dict[str, Any]]:
     """Measure each variant on each ``(N, D, V)`` shape; one row per shape and variant.
 
     Memory: every (round, variant) is a fresh subprocess (``repeats`` rounds,
@@ -192,9 +199,10 @@ def linear_benchmark(shapes=DEFAULT_SHAPES, *, variants=DEFAULT_VARIANTS, repeat
     medians of the per-round ratios of the separate subprocesses.
     """
     rows = []
+    res: Any  # a worker's result, then a variant's list of them
     for shape in shapes:
         common = _common_args(tuple(shape), dtype, bias, chunk_size, threads)
-        rounds = {name: [] for name in variants}
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
         for r in range(repeats):
             for name in variants:
                 res = _subprocess(["--worker", name, "--runs", str(runs), *common])
@@ -237,7 +245,7 @@ def linear_benchmark(shapes=DEFAULT_SHAPES, *, variants=DEFAULT_VARIANTS, repeat
     return rows
 
 
-def print_table(rows, file=None) -> None:
+def print_table(rows: Any, file: TextIO | None = None) -> None:
     """A Markdown table of ``linear_benchmark`` rows."""
     file = file or sys.stdout
     head = ("| N | D | V | variant | peak extra MiB | grads MiB | working MiB | mem ratio "
@@ -246,7 +254,7 @@ def print_table(rows, file=None) -> None:
     print(head, file=file)
     print("|---" * (head.count("|") - 1) + "|", file=file)
 
-    def fmt(r, key, spec=".3f"):
+    def fmt(r: dict[str, Any], key: str, spec: str = ".3f") -> Any:
         return format(r[key], spec) if key in r else "-"
 
     for r in rows:
@@ -294,9 +302,9 @@ def run(args: argparse.Namespace) -> int:
     unknown = [v for v in variants if v.partition(":")[0] not in VARIANTS]
     if unknown:
         raise SystemExit(f"--variants: expected names from {list(VARIANTS)}, got {unknown}")
-    defaults = {"repeats": 3, "runs": 0, "alternate": 3, "dtype": "float32", "bias": False,
-                "chunk_size": None, "threads": None}
-    settings = {key: getattr(args, key, value) for key, value in defaults.items()}
+    defaults: dict[str, Any] = {"repeats": 3, "runs": 0, "alternate": 3, "dtype": "float32",
+                                "bias": False, "chunk_size": None, "threads": None}
+    settings: dict[str, Any] = {key: getattr(args, key, value) for key, value in defaults.items()}
     rows = linear_benchmark(shapes, variants=variants, **settings,
                             progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print_table(rows)
@@ -314,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Standalone entry point, and the entry point of the worker subprocesses."""
     parser = argparse.ArgumentParser(prog="python -m crossentropy.cli.bench.linear",
                                      description=__doc__.split("\n\n")[0])

@@ -60,7 +60,7 @@ def describe(kind: str) -> str:
     }[kind]
 
 
-def peak_extra(fn: Callable[[], Any]) -> dict:
+def peak_extra(fn: Callable[[], Any]) -> dict[str, Any]:
     """Run ``fn`` once; its peak extra memory.
 
     Returns ``{"bytes": ..., "method": "rss-hwm" | "tracemalloc",

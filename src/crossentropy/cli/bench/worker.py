@@ -20,11 +20,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import Any
 
 VARIANTS = ("torch", "crossentropy")
 
 
-def measure_here(n: int, c: int, variant: str, threads: int) -> dict:
+def measure_here(n: int, c: int, variant: str, threads: int) -> dict[str, Any]:
     """The worker's body: one forward + backward of ``variant``, measured in this process."""
     import torch
 
@@ -34,6 +36,7 @@ def measure_here(n: int, c: int, variant: str, threads: int) -> dict:
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(n, c, generator=g)
     target = torch.randint(0, c, (n,), generator=g)
+    loss_fn: Callable[..., Any]
     if variant == "crossentropy":
         import crossentropy
 
@@ -45,7 +48,7 @@ def measure_here(n: int, c: int, variant: str, threads: int) -> dict:
     warm = torch.randn(4, c, requires_grad=True)
     loss_fn(warm, target[:4]).backward()
     logits.requires_grad_(True)
-    result: dict = {}
+    result: dict[str, Any] = {}
 
     def step() -> None:
         loss = loss_fn(logits, target)
@@ -58,16 +61,17 @@ def measure_here(n: int, c: int, variant: str, threads: int) -> dict:
             "loss": result["loss"]}
 
 
-def measure(n: int, c: int, variant: str, threads: int = 2) -> dict:
+def measure(n: int, c: int, variant: str, threads: int = 2) -> dict[str, Any]:
     """Run one variant in a fresh worker process; its JSON result."""
     out = subprocess.run(
         [sys.executable, "-m", __name__, str(n), str(c), variant, str(threads)],
         check=True, capture_output=True, text=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
-def torch_memory_table(n: int = 8192, c: int = 32000, threads: int = 2) -> list[dict]:
+def torch_memory_table(n: int = 8192, c: int = 32000, threads: int = 2) -> list[dict[str, Any]]:
     """Both variants, each measured in a fresh process; one row each."""
     return [measure(n, c, variant, threads) for variant in VARIANTS]
 
