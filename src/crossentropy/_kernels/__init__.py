@@ -17,28 +17,5 @@ follow numba's settings; the flags live in ``_config``.
 Importing this package imports numba (the optional extra ``crossentropy[fast]``).
 """
 
-from crossentropy._kernels.host import (
-    applicable,
-    bce_with_logits,
-    ce_index_backward,
-    ce_index_chunk,
-    ce_index_forward,
-    cross_entropy,
-    disabled,
-    logsumexp,
-    saved_applicable,
-    softmax,
-)
-
-__all__ = [
-    "applicable",
-    "bce_with_logits",
-    "ce_index_backward",
-    "ce_index_chunk",
-    "ce_index_forward",
-    "cross_entropy",
-    "disabled",
-    "logsumexp",
-    "saved_applicable",
-    "softmax",
-]
+# The package's names are the host layer's, listed once in ``host.__all__``.
+from crossentropy._kernels.host import *  # noqa: F403
