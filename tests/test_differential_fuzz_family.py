@@ -228,9 +228,19 @@ def _close(got, want, dtype: str, what: str, scale=None):
                                err_msg=what)
 
 
+COMPUTE = {"float16": np.float32, "bfloat16": np.float32}  # the rest compute in their own
+
+
 def _stored(call: Call, x):
-    """An input as the library sees it: rounded to the call's dtype, in float64."""
-    return None if x is None else np.asarray(x).astype(DTYPES[call.dtype]).astype(np.float64)
+    """An input as the library sees it: in the call's compute dtype, then float64.
+
+    Every array argument is cast to the compute dtype (float16 and bfloat16 run in
+    float32), so a float64 target next to float16 probabilities keeps a 1e-12 that
+    float16 would round to 0.
+    """
+    if x is None:
+        return None
+    return np.asarray(x).astype(COMPUTE.get(call.dtype, DTYPES[call.dtype])).astype(np.float64)
 
 
 def _reduce(elements, reduction, denom=None):
