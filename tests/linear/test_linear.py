@@ -15,7 +15,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from crossentropy.torch import LinearCrossEntropy, linear_cross_entropy  # noqa: E402
-from crossentropy.torch._chunk import MEMORY_BUDGET, auto_chunk_size, softmax_  # noqa: E402
+from crossentropy.torch._chunk import MEMORY_BUDGET, _chunks, auto_chunk_size, softmax_  # noqa: E402
 from crossentropy.torch._linear import linear_cross_entropy_with_mode as with_mode  # noqa: E402
 
 MODES = ("auto", "eager", "recompute")
@@ -755,3 +755,21 @@ def test_linear_cross_entropy_logits_in_vocabulary_blocks(monkeypatch, block_col
         for got, ref in zip(grads_of(loss, (hidden, weight, bias)),
                             grads_of(want, (hidden, weight, bias)), strict=True):
             torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(("n_rows", "chunk_size", "sizes"), [
+    (2048, 171, [171] * 8 + [170] * 4),  # not 171 x 11 and a last chunk of 167
+    (10, 4, [4, 3, 3]),
+    (8, 4, [4, 4]),
+    (3, 8, [3]),
+    (0, 8, []),
+])
+def test_chunks_are_balanced_larger_first(n_rows, chunk_size, sizes):
+    """The chunk loop covers every row once, in chunks that differ by at most one row."""
+    class Rows:
+        def logits(self, ws, rows):
+            return rows, None
+
+    got = [rows for rows, _, _ in _chunks(Rows(), None, n_rows, chunk_size)]
+    assert [r.stop - r.start for r in got] == sizes
+    assert [r.start for r in got] == [sum(sizes[:i]) for i in range(len(sizes))]

@@ -622,9 +622,19 @@ class _Logits:
 
 def _chunks(io: _Linear | _Logits, ws: _Workspace, n_rows: int,
             chunk_size: int) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor | None]]:
-    """The chunk loop: ``(rows, z, t)`` for each chunk of rows, its logits in ``ws``."""
-    for start in range(0, n_rows, chunk_size):
-        rows = slice(start, start + chunk_size)
+    """The chunk loop: ``(rows, z, t)`` for each chunk of rows, its logits in ``ws``.
+
+    The ``ceil(n_rows / chunk_size)`` chunks are balanced, the larger first
+    (2048 rows by 171: 171 x 8, then 170 x 4, not 171 x 11 and 167): a last
+    chunk of another shape made the matmuls' scratch allocations grow the
+    heap by 16 MiB at 2048 x 2048 x 128256 (issue 13's working-memory target).
+    """
+    count = -(-n_rows // chunk_size) if n_rows else 0
+    start = 0
+    for i in range(count):
+        size = n_rows // count + (i < n_rows % count)
+        rows = slice(start, start + size)
+        start += size
         yield rows, *io.logits(ws, rows)
 
 

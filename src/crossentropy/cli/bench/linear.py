@@ -144,7 +144,8 @@ def _alternating_worker(variants: list[str], n: int, d: int, v: int, dtype_name:
 
 
 def _subprocess(args: list[str]) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", __name__, *args]
+    # This module's own name, also when it runs as ``python -m`` (``__name__`` is ``__main__``)
+    cmd = [sys.executable, "-m", "crossentropy.cli.bench.linear", *args]
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[3])  # the directory holding crossentropy/
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
