@@ -323,6 +323,78 @@ def test_grad_helpers_return_tensors():
                                ce.binary_cross_entropy_with_logits_grad(z, 1.0 * (z > 0)))
 
 
+def _py_funcs(fn, *args):
+    """The Python ops (``tf.numpy_function``) in the graph ``fn`` traces for ``args``."""
+    graph = fn.get_concrete_function(*args).graph
+    return [op.type for op in graph.get_operations() if op.type.startswith("PyFunc")]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_cpu_graph_runs_the_fused_kernels(dtype, reduction):
+    # In a tf.function on this CPU-only machine, a recorded forward makes loss and
+    # gradient in one numpy_function call of the kernels; the backward scales it.
+    pytest.importorskip("numba")
+    z, t = _logits().astype(dtype), _labels(ignored=(1,))
+    up = np.arange(1.0, N + 1).astype(dtype) if reduction == "none" else dtype(3.0)
+
+    @tf.function
+    def step(zt, tt):
+        with tf.GradientTape() as tape:
+            tape.watch(zt)
+            loss = tf.reduce_sum(cetf.cross_entropy(zt, tt, reduction=reduction) * up)
+        return loss, tape.gradient(loss, zt)
+
+    args = (tf.constant(z), tf.constant(t))
+    assert _py_funcs(step, *args) == ["PyFuncStateless"]
+    loss, grad = step(*args)
+    g1 = ce.cross_entropy_grad(z, t, reduction=reduction)
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(float(loss), np.sum(ce.cross_entropy(z, t, reduction=reduction)
+                                                   * up), rtol=rtol)
+    np.testing.assert_allclose(grad.numpy(), g1 * (up[:, None] if reduction == "none" else up),
+                               rtol=rtol, atol=1e-7 * (dtype == np.float32))
+    assert grad.dtype == tf.as_dtype(dtype) and np.all(grad.numpy()[1] == 0)
+
+
+def test_cross_entropy_cpu_graph_without_tape_computes_the_loss_only():
+    z, t = _logits(), _labels()
+    loss_only = tf.function(lambda a, b: cetf.cross_entropy(a, b))
+    args = (tf.constant(z), tf.constant(t))
+    assert _py_funcs(loss_only, *args) == ["PyFuncStateless"]
+    assert float(loss_only(*args)) == pytest.approx(ce.cross_entropy(z, t), rel=1e-12)
+
+
+@pytest.mark.parametrize("case", ["xla", "weight", "soft", "3-d"])
+def test_cross_entropy_graph_keeps_tensorflow_ops_where_python_cannot_run(case):
+    # XLA clusters cannot call Python; the other calls are not the kernels' (yet).
+    z, t, kw = _logits(), _labels(), {}
+    if case == "weight":
+        kw = {"weight": np.linspace(0.5, 2.0, C)}
+    if case == "soft":
+        t = _probs()
+    if case == "3-d":
+        z, t = z.reshape(2, N // 2, C), t.reshape(2, N // 2)
+    fn = tf.function(lambda a, b: cetf.cross_entropy(a, b, **kw), jit_compile=case == "xla")
+    args = (tf.constant(z), tf.constant(t))
+    if case != "xla":
+        assert _py_funcs(fn, *args) == []
+    assert float(fn(*args)) == pytest.approx(ce.cross_entropy(z, t, **kw), rel=1e-12)
+
+
+def test_cross_entropy_graph_saved_model_has_no_python_op(tmp_path):
+    z, t = _logits(), _labels()
+    module = tf.Module()
+    module.loss = tf.function(lambda a, b: cetf.cross_entropy(a, b),
+                              input_signature=[tf.TensorSpec([None, C], tf.float64),
+                                               tf.TensorSpec([None], tf.int64)])
+    tf.saved_model.save(module, str(tmp_path))
+    assert b"PyFunc" not in (tmp_path / "saved_model.pb").read_bytes()  # runs anywhere
+    loaded = tf.saved_model.load(str(tmp_path))
+    assert float(loaded.loss(tf.constant(z), tf.constant(t))) == pytest.approx(
+        ce.cross_entropy(z, t), rel=1e-12)
+
+
 # ---------------------------------------------------------------- graphs
 
 
@@ -374,7 +446,7 @@ def test_xla_compiled_step_matches_eager():
                                rtol=1e-10, atol=1e-15)
 
 
-def test_value_checks_run_eagerly_and_are_skipped_in_graphs():
+def test_value_checks_run_eagerly_and_in_cpu_graphs_not_under_xla():
     z = _logits()
     bad = _labels()
     bad[3] = C
@@ -387,11 +459,18 @@ def test_value_checks_run_eagerly_and_are_skipped_in_graphs():
         cetf.cross_entropy(tf.constant([[1, 2]]), tf.constant([0]))
     with pytest.raises(ValueError, match="target: expected class indices of shape"):
         cetf.cross_entropy(tf.constant(z), tf.constant(_labels(N + 1)))
-    # Traced: shapes are still checked, values cannot be.
-    traced = tf.function(lambda a, b: cetf.cross_entropy(a, b))
-    assert np.isfinite(float(traced(tf.constant(z), tf.constant(_labels()))))
-    with pytest.raises(ValueError, match="target: expected class indices of shape"):
-        traced(tf.constant(z), tf.constant(_labels(N + 1)))
+    # Traced: shapes are checked while tracing. Values are unknown then: under XLA
+    # they are not checked; on the CPU the kernels check them when the graph runs.
+    for jit in (False, True):
+        traced = tf.function(lambda a, b: cetf.cross_entropy(a, b), jit_compile=jit)
+        assert np.isfinite(float(traced(tf.constant(z), tf.constant(_labels()))))
+        with pytest.raises(ValueError, match="target: expected class indices of shape"):
+            traced(tf.constant(z), tf.constant(_labels(N + 1)))
+    xla = tf.function(lambda a, b: cetf.cross_entropy(a, b), jit_compile=True)
+    assert np.isfinite(float(xla(tf.constant(z), tf.constant(bad))))
+    graph = tf.function(lambda a, b: cetf.cross_entropy(a, b))
+    with pytest.raises(tf.errors.OpError, match=r"target: expected class indices in \[0, 5\)"):
+        graph(tf.constant(z), tf.constant(bad))
 
 
 # ---------------------------------------------------------------- Keras

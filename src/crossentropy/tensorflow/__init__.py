@@ -20,8 +20,18 @@ Gradients are first-order only (no second derivatives through the custom ops).
 Everything works eagerly, under ``tf.GradientTape`` and inside
 ``tf.function`` (also with unknown batch dimensions, as Keras traces). Value
 checks (class indices in range, non-negative weights, ...) run on eager
-tensors only; in a traced graph the values are not known, and only shapes
-and dtypes are checked, as under ``jax.jit``.
+tensors; in a traced graph the values are not known, and only shapes and
+dtypes are checked, as under ``jax.jit``.
+
+On the CPU, eagerly, ``cross_entropy`` with class indices runs the fused
+NumPy kernels on the tensors' memory. In a ``tf.function`` on a machine
+without an accelerator it does too, through ``tf.numpy_function`` (2-D logits,
+no ``weight``): there the values are checked when the graph runs, and a bad
+one raises ``tf.errors.UnknownError`` (an ``IndexError``) or
+``InvalidArgumentError`` carrying the library's message. The one hazard of a
+Python op in a graph: the graph needs this process to run. It is not used
+under ``jit_compile=True`` (XLA) or while ``tf.saved_model.save`` traces,
+where TensorFlow's own ops run instead.
 
 :class:`CrossEntropyLoss` and :class:`BCEWithLogitsLoss` are
 ``keras.losses.Loss``es for ``model.compile(loss=...)``.
@@ -98,6 +108,9 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
     w = _option(weight)
 
     def forward(z: Any, y: Any, soft: bool) -> tuple[Any, Callable[[Any], Any]]:
+        graph = None if soft else _graph_kernels(z, y, weight, opts)
+        if graph is not None:  # a tf.function on a CPU-only machine: the kernels, in the graph
+            return graph
         fused = None if soft else _eager_fused(z, y, weight, opts)
         if fused is not None:  # eager, CPU: loss and gradient in one pass of the kernels
             kcall, loss, g = fused
@@ -184,6 +197,95 @@ def _eager_fused(z: Any, y: Any, weight: Any,
     if fused is None:
         return None
     return call, fused[0], fused[1]
+
+
+def _python_graph() -> bool:
+    """Whether the graph being traced may call back into Python on the CPU.
+
+    Not on a machine with an accelerator (the op could be placed there), not
+    inside an XLA cluster (``jit_compile=True``: no Python ops), and not while
+    ``tf.saved_model.save`` traces (a SavedModel must run without this process).
+    """
+    try:
+        from tensorflow.python.ops import control_flow_util
+        from tensorflow.python.saved_model import save_context
+    except ImportError:  # a TensorFlow without these: stay on TensorFlow's own ops
+        return False
+    if any(d.device_type != "CPU" for d in tf.config.list_logical_devices()):
+        return False
+    graph = tf.compat.v1.get_default_graph()
+    return not (control_flow_util.GraphOrParentsInXlaContext(graph)
+                or save_context.in_save_context())
+
+
+def _recording(z: Any) -> bool:
+    """Whether a gradient tape records ``z`` (then the forward makes the gradient too)."""
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:
+        return True
+    return bool(record.should_record_backprop([z]))
+
+
+def _graph_kernels(z: Any, y: Any, weight: Any,
+                   opts: E.CEOptions) -> tuple[Any, Callable[[Any], Any]] | None:
+    """In a ``tf.function`` on a CPU-only machine, the loss (and gradient) from the kernels.
+
+    float32 / float64 logits of shape ``(N, C)`` (class axis last) and integer
+    class indices, without ``weight``: a ``tf.numpy_function`` runs the NumPy
+    path on the tensors' memory, which is the fused kernels (one pass for loss
+    and gradient when a tape records the logits, as in a training step), where
+    TensorFlow's own ops run a dozen passes. The values are checked when the
+    graph runs; a bad value raises ``InvalidArgumentError`` with the library's
+    message. ``None`` when eager, for any other call, or where the graph
+    must not call Python (:func:`_python_graph`).
+    """
+    if (tf.executing_eagerly() or E.kernels() is None or weight is not None
+            or z.dtype not in (tf.float32, tf.float64) or not isinstance(y, tf.Tensor)
+            or not y.dtype.is_integer or z.shape.rank != 2 or opts.axis not in (-1, 1)
+            or not _python_graph()):
+        return None
+    import numpy as np
+
+    E.ce_call(wrap(z), wrap(y), None, opts)  # shapes and dtypes, checked while tracing
+    dtype = z.dtype
+    per_row = opts.reduction == "none"
+
+    def loss_and_grad(zn: Any, yn: Any) -> tuple[Any, Any]:
+        call = E.ce_call(zn, yn, None, opts)
+        g = _aligned_empty(zn.shape, zn.dtype)  # zero-copy into the output tensor
+        fused = E.ce_forward_with_grad(call, out=g)
+        if fused is None:  # e.g. a row layout the kernels decline: the NumPy path
+            loss, saved = E.ce_forward(call)
+            E.ce_backward(call, saved, 1.0, out=g)
+        else:
+            loss = fused[0]
+        return np.asarray(loss, zn.dtype), g
+
+    def loss_only(zn: Any, yn: Any) -> Any:
+        return np.asarray(E.ce_forward(E.ce_call(zn, yn, None, opts))[0], zn.dtype)
+
+    def shaped(t: Any, shape: Any) -> Any:
+        t.set_shape(shape)
+        return t
+
+    loss_shape = z.shape[:1] if per_row else []
+    if _recording(z):
+        loss, g = tf.numpy_function(loss_and_grad, [z, y], [dtype, dtype], stateful=False)
+        g = shaped(g, z.shape)
+    else:  # no tape records z: the loss alone (the backward, if asked, makes g then)
+        loss, g = shaped(tf.numpy_function(loss_only, [z, y], dtype, stateful=False),
+                         loss_shape), None
+
+    def backward(grad_loss: Any) -> Any:
+        grad = g
+        if grad is None:
+            grad = shaped(tf.numpy_function(loss_and_grad, [z, y], [dtype, dtype],
+                                            stateful=False)[1], z.shape)
+        go = tf.cast(grad_loss, dtype)
+        return grad * (go[:, None] if per_row else go)
+
+    return shaped(loss, loss_shape), backward
 
 
 @_plain

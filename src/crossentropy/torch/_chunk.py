@@ -76,7 +76,7 @@ MIN_CHUNK_BYTES = 8 * 2**20
 #: Target number of chunks: a chunk is about 1/CHUNKS_PER_PASS of the full logits.
 CHUNKS_PER_PASS = 12
 #: Bytes of a chunk's logits computed by one matmul call (see ``_Linear.logits``).
-LOGITS_BLOCK_BYTES = 8 * 2**20
+LOGITS_BLOCK_BYTES = 4 * 2**20
 #: Chunks of fewer logits take the generic softmax path (see ``softmax_``).
 _FUSED_SOFTMAX_MIN = 2**16
 
