@@ -236,9 +236,10 @@ def _graph_kernels(z: Any, y: Any, weight: Any,
     path on the tensors' memory, which is the fused kernels (one pass for loss
     and gradient when a tape records the logits, as in a training step), where
     TensorFlow's own ops run a dozen passes. The values are checked when the
-    graph runs; a bad value raises ``InvalidArgumentError`` with the library's
-    message. ``None`` when eager, for any other call, or where the graph
-    must not call Python (:func:`_python_graph`).
+    graph runs; a bad value raises a ``tf.errors.OpError`` with the library's
+    message (``UnknownError`` for an ``IndexError``). ``None`` when eager, for
+    any other call, or where the graph must not call Python
+    (:func:`_python_graph`).
     """
     if (tf.executing_eagerly() or E.kernels() is None or weight is not None
             or z.dtype not in (tf.float32, tf.float64) or not isinstance(y, tf.Tensor)
