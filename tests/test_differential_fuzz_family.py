@@ -31,8 +31,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-# One set of dtypes, tolerances and memory layouts for both fuzz files.
-from test_differential_fuzz import DTYPES, RTOL
+# One set of dtypes, tolerances (in _close), memory layouts and comparisons for both fuzz files.
+from test_differential_fuzz import DTYPES, _close, _f64
 from test_differential_fuzz import _layout as _layout_of
 
 import crossentropy as ce
@@ -208,24 +208,6 @@ def _run(call: Call, kernels: bool):
                     strict=True):
         assert _same(a, b), "an input was modified"
     return result, error
-
-
-def _f64(x):
-    return np.asarray(x).astype(np.float64)
-
-
-def _close(got, want, dtype: str, what: str, scale=None):
-    got, want = _f64(got), _f64(want)
-    assert got.shape == want.shape, (what, got.shape, want.shape)
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{what}: NaN pattern")
-    finite = np.isfinite(want) & np.isfinite(got)
-    np.testing.assert_array_equal(got[~finite], want[~finite], err_msg=f"{what}: inf pattern")
-    rtol = RTOL[dtype]
-    size = max(1.0, float(np.abs(want[finite]).max(initial=0.0)))
-    if scale is not None:
-        size = max(size, scale)
-    np.testing.assert_allclose(got[finite], want[finite], rtol=rtol, atol=rtol * size,
-                               err_msg=what)
 
 
 COMPUTE = {"float16": np.float32, "bfloat16": np.float32}  # the rest compute in their own

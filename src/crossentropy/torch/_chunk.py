@@ -629,7 +629,7 @@ def _chunks(io: _Linear | _Logits, ws: _Workspace, n_rows: int,
     chunk of another shape made the matmuls' scratch allocations grow the
     heap by 16 MiB at 2048 x 2048 x 128256 (issue 13's working-memory target).
     """
-    count = -(-n_rows // chunk_size) if n_rows else 0
+    count = -(-n_rows // chunk_size)
     start = 0
     for i in range(count):
         size = n_rows // count + (i < n_rows % count)
