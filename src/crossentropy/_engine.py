@@ -72,6 +72,7 @@ __all__ = [
     "ce_forward_with_grad",
     "ce_grad",
     "ce_loss",
+    "ce_loss_and_grad_into",
     "ce_target_backward",
     "ce_with_grad",
     "entropy",
@@ -356,7 +357,8 @@ def ce_backward(call: CECall, saved: Saved, grad_output: Any = 1.0, out: Any = N
     return _write_out(ns, ns.to_output(g), out, call.logits)
 
 
-def ce_forward_with_grad(call: CECall, out: Any = None) -> tuple[Any, Any] | None:
+def ce_forward_with_grad(call: CECall, out: Any = None, *,
+                         fresh_out: bool = False) -> tuple[Any, Any] | None:
     """``(loss, grad)`` in one fused pass where the kernels take the call, else ``None``.
 
     For autograd forwards whose backward is sure to follow: the pass computes
@@ -364,12 +366,29 @@ def ce_forward_with_grad(call: CECall, out: Any = None) -> tuple[Any, Any] | Non
     a forward that saves row statistics reads the logits again and recomputes
     every ``exp`` in the backward. The gradient is that of the reduced loss
     (``grad_output`` 1); the backward scales it (:func:`times_grad_output`).
-    ``out`` (optional) receives it.
+    ``out`` (optional) receives it; ``fresh_out=True`` says it was just
+    allocated (its pages not yet touched), so it is written as a gradient the
+    kernels allocate, with plain stores.
     """
     k = _kernel_call(call, out)
     if k is None:
         return None
-    return _ce_kernel(call, *k, want_loss=True, want_grad=True, out=out)
+    return _ce_kernel(call, *k, want_loss=True, want_grad=True, out=out, fresh_out=fresh_out)
+
+
+def ce_loss_and_grad_into(call: CECall, out: Any) -> Any:
+    """The loss, with the gradient of the reduced loss written into the fresh NumPy ``out``.
+
+    For framework ops that run the NumPy path on their own buffers (a
+    TensorFlow ``numpy_function``, an XLA FFI call): one fused pass where the
+    kernels take the call, else the forward and the backward of the NumPy path.
+    """
+    fused = ce_forward_with_grad(call, out=out, fresh_out=True)
+    if fused is not None:
+        return fused[0]
+    loss, saved = ce_forward(call)
+    ce_backward(call, saved, 1.0, out=out)
+    return loss
 
 
 def _saved_backward(call: CECall, kcall: CECall, kout: Any, host: Any, grad_output: Any,
@@ -436,11 +455,11 @@ def _kernel_call(call: CECall, out: Any = None) -> tuple[Any, Any] | None:
 
 
 def _ce_kernel(call: CECall, kcall: CECall, kout: Any, *, want_loss: bool, want_grad: bool,
-               out: Any = None) -> tuple[Any, Any]:
+               out: Any = None, fresh_out: bool = False) -> tuple[Any, Any]:
     """Run the fused kernel on ``kcall`` (NumPy); results in ``call``'s library and dtype."""
     loss, grad, bad = kernels().cross_entropy(
         kcall, want_loss=want_loss, want_grad=want_grad,
-        out=None if kout is None or kout is False else kout)
+        out=None if kout is None or kout is False else kout, fresh_out=fresh_out)
     V.no_empty_rows(kcall.ns, bad)
     if kcall is call:
         to_output = call.ns.to_output  # float16 logits ran as their float32 copy

@@ -154,3 +154,15 @@ def test_frameworks_table_rows_and_gradients_agree_with_the_peers():
     assert all(r["grad_rel"] < 1e-5 and r["ours_ms"] > 0 and r["peer_ms"] > 0 for r in rows)
     assert rows[1]["ours_peak_mib"] >= 0 and rows[1]["peer_peak_mib"] >= 0
     assert "F.cross_entropy" in frameworks.table(rows)
+
+
+def test_frameworks_jax_rows_alone_and_in_a_training_step():
+    """``jax`` and ``jax step`` rows: our gradient equals optax's, alone and through ``h @ W``."""
+    pytest.importorskip("optax")
+    pytest.importorskip("tabulate")
+    from crossentropy.cli.bench import frameworks
+
+    rows = frameworks.jax_rows(64, 7, rounds=1)
+    assert [r["framework"] for r in rows] == ["jax", "jax step"]
+    assert all(r["grad_rel"] < 1e-5 and r["ours_ms"] > 0 and r["peer_ms"] > 0 for r in rows)
+    assert "h@W + optax" in frameworks.table(rows)

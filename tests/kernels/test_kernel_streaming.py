@@ -136,3 +136,23 @@ def test_a_fresh_gradient_is_not_streamed(monkeypatch):
     z = np.random.default_rng(0).normal(size=(8, 50)).astype(np.float32)
     ce.cross_entropy_with_grad(z, np.zeros(8, np.int64))
     assert seen == [False]
+
+
+def test_a_fresh_out_is_not_streamed_and_equals_the_streamed_one(monkeypatch):
+    # the framework shells hand the kernels buffers they just allocated
+    # (E.ce_loss_and_grad_into): plain stores, the same bits as streamed ones
+    from crossentropy import _engine as E
+
+    monkeypatch.setattr(host, "STREAM_MIN", 0)
+    seen = _spy(monkeypatch)
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(16, 300)).astype(np.float32)
+    t = rng.integers(0, 300, size=16)
+    call = E.ce_call(z, t, None, E.CEOptions.checked(label_smoothing=0.1))
+    fresh = np.empty_like(z)
+    loss_fresh = E.ce_loss_and_grad_into(call, fresh)
+    held = np.empty_like(z)
+    loss_held, _ = E.ce_forward_with_grad(call, out=held)
+    assert seen == [False, True]
+    assert np.asarray(loss_fresh).tobytes() == np.asarray(loss_held).tobytes()
+    assert fresh.tobytes() == held.tobytes()

@@ -193,7 +193,8 @@ def _eager_fused(z: Any, y: Any, weight: Any,
     call = E.ce_call(_host(z), _host(y), None, opts)
     if call.kind != "index" or not E.kernels().applicable(call.z, call.axis):
         return None
-    fused = E.ce_forward_with_grad(call, out=_aligned_empty(call.z.shape, call.z.dtype))
+    fused = E.ce_forward_with_grad(call, out=_aligned_empty(call.z.shape, call.z.dtype),
+                                   fresh_out=True)
     if fused is None:
         return None
     return call, fused[0], fused[1]
@@ -255,13 +256,7 @@ def _graph_kernels(z: Any, y: Any, weight: Any,
     def loss_and_grad(zn: Any, yn: Any) -> tuple[Any, Any]:
         call = E.ce_call(zn, yn, None, opts)
         g = _aligned_empty(zn.shape, zn.dtype)  # zero-copy into the output tensor
-        fused = E.ce_forward_with_grad(call, out=g)
-        if fused is None:  # e.g. a row layout the kernels decline: the NumPy path
-            loss, saved = E.ce_forward(call)
-            E.ce_backward(call, saved, 1.0, out=g)
-        else:
-            loss = fused[0]
-        return np.asarray(loss, zn.dtype), g
+        return np.asarray(E.ce_loss_and_grad_into(call, g), zn.dtype), g
 
     def loss_only(zn: Any, yn: Any) -> Any:
         return np.asarray(E.ce_forward(E.ce_call(zn, yn, None, opts))[0], zn.dtype)

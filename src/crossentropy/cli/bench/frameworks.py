@@ -18,6 +18,8 @@ framework's (the NumPy kernel at 8192 x 1000 took ten times longer after them).
   ``backward()``, so torch's and numba's thread pools take turns;
 * ``jax``: ``jax.jit(jax.value_and_grad(...))`` against optax's
   ``softmax_cross_entropy_with_integer_labels``;
+* ``jax step``: the same inside one compiled training step, the gradient
+  of the loss of ``h @ W`` with respect to ``W``;
 * ``tf`` / ``tf eager``: ``crossentropy.tensorflow.cross_entropy`` against
   ``tf.nn.sparse_softmax_cross_entropy_with_logits`` under a
   ``GradientTape``, in a ``tf.function`` and eagerly.
@@ -152,7 +154,17 @@ def jax_rows(n: int, c: int, rounds: int) -> list[dict[str, Any]]:
     ours: Callable[[], Any] = lambda: jax.block_until_ready(f_ours(z, t))  # noqa: E731
     peer: Callable[[], Any] = lambda: jax.block_until_ready(f_peer(z, t))  # noqa: E731
     a, b = _alternate(ours, peer, rounds)
-    return [_row("jax", n, c, a, b, _rel(ours()[1], peer()[1]))]
+    rows = [_row("jax", n, c, a, b, _rel(ours()[1], peer()[1]))]
+    h = jax.random.normal(jax.random.PRNGKey(1), (n, HIDDEN))
+    W = jax.random.normal(jax.random.PRNGKey(2), (HIDDEN, c)) * 0.05
+    s_ours = jax.jit(jax.grad(lambda w: ce.cross_entropy(h @ w, t)))
+    s_peer = jax.jit(jax.grad(
+        lambda w: optax.softmax_cross_entropy_with_integer_labels(h @ w, t).mean()))
+    ours = lambda: jax.block_until_ready(s_ours(W))  # noqa: E731
+    peer = lambda: jax.block_until_ready(s_peer(W))  # noqa: E731
+    a, b = _alternate(ours, peer, rounds)
+    rows.append(_row("jax step", n, c, a, b, _rel(ours(), peer())))
+    return rows
 
 
 def tf_rows(n: int, c: int, rounds: int) -> list[dict[str, Any]]:
@@ -261,7 +273,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     from tabulate import tabulate
 
     peers = {"numpy": "NumPy log-softmax", "torch": "F.cross_entropy",
-             "torch step": "h@W + F.cross_entropy", "jax": "optax", "tf": "tf.nn (tf.function)",
+             "torch step": "h@W + F.cross_entropy", "jax": "optax", "jax step": "h@W + optax",
+             "tf": "tf.nn (tf.function)",
              "tf eager": "tf.nn (eager)"}
     body = [[r["framework"], peers.get(r["framework"], ""), r["shape"], r["ours_ms"],
              r["peer_ms"], r["speedup"], r["grad_rel"],
