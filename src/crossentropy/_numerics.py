@@ -172,12 +172,35 @@ class RowStats:
         return ns.xp.astype(self.m0, ns.accum) + self.log_s
 
 
+def exp_shifted(ns: Namespace, z: Any, m0: Any) -> Any:
+    """``exp(z - m0)``, the rounding error of ``z - m0`` put back (below float64).
+
+    In float32, ``d = fl(z - m0)`` is off by up to half an ulp of ``d``, so
+    ``exp(d)`` is off by ``|d| u`` relative (``u = 2^-24``): 1e-6 at
+    ``d = -17``, which is all of a confident row's loss ``log(1 + r)``, ``r``
+    the sum of such terms. TwoSum gives the error ``err`` of ``d`` exactly, and
+    ``exp(d + err) = exp(d) (1 + err)`` to within ``u`` (``|err| <= 2^-25 |d|``).
+    ``-inf`` logits give 0, infinities and NaN what ``exp(d)`` gives.
+    """
+    xp = ns.xp
+    d = z - m0
+    e = xp.exp(d)
+    if xp.finfo(ns.compute).bits >= 64:
+        return e
+    _, err = two_sum(xp, z, -m0)
+    corr = e * err
+    return xp.where(xp.isfinite(corr), e + corr, e)
+
+
 def row_stats(ns: Namespace, z: Any, axis: int, keep_exp: bool = False) -> RowStats:
     """Row max and ``log(sum(exp(z - m0)))``; exact for ``-inf`` entries."""
     xp = ns.xp
     m = xp.max(z, axis=axis, keepdims=True)
     m0 = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
-    e = xp.exp(z - m0)
+    if ns.compensated or xp.finfo(ns.accum).bits > xp.finfo(ns.compute).bits:
+        e = exp_shifted(ns, z, m0)
+    else:  # plain float32 sums (JAX without jax_enable_x64): as exact as they allow
+        e = xp.exp(z - m0)
     if ns.compensated:
         log_s = log_of_sum(xp, *csum(ns, e, axis, keepdims=True))
     else:

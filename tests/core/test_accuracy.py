@@ -118,6 +118,32 @@ def test_float32_confident_rows_within_2e7_of_mpmath(lib, accumulation):
     assert abs(float(loss(lib, z, t, reduction="sum")) - want) <= GOAL * want
 
 
+@functools.cache
+def confident_few_classes_case(num_classes: int):
+    """Confident rows over few classes: a handful of terms make each row's ``r``.
+
+    With logits spread by 3 and the target's margin up to 17, ``z - m`` is
+    about -20 and rounds by up to 1e-6 in float32; over a few terms those
+    errors do not average out, so ``exp(z - m)`` must take its argument's
+    rounding error back (``_numerics.exp_shifted``).
+    """
+    rng = np.random.default_rng(num_classes + 17)
+    margins = np.linspace(3.0, 17.0, 48)
+    z = (rng.standard_normal((len(margins), num_classes)) * 3).astype(np.float32)
+    t = rng.integers(0, num_classes, size=len(margins))
+    for i, margin in enumerate(margins):
+        z[i, t[i]] = z[i].max() + np.float32(margin)
+    return z, t, mp_rows(z, t)
+
+
+@pytest.mark.parametrize("num_classes", [10, 100])
+def test_float32_confident_rows_over_few_classes_within_2e7_of_mpmath(num_classes, lib,
+                                                                      accumulation):
+    z, t, ref = confident_few_classes_case(num_classes)
+    assert ref.min() < 1e-5
+    assert rel(loss(lib, z, t, reduction="none"), ref) <= GOAL
+
+
 def test_plain_float32_sum_misses_the_goal_on_confident_rows():
     """The cases above have teeth: ``log`` of a float32 sum of ``exp`` is far off."""
     z, t, ref = confident_case()
