@@ -379,9 +379,9 @@ def ce_forward_with_grad(call: CECall, out: Any = None, *,
 def ce_loss_and_grad_into(call: CECall, out: Any) -> Any:
     """The loss, with the gradient of the reduced loss written into the fresh NumPy ``out``.
 
-    For framework ops that run the NumPy path on their own buffers (a
-    TensorFlow ``numpy_function``, an XLA FFI call): one fused pass where the
-    kernels take the call, else the forward and the backward of the NumPy path.
+    For framework ops that run the NumPy path on buffers they just allocated
+    (TensorFlow's ``numpy_function``): one fused pass where the kernels take
+    the call, else the forward and the backward of the NumPy path.
     """
     fused = ce_forward_with_grad(call, out=out, fresh_out=True)
     if fused is not None:

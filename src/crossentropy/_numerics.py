@@ -199,7 +199,7 @@ def row_stats(ns: Namespace, z: Any, axis: int, keep_exp: bool = False) -> RowSt
     m0 = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
     if ns.compensated or xp.finfo(ns.accum).bits > xp.finfo(ns.compute).bits:
         e = exp_shifted(ns, z, m0)
-    else:  # plain float32 sums (JAX without jax_enable_x64): as exact as they allow
+    else:  # plain float32 sums (JAX without jax_enable_x64) lose more than it restores
         e = xp.exp(z - m0)
     if ns.compensated:
         log_s = log_of_sum(xp, *csum(ns, e, axis, keepdims=True))

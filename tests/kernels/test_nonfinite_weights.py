@@ -11,6 +11,7 @@ even with a NaN / inf weight, where torch's smoothing term gives NaN.
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 import numpy as np
 import pytest
@@ -124,3 +125,48 @@ def test_ignored_row_nan_weight_smoothing_leaves_counted_rows_to_torch(which):
     loss, _, grad, _ = _ours(which, z, np.array([2, -100, 0]), **kw)
     _same(loss, want_loss)
     _same(grad, want_grad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_a_row_holding_inf_with_a_nonfinite_weight_matches_the_generic_path(dtype, eps):
+    # Found by the 10^4 fuzz: the kernels wrote a_t nll_t as a_t (-z_t) + a_t inf, so an
+    # infinite a_t gave -inf + inf = NaN where the generic path's a_t ((0 - z_t) + inf) is
+    # inf (torch has no opinion: it gives NaN for any +inf logit). Both forwards: the
+    # fused one and the one that saves row statistics (autograd without grad mode).
+    for z_t, w_t, w_o, z_o in itertools.product(
+            [0.822, -0.5, 0.0, np.inf], [1.6, np.inf, 0.0, np.nan], [1.0, np.inf, 0.0],
+            [np.inf, 2.0]):
+        z = np.array([[z_o, z_t, 0.3], [0.5, -1.0, 2.0]], dtype=dtype)
+        if not (z == np.inf).any():
+            continue
+        t = np.array([1, 2])
+        w = np.array([w_o, w_t, 1.0])
+        kw = dict(weight=w, label_smoothing=eps, reduction="none")
+        want = np.asarray(_ours("generic", z, t, **kw)[0])
+        _same(_ours("kernel", z, t, **kw)[0], want)
+        if eps == 0.0 and dtype != np.float16:
+            call = _engine.ce_call(z, t, w, _engine.CEOptions.checked(reduction="none"))
+            _same(K.ce_index_forward(call)[0], want)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_an_infinite_weight_times_a_tiny_probability_is_inf_on_every_path(dtype, eps):
+    # Found by the 10^4 fuzz: p = exp(-86.6) is 2.3e-38 in float32, which the kernels'
+    # exp flushed to 0, so p * inf gave NaN where the generic path and torch give inf.
+    z = np.array([[-32.8, -19.31, -40.28, 3.68, 46.3],
+                  [-700.0, -760.0, 0.0, 30.0, 10.0]], dtype=dtype)
+    t = np.array([2, 1])
+    w = np.array([1.35, 1.43, 1.81, 0.007, np.inf])
+    for reduction in ("mean", "sum", "none"):
+        kw = dict(weight=w, label_smoothing=eps, reduction=reduction)
+        gen = _ours("generic", z, t, **kw)
+        for a, b in zip(_ours("kernel", z, t, **kw), gen, strict=True):
+            _same(a, b)
+        if eps == 0.0 and dtype != np.float16:  # the backward from saved row statistics
+            opts = _engine.CEOptions.checked(reduction=reduction)
+            call = _engine.ce_call(z, t, w, opts)
+            loss, saved, _ = K.ce_index_forward(call)
+            go = np.ones(2) if reduction == "none" else 1.0
+            _same(K.ce_index_backward(call, saved, go), gen[2])

@@ -313,6 +313,20 @@ def first_empty_row_kernel(z: FloatArray, target: IntArray, index: bool, ignore_
 
 
 @jit(**ROW_JIT)
+def _inf_row_nll_t(a_t: float, z_t: Any) -> float:
+    """``a_t nll_t``, ``nll_t = (0 - z_t) + inf``, of a row holding +inf, as the generic path.
+
+    ``nll_t`` is +inf, or NaN at ``z_t = +inf``; a zero ``a_t`` contributes 0
+    unless ``nll_t`` is NaN, and an infinite ``a_t`` gives ``inf`` (not the
+    ``-inf + inf`` of ``a_t (-z_t) + a_t inf``).
+    """
+    nll_t = -float(z_t) + np.inf
+    if a_t == 0.0:
+        return nll_t if nll_t != nll_t else 0.0
+    return a_t * nll_t
+
+
+@jit(**ROW_JIT)
 def _ce_index_inf_row(z: FloatArray, i: int, t: Any, weight: FloatArray, has_weight: bool,
                       weight_sum: float, a_t: float, e_over_c: float, sc: float,
                       want_loss: bool, grad: FloatArray, want_grad: bool) -> Any:
@@ -320,15 +334,14 @@ def _ce_index_inf_row(z: FloatArray, i: int, t: Any, weight: FloatArray, has_wei
     li = 0.0
     big_a = a_t + e_over_c * weight_sum if e_over_c > 0.0 else a_t
     if want_loss:
-        # a_t nll_t with nll_t = -z_t + inf: NaN at z_t = +inf, also for a_t == 0
-        li = a_t * -float(z[i, t]) if a_t != 0.0 else (np.nan if z[i, t] == np.inf else 0.0)
+        li = _inf_row_nll_t(a_t, z[i, t])
         if e_over_c > 0.0:
+            # (e / C) (sum_{d_c != 0} w_c d_c + W L) with d_c = -z_c, L = +inf
             smooth = 0.0
             for c in range(C):
                 w_c = weight[c] if has_weight else 1.0
-                smooth += w_c * -float(z[i, c]) if w_c != 0.0 else 0.0
-            li += e_over_c * smooth
-        li = li + big_a * np.inf if big_a != 0.0 else li
+                smooth += w_c * -float(z[i, c]) if w_c != 0.0 and z[i, c] != 0.0 else 0.0
+            li += e_over_c * (smooth + weight_sum * np.inf if weight_sum != 0.0 else smooth)
     if want_grad:
         for c in range(C):
             p = np.nan if z[i, c] == np.inf else 0.0
@@ -388,14 +401,28 @@ def _ce_index_smooth(z: FloatArray, i: int, m: Any, weight: FloatArray, has_weig
 
 
 @jit(**ROW_JIT)
-def _ce_index_finish(z: FloatArray, t: Any, m: Any, z_t: Any, smooth: float, w_max: float,
+def _tiny_exp(zi: FloatArray, m: Any, e: FloatArray) -> None:
+    """Where ``e = exp(z - m)`` was flushed to 0 for a finite ``z``, its subnormal value.
+
+    The kernels' ``exp`` flushes results below ``exp(XMIN)`` (2.7e-38 in
+    float32) to 0, which no sum notices; a factor of ``inf`` (an infinite
+    class weight) does: ``0 * inf`` is NaN where the generic path's tiny
+    ``exp`` gives ``inf``. Only rows with such a factor come here.
+    """
+    for c in range(zi.shape[0]):
+        if e[c] == 0.0 and zi[c] > -np.inf:
+            e[c] = like(math.exp(float(like(zi[c] - m, zi))), zi)
+
+
+@jit(**ROW_JIT)
+def _ce_index_finish(zi: FloatArray, t: Any, m: Any, z_t: Any, smooth: float, w_max: float,
                      s: Any, weight: FloatArray, has_weight: bool, weight_sum: float, eps: float,
                      sc: float, want_loss: bool, g: FloatArray, want_grad: bool) -> Any:
-    """Finish a row: return its loss, and run pass 3 of its gradient.
+    """Finish row ``zi``: return its loss, and run pass 3 of its gradient.
 
     The gradient row ``g`` holds ``exp(z_c - m)`` and ``s`` is their sum.
     """
-    C = z.shape[1]
+    C = zi.shape[0]
     e_over_c = eps / C
     a_t = (1.0 - eps) * (weight[t] if has_weight else 1.0)
     li = 0.0
@@ -410,19 +437,21 @@ def _ce_index_finish(z: FloatArray, t: Any, m: Any, z_t: Any, smooth: float, w_m
         # g_c = scale (exp(z_c - m) / s * A - a_c); without smoothing A = a_t, so
         # the weights of other classes never enter (a NaN there stays out)
         big_a = a_t + e_over_c * weight_sum if eps > 0.0 else a_t
-        k1 = like(sc * big_a / s, z)
+        k1 = like(sc * big_a / s, zi)
+        if not abs(k1) < np.inf:
+            _tiny_exp(zi, m, g)
         if eps > 0.0:
-            k2 = like(sc * e_over_c, z)
+            k2 = like(sc * e_over_c, zi)
             if has_weight:
                 for c in range(C):
-                    g[c] = g[c] * k1 - k2 * like(weight[c], z)
+                    g[c] = g[c] * k1 - k2 * like(weight[c], zi)
             else:
                 for c in range(C):
                     g[c] = g[c] * k1 - k2
         else:
             for c in range(C):
                 g[c] *= k1
-        g[t] -= like(sc * a_t, z)
+        g[t] -= like(sc * a_t, zi)
     return li
 
 
@@ -466,7 +495,7 @@ def _ce_index_row(z: FloatArray, i: int, t: Any, weight: FloatArray, has_weight:
         s, m_next = _row_exp_store(z, i, m, g, nxt)
     else:
         s, m_next = _row_sum_exp(z, i, m, buf, nxt)
-    li = _ce_index_finish(z, t, m, z_t, smooth, w_max, s, weight, has_weight, weight_sum,
+    li = _ce_index_finish(z[i], t, m, z_t, smooth, w_max, s, weight, has_weight, weight_sum,
                           eps, sc, want_loss, g, want_grad)
     if want_grad and stream:
         stream_copy(ebuf, grad[i])
@@ -585,7 +614,7 @@ def ce_index_small_kernel(
                     ei[:] = 0.0
                 else:
                     k = i - r0 if smoothing else 0
-                    li = _ce_index_finish(z, t, m_row[i - r0], z_t[i - r0], smooth[k],
+                    li = _ce_index_finish(z[i], t, m_row[i - r0], z_t[i - r0], smooth[k],
                                           w_max[k], _sum(ei), weight, has_weight, weight_sum,
                                           eps, scale, want_loss, ei, want_grad)
                 acc = _row_loss(loss, per_row, i, li, acc)
@@ -634,10 +663,7 @@ def ce_index_stats_kernel(z: FloatArray, t: IntArray, w: FloatArray, has_w: bool
                 loss[i] = np.nan
             elif m == np.inf:  # the generic path's arithmetic: p = NaN where z = +inf, else 0
                 s_out[i] = np.inf
-                if a_t != 0.0:
-                    loss[i] = a_t * -float(z[i, ti]) + a_t * np.inf
-                else:  # 0 nll_t: NaN where nll_t = -inf + inf is (z_t = +inf)
-                    loss[i] = np.nan if z[i, ti] == np.inf else 0.0
+                loss[i] = _inf_row_nll_t(float(a_t), z[i, ti])
             else:
                 nxt = i + 1 if i + 1 < r1 else -1
                 si, m_next = _row_sum_exp(z, i, m, buf, nxt)
@@ -669,8 +695,17 @@ def ce_index_grad_kernel(z: FloatArray, t: IntArray, ignore_index: int, rows: in
                     g[i, c] = np.nan if z[i, c] == np.inf else 0.0
             else:
                 k = like(sc[i] / s[i], z)
-                for c in range(C):
-                    g[i, c] = exp_diff(z[i, c], mi) * k
+                if abs(k) < np.inf:
+                    for c in range(C):
+                        g[i, c] = exp_diff(z[i, c], mi) * k
+                else:  # an infinite factor: flushed exp values matter (_tiny_exp)
+                    zi = z[i].copy()  # g may be z
+                    gi = g[i]
+                    for c in range(C):
+                        gi[c] = exp_diff(zi[c], mi)
+                    _tiny_exp(zi, mi, gi)
+                    for c in range(C):
+                        gi[c] *= k
             g[i, ti] -= like(sc[i], z)
 
 
