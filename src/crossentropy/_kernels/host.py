@@ -12,6 +12,7 @@ a caller's ``out``: that is checked first.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -277,6 +278,11 @@ def cross_entropy(call: CECall, *, want_loss: bool = True, want_grad: bool = Tru
         # stores then hit.
         stream = (want_grad and out is not None and not fresh_out
                   and z.nbytes + g.nbytes > STREAM_MIN)
+        if (want_grad and out is not None and np.may_share_memory(g, zr)
+                and not (np.isfinite(w).all() and math.isfinite(scale))):
+            # a row whose gradient factor is infinite rereads its logits after its
+            # exp pass (rows._tiny_exp): a gradient written over them needs a copy
+            zr = zr.copy()
         kernel(zr, t, w, has_w, w_sum, ignore, eps, scale,
                rows, loss_rows, per_row, block_sum, g, want_grad, stream, block_bad)
     else:
