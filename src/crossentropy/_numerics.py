@@ -183,11 +183,10 @@ def exp_shifted(ns: Namespace, z: Any, m0: Any) -> Any:
     ``-inf`` logits give 0, infinities and NaN what ``exp(d)`` gives.
     """
     xp = ns.xp
-    d = z - m0
-    e = xp.exp(d)
     if xp.finfo(ns.compute).bits >= 64:
-        return e
-    _, err = two_sum(xp, z, -m0)
+        return xp.exp(z - m0)
+    d, err = two_sum(xp, z, -m0)
+    e = xp.exp(d)
     corr = e * err
     return xp.where(xp.isfinite(corr), e + corr, e)
 

@@ -341,7 +341,7 @@ def _ce_index_inf_row(z: FloatArray, i: int, t: Any, weight: FloatArray, has_wei
             for c in range(C):
                 w_c = weight[c] if has_weight else 1.0
                 smooth += w_c * -float(z[i, c]) if w_c != 0.0 and z[i, c] != 0.0 else 0.0
-            li += e_over_c * (smooth + weight_sum * np.inf if weight_sum != 0.0 else smooth)
+            li += e_over_c * ((smooth + weight_sum * np.inf) if weight_sum != 0.0 else smooth)
     if want_grad:
         for c in range(C):
             p = np.nan if z[i, c] == np.inf else 0.0
