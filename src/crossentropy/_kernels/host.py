@@ -13,7 +13,6 @@ a caller's ``out``: that is checked first.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Literal
 
 import numba
@@ -62,25 +61,9 @@ ENABLED = True
 _EMPTY_F64 = np.empty(0, np.float64)
 
 
-def _last_level_cache_bytes() -> int:
-    """The largest CPU cache of CPU 0 (Linux sysfs), or 32 MiB where it cannot be read."""
-    sizes = []
-    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        try:
-            text = (index / "size").read_text().strip()
-        except OSError:
-            continue
-        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-        if text[-1:].upper() in units and text[:-1].isdigit():
-            sizes.append(int(text[:-1]) * units[text[-1].upper()])
-        elif text.isdigit():
-            sizes.append(int(text))
-    return max(sizes, default=32 << 20)
-
-
-#: Logits plus gradient above this many bytes: the gradient is streamed
-#: (``_config.STREAM_MIN_BYTES``).
-STREAM_MIN = _last_level_cache_bytes() if STREAM_MIN_BYTES is None else STREAM_MIN_BYTES
+#: Logits plus gradient above this many bytes: a caller's ``out`` is streamed
+#: (``_config.STREAM_MIN_BYTES``; ``None``: never).
+STREAM_MIN = (1 << 63) - 1 if STREAM_MIN_BYTES is None else STREAM_MIN_BYTES
 
 
 class disabled:  # noqa: N801 - a context manager used like a function
