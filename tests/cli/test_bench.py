@@ -166,3 +166,22 @@ def test_frameworks_jax_rows_alone_and_in_a_training_step():
     assert [r["framework"] for r in rows] == ["jax", "jax step"]
     assert all(r["grad_rel"] < 1e-5 and r["ours_ms"] > 0 and r["peer_ms"] > 0 for r in rows)
     assert "h@W + optax" in frameworks.table(rows)
+
+
+def test_interleaved_runs_each_method_once_per_round_in_changing_orders():
+    from crossentropy.cli.bench import interleaved
+
+    calls = []
+    methods = {name: (lambda name=name: calls.append(name)) for name in "abcdef"}
+    ticks = []
+    times = interleaved(methods, 6, tick=lambda: ticks.append(1))
+    rounds = [calls[i : i + 6] for i in range(0, 36, 6)]
+    assert all(sorted(r) == list("abcdef") for r in rounds)
+    assert len(ticks) == 6 and all(len(v) == 6 for v in times.values())
+    assert rounds[0] == list("abcdef")
+    # no method always has the same predecessor
+    before = {n: {r[r.index(n) - 1] if r.index(n) else None for r in rounds} for n in "abcdef"}
+    assert all(len(v) > 1 for v in before.values())
+    calls.clear()
+    interleaved(methods, 6)
+    assert [calls[i : i + 6] for i in range(0, 36, 6)] == rounds  # seeded: the same orders

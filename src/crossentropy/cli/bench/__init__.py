@@ -2,8 +2,9 @@
 
 Softmax cross-entropy with float32 logits, int64 class indices and the mean
 reduction, forward + backward (loss and dL/dlogits) and forward alone. Every
-method runs in this one process, in interleaved rounds (method A, B, C, A, B,
-C, ...), and the table shows the median. The floors are what no method can
+method runs in this one process, in interleaved rounds (each method once per
+round, each round in a new order: A, B, C, then C, A, B, ...), and the table
+shows the median. The floors are what no method can
 beat (``crossentropy.cli.bench.floors``): forward + backward must read the
 logits, compute an ``exp`` per element and write a gradient, so its floor is
 the larger of the fastest copy and the fastest ``exp`` pass over the logits;
@@ -31,6 +32,7 @@ import gc
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -94,17 +96,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def interleaved(methods: dict[str, Any], rounds: int,
-                tick: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Median seconds of each callable, timed in interleaved rounds.
+                tick: Callable[[], None] | None = None, seed: int = 0) -> dict[str, Any]:
+    """Seconds of each callable, timed in interleaved rounds.
 
-    ``tick()`` is called after every round (a progress bar's update).
+    Each round runs every method once, in an order shuffled anew (seeded:
+    the same orders every run), so that no method always follows the same
+    one. What ran just before a call changes its time: the caches it left,
+    and whether the thread pools were busy or asleep (a fused pass took
+    5.0 ms right after another pass and 8-10 ms after 100 ms of idleness,
+    docs/performance.md). ``tick()`` is called after every round (a progress
+    bar's update).
     """
+    order = list(methods)
+    shuffle = random.Random(seed).shuffle
     times: dict[str, Any] = {name: [] for name in methods}
     for _ in range(rounds):
-        for name, fn in methods.items():
+        for name in order:
+            fn = methods[name]
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
+        shuffle(order)
         if tick is not None:
             tick()
     return times
