@@ -89,8 +89,8 @@ SUM_CHUNK = 1024
 #: against 35.7 ms). The fused kernels lose: they are bound by ``exp``, and a
 #: plain store's read and write-back overlap that arithmetic, where the
 #: scratch's copy-out runs as a burst of its own. Measured side by side on
-#: that CPU, ``out=``, float32: 8192 x 1000 5.2 ms streamed against 2.8-4.4 ms
-#: plain, 4096 x 32000 59-63 ms against 45-53 ms; on an Intel Xeon the gain
+#: that CPU, ``out=``, float32: 8192 x 1000 3.9-5.3 ms streamed against 2.8-4.4
+#: ms plain, 4096 x 32000 59-63 ms against 45-53 ms; on an Intel Xeon the gain
 #: when it was added was at most 6%. Set a byte count to try it on a CPU of
 #: your own (before the first import of ``crossentropy._kernels``).
 STREAM_MIN_BYTES: int | None = None

@@ -3,14 +3,13 @@
 Softmax cross-entropy with float32 logits, int64 class indices and the mean
 reduction, forward + backward (loss and dL/dlogits) and forward alone. Every
 method runs in this one process, in interleaved rounds (each method once per
-round, each round in a new order: A, B, C, then C, A, B, ...), and the table
-shows the median. The floors are what no method can
-beat (``crossentropy.cli.bench.floors``): forward + backward must read the
-logits, compute an ``exp`` per element and write a gradient, so its floor is
-the larger of the fastest copy and the fastest ``exp`` pass over the logits;
-the forward's is the larger of the fastest read and that ``exp`` pass. Each
-pass is the fastest of NumPy, PyTorch and a numba ``prange`` loop, and the
-table says which set the floor.
+round, each round in a new shuffled order), and the table shows the median.
+The floors are what no method can beat (``crossentropy.cli.bench.floors``):
+forward + backward must read the logits, compute an ``exp`` per element and
+write a gradient, so its floor is the larger of the fastest copy and the
+fastest ``exp`` pass over the logits; the forward's is the larger of the
+fastest read and that ``exp`` pass. Each pass is the fastest of NumPy,
+PyTorch and a numba ``prange`` loop, and the table says which set the floor.
 
 Peak extra memory is the growth of the resident set during one call (Linux:
 the high-water mark ``VmHWM`` reset through ``/proc/self/clear_refs``), which
