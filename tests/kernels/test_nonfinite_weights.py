@@ -188,3 +188,25 @@ def test_an_infinite_weight_with_the_gradient_written_over_the_logits(num_classe
     got = ce.cross_entropy_grad(z, t, weight=w, label_smoothing=0.1, out=z)
     assert got is z
     _same(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_soft_targets_an_infinite_weight_times_a_tiny_probability(dtype, in_place):
+    # Found by the 10^4 fuzz (2026-12-02): with probability targets, row 2's
+    # p_0 = exp(-19.83 - 73.2) is subnormal in float32, the soft kernel's exp
+    # flushed it to 0, and 0 * inf (the weight of class 1 in sum_k w_k y_k) gave
+    # NaN where the generic path gives inf.
+    z = np.array([[-9.23, -25.16, 3.77], [-19.83, 4.75, 73.2]], dtype)
+    y = np.array([[0.35442883, 0.6350515, 0.01051969], [0.018676, 0.09382165, 0.8875024]],
+                 np.float32)
+    w = np.array([0.15802956, np.inf, 0.7954894])
+    for reduction in ("mean", "sum", "none"):
+        kw = dict(weight=w, reduction=reduction)
+        with K.disabled():
+            want_loss, want_grad = ce.cross_entropy_with_grad(z, y, **kw)
+        zz = z.copy()
+        loss, grad = ce.cross_entropy_with_grad(zz, y, out=zz if in_place else None, **kw)
+        assert np.isinf(want_grad[1, 0])
+        _same(loss, want_loss)
+        _same(grad, want_grad)

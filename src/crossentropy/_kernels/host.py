@@ -253,6 +253,11 @@ def cross_entropy(call: CECall, *, want_loss: bool = True, want_grad: bool = Tru
     g = _as_rows(grad) if grad is not None else np.empty((0, C), z.dtype)
     scale = 1.0 / denom if opts.reduction == "mean" else 1.0
     eps = float(opts.label_smoothing)
+    if (want_grad and out is not None and np.may_share_memory(g, zr)
+            and not (np.isfinite(w).all() and math.isfinite(scale))):
+        # a row whose gradient factor is infinite rereads its logits after its
+        # exp pass (rows._tiny_exp): a gradient written over them needs a copy
+        zr = zr.copy()
     if index:
         w_sum = float(w.sum()) if has_w else float(C)
         kernel = ce_index_small_kernel if C <= SMALL_C else ce_index_kernel
@@ -261,11 +266,6 @@ def cross_entropy(call: CECall, *, want_loss: bool = True, want_grad: bool = Tru
         # stores then hit.
         stream = (want_grad and out is not None and not fresh_out
                   and z.nbytes + g.nbytes > STREAM_MIN)
-        if (want_grad and out is not None and np.may_share_memory(g, zr)
-                and not (np.isfinite(w).all() and math.isfinite(scale))):
-            # a row whose gradient factor is infinite rereads its logits after its
-            # exp pass (rows._tiny_exp): a gradient written over them needs a copy
-            zr = zr.copy()
         kernel(zr, t, w, has_w, w_sum, ignore, eps, scale,
                rows, loss_rows, per_row, block_sum, g, want_grad, stream, block_bad)
     else:

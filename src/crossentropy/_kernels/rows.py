@@ -804,6 +804,8 @@ def ce_soft_kernel(
                 li = cross + big_a * math.log(s) if want_loss else 0.0
                 if want_grad:
                     k1 = like(scale * big_a / s, z)
+                    if not abs(k1) < np.inf:  # an infinite weight: see _tiny_exp
+                        _tiny_exp(z[i], m, grad[i])
                     for c in range(C):
                         a_c = _soft_a(y, i, c, keep, e_over_c, weight, has_weight)
                         grad[i, c] = grad[i, c] * k1 - like(scale * a_c, z)
