@@ -739,13 +739,30 @@ def test_ce_index_chunk_kernel_against_float64_formula(stats, dtype):
     torch.testing.assert_close(z.double(), g_ref, **tol)
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("block_cols", [1, 3, 4, 11])
-def test_linear_cross_entropy_logits_in_vocabulary_blocks(monkeypatch, block_cols, mode):
-    """A chunk's logits computed a block of vocabulary columns at a time (any block
-    width, dividing V or not, with bias and softcap) give the naive loss and gradients."""
+def _use_blas(monkeypatch, which):
+    """Make the chunk matmuls go through ``which`` BLAS ("numpy" or "torch") in this test."""
     from crossentropy.torch import _chunk
 
+    monkeypatch.setattr(_chunk, "CPU_MATMUL", which)
+    monkeypatch.setattr(_chunk, "NUMPY_BLAS_MIN_FLOPS", 0)  # tiny products too
+    # NumPy's BLAS is taken only on torch's thread count: pretend it matches
+    monkeypatch.setattr(_chunk, "_numpy_blas_threads", lambda: {torch.get_num_threads()})
+    views = []
+    real = _chunk._np_view
+    monkeypatch.setattr(_chunk, "_np_view", lambda x: views.append(1) or real(x))
+    return views
+
+
+@pytest.mark.parametrize("blas", ["numpy", "torch"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("block_cols", [1, 3, 4, 11])
+def test_linear_cross_entropy_logits_in_vocabulary_blocks(monkeypatch, block_cols, mode, blas):
+    """A chunk's logits computed a block of vocabulary columns at a time (any block
+    width, dividing V or not, with bias and softcap, by either BLAS) give the naive
+    loss and gradients."""
+    from crossentropy.torch import _chunk
+
+    views = _use_blas(monkeypatch, blas)
     hidden, weight, target, bias = make(n=13, d=5, v=11)
     monkeypatch.setattr(_chunk, "LOGITS_BLOCK_BYTES", block_cols * 4 * 8)  # 4-row float64 chunks
     for kw in ({}, {"softcap": 3.0, "label_smoothing": 0.1}):
@@ -755,6 +772,62 @@ def test_linear_cross_entropy_logits_in_vocabulary_blocks(monkeypatch, block_col
         for got, ref in zip(grads_of(loss, (hidden, weight, bias)),
                             grads_of(want, (hidden, weight, bias)), strict=True):
             torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+    assert bool(views) == (blas == "numpy")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_linear_cross_entropy_numpy_blas_matches_torch_blas(monkeypatch, dtype, mode):
+    """The chunk matmuls by NumPy's BLAS and by torch's give the same loss and gradients
+    (to rounding), with and without bias, on a transposed (non-contiguous) weight."""
+    hidden, weight, target, bias = make(n=37, d=9, v=50, dtype=dtype)
+    w_t = weight.detach().t().contiguous().t().requires_grad_()  # (V, D) with strides (1, V)
+    tol = {"rtol": 1e-5, "atol": 1e-7} if dtype == torch.float32 else {}
+    for b in (bias, None):
+        got = {}
+        for blas in ("numpy", "torch"):
+            views = _use_blas(monkeypatch, blas)
+            loss = with_mode(hidden, w_t, target, b, chunk_size=10, mode=mode,
+                             label_smoothing=0.1)
+            got[blas] = (loss, *grads_of(loss, (hidden, w_t) if b is None else (hidden, w_t, b)))
+            assert bool(views) == (blas == "numpy")
+            monkeypatch.undo()
+        for x, y in zip(got["numpy"], got["torch"], strict=True):
+            torch.testing.assert_close(x, y, **tol)
+
+
+def test_numpy_blas_only_for_large_products_of_plain_cpu_float_tensors_on_torch_threads(
+        monkeypatch):
+    from crossentropy.torch import _chunk
+
+    big = _chunk.NUMPY_BLAS_MIN_FLOPS
+    h, w = torch.ones(3, 4), torch.ones(5, 4)
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(_chunk, "_numpy_blas_threads", lambda: {threads})
+    assert _chunk._numpy_blas(big, h, w, None) is not None
+    assert _chunk._numpy_blas(big, h.double(), w.double(), torch.ones(5).double()) is not None
+    assert _chunk._numpy_blas(big - 1, h, w, None) is None  # a small product
+    assert _chunk._numpy_blas(big, h.half(), w.half(), None) is None  # no half in NumPy's BLAS
+    assert _chunk._numpy_blas(big, h, w.double(), None) is None  # mixed dtypes
+    assert _chunk._numpy_blas(big, h, torch._neg_view(w), None) is None  # lazy negation
+    monkeypatch.setattr(_chunk, "_numpy_blas_threads", lambda: {threads + 1})
+    assert _chunk._numpy_blas(big, h, w, None) is None  # another thread count than torch's
+    monkeypatch.setattr(_chunk, "_numpy_blas_threads", lambda: set())
+    assert _chunk._numpy_blas(big, h, w, None) is None  # no BLAS found (no threadpoolctl)
+    monkeypatch.setattr(_chunk, "_numpy_blas_threads", lambda: {threads})
+    monkeypatch.setattr(_chunk, "CPU_MATMUL", "torch")
+    assert _chunk._numpy_blas(big, h, w, None) is None
+
+
+def test_numpy_blas_threads_are_read_from_the_loaded_blas(monkeypatch):
+    pytest.importorskip("threadpoolctl")
+    from threadpoolctl import threadpool_info
+
+    from crossentropy.torch import _chunk
+
+    monkeypatch.setattr(_chunk, "_blas_pools", None)  # found again, from the libraries loaded now
+    blas = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    assert _chunk._numpy_blas_threads() == blas
 
 
 @pytest.mark.parametrize(("n_rows", "chunk_size", "sizes"), [

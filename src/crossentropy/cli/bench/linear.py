@@ -56,6 +56,7 @@ VARIANTS = {
     "linear": "linear_cross_entropy (defaults)",
     "eager": "linear_cross_entropy, gradients computed in forward",
     "recompute": "linear_cross_entropy, logits recomputed in backward",
+    "linear-torch-blas": "linear_cross_entropy, a chunk's products by torch's BLAS, not NumPy's",
 }
 MiB = 2**20
 
@@ -66,6 +67,7 @@ def _setup(n: int, d: Any, v: Any, dtype_name: str, bias: Any, chunk_size: int |
     import torch
     import torch.nn.functional as F
 
+    from crossentropy.torch import _chunk
     from crossentropy.torch._linear import linear_cross_entropy_with_mode
 
     if threads:
@@ -78,6 +80,8 @@ def _setup(n: int, d: Any, v: Any, dtype_name: str, bias: Any, chunk_size: int |
             if x is not None:
                 x.grad = None
         name, _, rows = variant.partition(":")  # "linear:512" = chunk_size 512
+        _chunk.CPU_MATMUL = "torch" if name == "linear-torch-blas" else "numpy"
+        name = "linear" if name == "linear-torch-blas" else name
         if name == "naive":
             loss = F.cross_entropy(F.linear(h, w, b), t)
         else:
