@@ -830,6 +830,17 @@ def test_numpy_blas_threads_are_read_from_the_loaded_blas(monkeypatch):
     assert _chunk._numpy_blas_threads() == blas
 
 
+def test_numpy_blas_threads_unknown_without_threadpoolctl(monkeypatch):
+    import sys
+
+    from crossentropy.torch import _chunk
+
+    monkeypatch.setattr(_chunk, "_blas_pools", None)
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import fails
+    assert _chunk._numpy_blas_threads() == set()
+    assert _chunk._numpy_blas(2.0**60, torch.ones(3, 4), torch.ones(5, 4), None) is None
+
+
 @pytest.mark.parametrize(("n_rows", "chunk_size", "sizes"), [
     (2048, 171, [171] * 8 + [170] * 4),  # not 171 x 11 and a last chunk of 167
     (10, 4, [4, 3, 3]),

@@ -564,10 +564,10 @@ def _numpy_blas_threads() -> set[int]:
     if _blas_pools is None:
         try:
             from threadpoolctl import ThreadpoolController
-        except ImportError:
-            _blas_pools = []
-        else:
+
             _blas_pools = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+        except Exception:  # noqa: BLE001 - not installed, or no library it can read: torch's BLAS
+            _blas_pools = []
     return {lib.get_num_threads() for lib in _blas_pools}
 
 
