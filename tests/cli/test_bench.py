@@ -185,3 +185,15 @@ def test_interleaved_runs_each_method_once_per_round_in_changing_orders():
     calls.clear()
     interleaved(methods, 6)
     assert [calls[i : i + 6] for i in range(0, 36, 6)] == rounds  # seeded: the same orders
+
+
+def test_frameworks_alternate_warms_up_then_times_shuffled_rounds():
+    from crossentropy.cli.bench import frameworks
+
+    calls = []
+    ms = frameworks._alternate(lambda: calls.append("o"), lambda: calls.append("p"), 8)
+    assert calls[:2] == ["o", "p"]  # the warm-up
+    rounds = [calls[i : i + 2] for i in range(2, len(calls), 2)]
+    assert len(rounds) == 8 and all(sorted(r) == ["o", "p"] for r in rounds)
+    assert {tuple(r) for r in rounds} == {("o", "p"), ("p", "o")}  # ours not always first
+    assert len(ms) == 2 and all(0 <= v < 1e3 for v in ms)  # milliseconds
