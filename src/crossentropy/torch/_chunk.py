@@ -624,7 +624,7 @@ class _Linear:
         width = out.shape[1]
         block = max(1, LOGITS_BLOCK_BYTES // max(1, n * out.element_size()))
         blas = self._numpy_blas(n)
-        if blas is not None:
+        if blas is not None:  # float32 / float64: no low-precision buffer
             h_n, w_n, o_n = blas(h_c), blas(self.weight), blas(out)
             b_n = None if self.bias is None else blas(self.bias)
             for lo in range(0, width, block):
