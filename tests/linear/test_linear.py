@@ -804,19 +804,19 @@ def test_numpy_blas_only_for_large_products_of_plain_cpu_float_tensors_on_torch_
     h, w = torch.ones(3, 4), torch.ones(5, 4)
     threads = torch.get_num_threads()
     monkeypatch.setattr(_chunk, "_numpy_blas_threads", lambda: {threads})
-    assert _chunk._numpy_blas(big, h, w, None) is not None
-    assert _chunk._numpy_blas(big, h.double(), w.double(), torch.ones(5).double()) is not None
-    assert _chunk._numpy_blas(big - 1, h, w, None) is None  # a small product
-    assert _chunk._numpy_blas(big, h.half(), w.half(), None) is None  # no half in NumPy's BLAS
-    assert _chunk._numpy_blas(big, h, w.double(), None) is None  # mixed dtypes
-    assert _chunk._numpy_blas(big, h, torch._neg_view(w), None) is None  # lazy negation
+    assert _chunk._numpy_blas(big, h, w, None) is True
+    assert _chunk._numpy_blas(big, h.double(), w.double(), torch.ones(5).double()) is True
+    assert _chunk._numpy_blas(big - 1, h, w, None) is False  # a small product
+    assert _chunk._numpy_blas(big, h.half(), w.half(), None) is False  # no half in NumPy's BLAS
+    assert _chunk._numpy_blas(big, h, w.double(), None) is False  # mixed dtypes
+    assert _chunk._numpy_blas(big, h, torch._neg_view(w), None) is False  # lazy negation
     monkeypatch.setattr(_chunk, "_numpy_blas_threads", lambda: {threads + 1})
-    assert _chunk._numpy_blas(big, h, w, None) is None  # another thread count than torch's
+    assert _chunk._numpy_blas(big, h, w, None) is False  # another thread count than torch's
     monkeypatch.setattr(_chunk, "_numpy_blas_threads", lambda: set())
-    assert _chunk._numpy_blas(big, h, w, None) is None  # no BLAS found (no threadpoolctl)
+    assert _chunk._numpy_blas(big, h, w, None) is False  # no BLAS found (no threadpoolctl)
     monkeypatch.setattr(_chunk, "_numpy_blas_threads", lambda: {threads})
     monkeypatch.setattr(_chunk, "CPU_MATMUL", "torch")
-    assert _chunk._numpy_blas(big, h, w, None) is None
+    assert _chunk._numpy_blas(big, h, w, None) is False
 
 
 def test_numpy_blas_threads_are_read_from_the_loaded_blas(monkeypatch):
@@ -838,7 +838,7 @@ def test_numpy_blas_threads_unknown_without_threadpoolctl(monkeypatch):
     monkeypatch.setattr(_chunk, "_blas_pools", None)
     monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import fails
     assert _chunk._numpy_blas_threads() == set()
-    assert _chunk._numpy_blas(2.0**60, torch.ones(3, 4), torch.ones(5, 4), None) is None
+    assert _chunk._numpy_blas(2.0**60, torch.ones(3, 4), torch.ones(5, 4), None) is False
 
 
 @pytest.mark.parametrize(("n_rows", "chunk_size", "sizes"), [

@@ -571,8 +571,8 @@ def _numpy_blas_threads() -> set[int]:
     return {lib.get_num_threads() for lib in _blas_pools}
 
 
-def _numpy_blas(flops: float, *xs: torch.Tensor | None) -> Any:
-    """A function giving NumPy views of tensors, if NumPy's BLAS is to multiply ``xs``; else None.
+def _numpy_blas(flops: float, *xs: torch.Tensor | None) -> bool:
+    """Whether NumPy's BLAS (on :func:`_np_view` views) is to multiply ``xs``; else torch's.
 
     See ``CPU_MATMUL``: products of at least ``NUMPY_BLAS_MIN_FLOPS`` ``flops``
     on plain float32 / float64 CPU tensors of one dtype (not under ``torch.func``
@@ -583,10 +583,8 @@ def _numpy_blas(flops: float, *xs: torch.Tensor | None) -> Any:
             x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)
             or x.dtype != ts[0].dtype or x.layout != torch.strided or x.is_neg() or x.is_conj()
             or torch_transformed(x) for x in ts):
-        return None
-    if _numpy_blas_threads() != {torch.get_num_threads()}:
-        return None
-    return _np_view
+        return False
+    return _numpy_blas_threads() == {torch.get_num_threads()}
 
 
 def _np_view(x: torch.Tensor) -> Any:
@@ -623,10 +621,9 @@ class _Linear:
         out = ws.z[:n] if ws.low is None else ws.low[:n]
         width = out.shape[1]
         block = max(1, LOGITS_BLOCK_BYTES // max(1, n * out.element_size()))
-        blas = self._numpy_blas(n)
-        if blas is not None:  # float32 / float64: no low-precision buffer
-            h_n, w_n, o_n = blas(h_c), blas(self.weight), blas(out)
-            b_n = None if self.bias is None else blas(self.bias)
+        if self._numpy_blas(n):  # float32 / float64: no low-precision buffer
+            h_n, w_n, o_n = _np_view(h_c), _np_view(self.weight), _np_view(out)
+            b_n = None if self.bias is None else _np_view(self.bias)
             for lo in range(0, width, block):
                 hi = min(width, lo + block)
                 np.matmul(h_n, w_n[lo:hi].T, out=o_n[:, lo:hi])
@@ -642,8 +639,8 @@ class _Linear:
                 torch.addmm(self.bias[cols], h_c, w_b, out=out[:, cols])
         return ws.capped(out if ws.low is None else ws.z[:n].copy_(out))
 
-    def _numpy_blas(self, n: int) -> Any:
-        """NumPy views for NumPy's BLAS, for a chunk of ``n`` rows (or None: torch's BLAS)."""
+    def _numpy_blas(self, n: int) -> bool:
+        """Whether NumPy's BLAS multiplies a chunk of ``n`` rows (else torch's)."""
         flops = 2.0 * n * self.weight.shape[0] * self.weight.shape[1]
         return _numpy_blas(flops, self.hidden, self.weight, self.bias)
 
@@ -657,9 +654,8 @@ class _Linear:
         h_c = self.hidden[rows]
         first = rows.start == 0
         if grad_h is not None:
-            blas = self._numpy_blas(g.shape[0])
-            if blas is not None:
-                np.matmul(blas(g), blas(self.weight), out=blas(grad_h)[rows])
+            if self._numpy_blas(g.shape[0]):
+                np.matmul(_np_view(g), _np_view(self.weight), out=_np_view(grad_h)[rows])
             else:
                 torch.mm(ws.input_dtype(g), self.weight, out=grad_h[rows])
         if grad_w is not None:
