@@ -68,6 +68,13 @@ ROW_JIT = {"nogil": True, "cache": CACHE, "fastmath": set(KERNEL_FASTMATH), "inl
 #: them, keeping each instruction's flags).
 REDUCE_JIT = {"nogil": True, "cache": CACHE, "fastmath": set(REDUCE_FASTMATH)}
 
+#: Whether the JAX op (``crossentropy.jax.cross_entropy``, and
+#: ``crossentropy.cross_entropy`` on JAX arrays) runs index-target calls on the
+#: CPU as an XLA custom call of the fused kernels (``_kernels/xla.py``) instead
+#: of XLA's own code: one read of the logits and one write of the gradient,
+#: with the kernels' ``exp``. Elsewhere (GPU, TPU) XLA's code runs as before.
+JAX_CPU_KERNELS = True
+
 #: Below this many elements a call runs on one thread: starting the thread
 #: pool costs more than it saves (and on a busy machine much more).
 PARALLEL_MIN_ELEMENTS = 1 << 16

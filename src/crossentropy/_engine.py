@@ -32,6 +32,7 @@ import array_api_compat
 import numpy as np
 from array_api_compat import is_jax_array, is_torch_array
 
+from crossentropy import _config
 from crossentropy import _numerics as N
 from crossentropy import _validate as V
 from crossentropy._backend import Namespace, count, namespace, quiet, torch_transformed
@@ -612,3 +613,55 @@ def sigmoid_focal_loss(call: BinaryCall, gamma: float, alpha: float | None) -> A
     if alpha is not None:
         elements = (alpha * y + (1.0 - alpha) * (1.0 - y)) * elements
     return _reduce_elements(call, elements)
+
+
+# ---------------------------------------------------------------- JAX on the CPU: kernels in XLA
+
+
+@dataclass(frozen=True)
+class XlaPlan:
+    """How ``crossentropy.jax`` runs a call as the kernels' XLA custom call (on the CPU)."""
+
+    target: str  # the FFI target's name, one per logits dtype
+    capsule: Any  # its handler, for ``jax.ffi.register_ffi_target``
+    params: Any  # the options as bytes (a NumPy uint8 array), the last operand
+    rows: int  # the logits seen as (rows, classes)
+    classes: int
+
+
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def xla_plan(call: CECall) -> XlaPlan | None:
+    """The custom call that runs ``call`` on the CPU kernels inside a JAX program, or None.
+
+    For index targets, float32 / float64 logits (not a low-precision copy)
+    with the class axis last, and ``_config.JAX_CPU_KERNELS``; the kernels
+    must be importable and enabled (``NUMBA_DISABLE_JIT`` unset). Compiles
+    the handler on first use.
+    """
+    k = kernels()
+    z = call.z
+    dtype = str(z.dtype)
+    if not (_config.JAX_CPU_KERNELS and k is not None and call.kind == "index"
+            and dtype in ("float32", "float64") and call.logits.dtype == z.dtype
+            and z.ndim >= 1 and call.axis == z.ndim - 1 and z.size > 0
+            and _INT32[0] <= call.opts.ignore_index <= _INT32[1]):
+        return None
+    from crossentropy._kernels import xla
+
+    if not xla.usable():
+        return None
+    C = call.num_classes
+    R = z.size // C
+    opts = call.opts
+    params = xla.params(R, C, ignore_index=opts.ignore_index,
+                        label_smoothing=float(opts.label_smoothing), reduction=opts.reduction,
+                        divisor=opts.divisor, has_weight=call.weight is not None)
+    return XlaPlan(target=f"crossentropy_ce_index_{dtype}", capsule=xla.capsule(dtype),
+                   params=params, rows=R, classes=C)
+
+
+def check_empty_rows(call: CECall, bad: Any) -> None:
+    """Raise for a counted row of all -inf flagged by the custom call (concrete arrays only)."""
+    V.no_empty_rows(call.ns, bad.reshape(tuple(call.z.shape[:-1])) != 0)

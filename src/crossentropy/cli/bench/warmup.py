@@ -5,13 +5,15 @@ cache directory is writable, stores the machine code; later processes load
 it. :func:`warmup` makes the calls the common signatures need (float32 and
 float64 logits, int64 class indices, probability targets, with and without
 ``out=``, serial and parallel; log-sum-exp, softmax, log-softmax; binary
-cross-entropy), so that an install step or a container build pays the
+cross-entropy; where JAX is installed, the handlers of the XLA custom call
+``crossentropy.jax`` runs on the CPU), so that an install step or a container build pays the
 compilation once. Without a writable cache it still compiles, for this
 process only.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import time
 
 import numpy as np
@@ -48,6 +50,10 @@ def warmup(dtypes: tuple[str, ...] = ("float32", "float64"), verbose: bool = Fal
             ce.binary_cross_entropy_with_logits(z, y)
             ce.binary_cross_entropy_with_logits(z, y, reduction="none")
             ce.binary_cross_entropy_with_logits_grad(z, y)
+        if importlib.util.find_spec("jax") is not None:
+            from crossentropy._kernels import xla
+
+            xla.capsule(name)
         if verbose:
             print(f"{name}: compiled or loaded in {time.perf_counter() - t0:.1f} s", flush=True)
     return time.perf_counter() - t0
