@@ -30,6 +30,7 @@ differentiated (their cotangent is zero); soft targets are.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -52,7 +53,7 @@ Array = TypeVar("Array", bound=Any)
 def ce_op(logits: Array, target: Any, weight: Any, opts: E.CEOptions) -> Array:
     """Softmax cross-entropy of checked options as a ``jax.custom_vjp`` op."""
     call = E.ce_call(logits, target, weight, opts)
-    if E.xla_plan(call) is not None:
+    if _on_kernels(call):
         loss, _, bad = _kernel(call.z, call.y, call.weight, opts, False)
         E.check_empty_rows(call, bad)
         return cast(Array, loss)
@@ -62,7 +63,7 @@ def ce_op(logits: Array, target: Any, weight: Any, opts: E.CEOptions) -> Array:
 def _ce_fwd(logits: Any, target: Any, weight: Any,
             opts: E.CEOptions) -> tuple[Any, tuple[Any, ...]]:
     call = E.ce_call(logits, target, weight, opts)
-    if E.xla_plan(call) is not None:
+    if _on_kernels(call):
         loss, grad, bad = _kernel(call.z, call.y, call.weight, opts, True)
         E.check_empty_rows(call, bad)
         return loss, (grad,)
@@ -96,15 +97,36 @@ def _ce_bwd(opts: E.CEOptions, residuals: tuple[Any, ...],
 
 # ---------------------------------------------------------------- the CPU kernels in XLA
 
-_registered: set[str] = set()
+#: FFI target name -> whether registering it with XLA worked.
+_registered: dict[str, bool] = {}
+
+
+def _on_kernels(call: E.CECall) -> bool:
+    """Whether the call runs on the CPU kernels: a plan, and its target registered with XLA.
+
+    A jaxlib whose FFI the handler does not speak refuses the registration
+    (it checks the version the handler reports): then XLA's code runs.
+    """
+    plan = E.xla_plan(call)
+    if plan is None:
+        return False
+    if plan.target not in _registered:
+        try:
+            jax.ffi.register_ffi_target(plan.target, plan.capsule, platform="cpu")
+            _registered[plan.target] = True
+        except Exception as exc:  # noqa: BLE001 - any refusal: XLA's code
+            warnings.warn(f"crossentropy: the CPU kernels could not be registered with XLA "
+                          f"({exc}); the JAX op runs XLA's code", RuntimeWarning, stacklevel=3)
+            _registered[plan.target] = False
+    return _registered[plan.target]
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(3, 4))
 def _kernel(z: Any, t: Any, w: Any, opts: E.CEOptions, want_grad: bool) -> tuple[Any, Any, Any]:
     """``(loss, gradient at a unit cotangent, flags of rows of all -inf)`` on the CPU kernels.
 
-    An XLA custom call on the CPU (``E.xla_plan``: the caller checked that
-    it applies), the generic path's operations on other platforms. Without
+    An XLA custom call on the CPU (the caller checked :func:`_on_kernels`),
+    the generic path's operations on other platforms. Without
     ``want_grad`` the gradient is an empty ``(0, C)`` array. Its JVP is the
     generic path's, so that forward-mode and higher-order derivatives work.
     """
@@ -120,9 +142,6 @@ def _kernel(z: Any, t: Any, w: Any, opts: E.CEOptions, want_grad: bool) -> tuple
             jax.ShapeDtypeStruct((R,), jnp.uint8))
 
     def on_cpu(z: Any, t: Any, wz: Any) -> tuple[Any, Any, Any]:
-        if plan.target not in _registered:
-            jax.ffi.register_ffi_target(plan.target, plan.capsule, platform="cpu")
-            _registered.add(plan.target)
         loss, g, bad = jax.ffi.ffi_call(plan.target, outs, vmap_method="sequential")(
             z.reshape(R, C), t.reshape(R).astype(jnp.int32), wz, plan.params)
         return loss.reshape(loss_shape), g.reshape(z.shape) if want_grad else g, bad

@@ -104,6 +104,20 @@ def test_program_is_one_custom_call():
     assert "exponential" not in hlo
 
 
+def test_refused_registration_falls_back_to_xla_code(monkeypatch):
+    """A jaxlib whose FFI the handler does not speak: a warning, then XLA's code."""
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("incompatible FFI version")
+
+    monkeypatch.setattr(cej, "_registered", {})
+    monkeypatch.setattr(jax.ffi, "register_ffi_target", refuse)
+    z, t, _ = _data((64, 100), np.float32)
+    with pytest.warns(RuntimeWarning, match="incompatible FFI version"):
+        hlo = jax.jit(jax.value_and_grad(lambda z: ce.cross_entropy(z, t))).lower(z).as_text()
+    assert "custom_call" not in hlo and "exponential" in hlo
+
+
 def test_forward_only_asks_no_gradient():
     z, t, _ = _data((64, 100), np.float32)
     hlo = jax.jit(lambda z: ce.cross_entropy(z, t)).lower(z).as_text()
