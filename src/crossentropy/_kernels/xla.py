@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import sys
 from typing import Any
 
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.numpy_support import carray
 from numba.np.ufunc.parallel import _launch_threads as launch_threads
@@ -96,41 +94,6 @@ def _voidptr(typingctx: Any, addr: Any) -> Any:
         return builder.inttoptr(args[0], ir.IntType(8).as_pointer())
 
     return types.voidptr(addr), codegen
-
-
-#: Linux's ``MADV_HUGEPAGE``; smallest gradient buffer to advise (NumPy's threshold).
-_MADV_HUGEPAGE = 14
-_HUGE = 1 << 21
-_ADVISE_MIN_BYTES = 1 << 22
-
-
-@intrinsic
-def _madvise_huge(typingctx: Any, addr: Any, nbytes: Any) -> Any:
-    """``madvise(MADV_HUGEPAGE)`` over the 2 MiB pages inside ``[addr, addr + nbytes)``.
-
-    XLA's result buffers are fresh pages more often than not, and a first
-    touch a 4 KiB page at a time costs more than the kernel itself (500 MB:
-    128,000 faults). NumPy advises its large arrays the same way; with THP
-    in ``madvise`` mode this is what enables huge pages. Linux only (a no-op
-    elsewhere); the result is ignored: it is advice.
-    """
-    if not (isinstance(addr, types.Integer) and isinstance(nbytes, types.Integer)):
-        return None
-
-    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        if sys.platform.startswith("linux"):
-            i64, i32 = ir.IntType(64), ir.IntType(32)
-            fnty = ir.FunctionType(i32, [ir.IntType(8).as_pointer(), i64, i32])
-            fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
-                builder.module, fnty, "madvise")
-            lo = builder.and_(builder.add(args[0], i64(_HUGE - 1)), i64(-_HUGE))
-            hi = builder.and_(builder.add(args[0], args[1]), i64(-_HUGE))
-            with builder.if_then(builder.icmp_signed(">", hi, lo)):
-                builder.call(fn, [builder.inttoptr(lo, ir.IntType(8).as_pointer()),
-                                  builder.sub(hi, lo), i32(_MADV_HUGEPAGE)])
-        return context.get_dummy_value()
-
-    return types.none(addr, nbytes), codegen
 
 
 @jit(inline="always")
@@ -277,8 +240,6 @@ def _frame(frame: Any, code: int) -> Any:
 def _handler_f32(frame: Any) -> Any:
     ok, R, C, zp, tp, wp, nw, pp, lp, gp, ng, bp = _frame(frame, _F32)
     if ok:
-        if ng * C * 4 >= _ADVISE_MIN_BYTES:
-            _madvise_huge(gp, ng * C * 4)
         p = carray(_voidptr(pp), (_NPARAMS,), np.float64)
         _run(carray(_voidptr(zp), (R, C), np.float32), carray(_voidptr(tp), (R,), np.int32),
              carray(_voidptr(wp), (nw,), np.float32), p,
@@ -290,8 +251,6 @@ def _handler_f32(frame: Any) -> Any:
 def _handler_f64(frame: Any) -> Any:
     ok, R, C, zp, tp, wp, nw, pp, lp, gp, ng, bp = _frame(frame, _F64)
     if ok:
-        if ng * C * 8 >= _ADVISE_MIN_BYTES:
-            _madvise_huge(gp, ng * C * 8)
         p = carray(_voidptr(pp), (_NPARAMS,), np.float64)
         _run(carray(_voidptr(zp), (R, C), np.float64), carray(_voidptr(tp), (R,), np.int32),
              carray(_voidptr(wp), (nw,), np.float64), p,
