@@ -72,7 +72,8 @@ REDUCE_JIT = {"nogil": True, "cache": CACHE, "fastmath": set(REDUCE_FASTMATH)}
 #: ``crossentropy.cross_entropy`` on JAX arrays) runs index-target calls on the
 #: CPU as an XLA custom call of the fused kernels (``_kernels/xla.py``) instead
 #: of XLA's own code: one read of the logits and one write of the gradient,
-#: with the kernels' ``exp``. Elsewhere (GPU, TPU) XLA's code runs as before.
+#: with the kernels' ``exp``. Elsewhere (GPU, TPU), and for up to ``SMALL_C``
+#: classes (where XLA's fused code was as fast), XLA's own code runs.
 JAX_CPU_KERNELS = True
 
 #: Below this many elements a call runs on one thread: starting the thread

@@ -69,7 +69,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(37, 5), (4, 3, 40), (9, 1000), (300, 300)])
+@pytest.mark.parametrize("shape", [(37, 33), (4, 3, 40), (9, 1000), (300, 300)])
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_kernels_match_xla_code(kernels_off, dtype, shape, case):
     opts = dict(CASES[case])
@@ -125,7 +125,7 @@ def test_forward_only_asks_no_gradient():
 
 
 def test_residual_is_the_gradient_only():
-    z, t, _ = _data((8, 5), np.float64)
+    z, t, _ = _data((8, 40), np.float64)
     _, residuals = cej.ce_op.fwd(z, t, None, CEOptions.checked())
     assert len(residuals) == 1 and residuals[0].shape == z.shape
     np.testing.assert_allclose(residuals[0], ce.cross_entropy_grad(np.asarray(z), np.asarray(t)),
@@ -153,9 +153,11 @@ def test_parallel_gradient_of_many_blocks_is_right():
 
 
 def _special_rows(dtype):
+    """Rows of -inf, +inf, NaN and ties, padded with -inf to more than SMALL_C classes."""
     inf = np.inf
-    z = np.array([[1, 2, 3], [-inf, -inf, -inf], [1, inf, 0], [np.nan, 1, 2], [0, -inf, 2],
-                  [5, 5, 5]], dtype)
+    z = np.full((6, 40), -inf, dtype)
+    z[:, :3] = [[1, 2, 3], [-inf, -inf, -inf], [1, inf, 0], [np.nan, 1, 2], [0, -inf, 2],
+                [5, 5, 5]]
     return jnp.asarray(z), jnp.asarray([0, 1, 1, 2, 1, 2])
 
 
@@ -176,8 +178,8 @@ def test_jitted_rows_without_a_distribution_match_xla_code(kernels_off, reductio
 
 def test_jitted_index_out_of_range_is_nan():
     """A jitted call cannot check its targets: an index out of range makes its row NaN."""
-    z, _, _ = _data((4, 3), np.float32)
-    t = jnp.asarray([0, 3, -1, 2])
+    z, _, _ = _data((4, 40), np.float32)
+    t = jnp.asarray([0, 40, -1, 2])
     rows = jax.jit(lambda z, t: ce.cross_entropy(z, t, reduction="none"))(z, t)
     assert np.isnan(np.asarray(rows)[[1, 2]]).all() and np.isfinite(np.asarray(rows)[[0, 3]]).all()
     loss, grad = jax.jit(jax.value_and_grad(lambda z, t: ce.cross_entropy(z, t)))(z, t)
@@ -203,7 +205,7 @@ def test_eager_errors_are_the_same(kernels_off):
 
 
 def test_higher_order_and_vmap(kernels_off):
-    z, t, _ = _data((5, 4), np.float64)
+    z, t, _ = _data((5, 40), np.float64)
     f = lambda z: ce.cross_entropy(z, t, label_smoothing=0.1)  # noqa: E731
     h = jax.hessian(f)(z)
     with kernels_off:
@@ -215,15 +217,17 @@ def test_higher_order_and_vmap(kernels_off):
         np.testing.assert_allclose(batched[k], jax.grad(f)(zs[k]), rtol=1e-14, atol=1e-16)
 
 
-@pytest.mark.parametrize("what", ["prob", "axis", "bfloat16", "off", "disabled"])
+@pytest.mark.parametrize("what", ["prob", "axis", "bfloat16", "off", "disabled", "few classes"])
 def test_plan_only_where_the_kernels_apply(monkeypatch, what):
-    z, t, _ = _data((6, 4), np.float32)
+    z, t, _ = _data((6, 40), np.float32)
     target, opts = t, CEOptions.checked()
     if what == "prob":
         target = jax.nn.softmax(z)
     elif what == "axis":
         opts = CEOptions.checked(axis=0)
-        target = jnp.asarray([0, 1, 2, 3])
+        target = jnp.arange(40) % 6
+    elif what == "few classes":
+        z, target = z[:, : _config.SMALL_C], t % _config.SMALL_C
     elif what == "bfloat16":
         z = z.astype(jnp.bfloat16)
     elif what == "off":
@@ -237,3 +241,16 @@ def test_plan_only_where_the_kernels_apply(monkeypatch, what):
         assert _engine.xla_plan(plain) is not None
     else:
         assert _engine.xla_plan(plain) is None
+
+
+def test_export_needs_the_switch_off(kernels_off):
+    """``jax.export`` refuses the custom call; with ``JAX_CPU_KERNELS = False`` it exports."""
+    from jax import export
+
+    z, t, _ = _data((8, 40), np.float32)
+    f = jax.jit(lambda z: ce.cross_entropy(z, t))
+    with pytest.raises(ValueError, match="crossentropy_ce_index_float32"):
+        export.export(f)(z)
+    with kernels_off:
+        exported = export.export(jax.jit(lambda z: ce.cross_entropy(z, t)))(z)
+    _close(exported.call(z), f(z), np.float32)

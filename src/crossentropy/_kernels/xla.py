@@ -73,7 +73,7 @@ def params(R: int, C: int, *, ignore_index: int, label_smoothing: float, reducti
     p = np.empty(_NPARAMS, np.float64)
     p[_IGNORE], p[_EPS], p[_REDUCTION] = ignore_index, label_smoothing, _REDUCTIONS[reduction]
     p[_DIVISOR] = np.nan if divisor is None else divisor
-    p[_ROWS], p[_SMALL] = row_blocks(C, R)[0], C <= SMALL_C
+    p[_ROWS], p[_SMALL] = row_blocks(C, R)[0], C <= SMALL_C  # the engine sends C > SMALL_C
     p[_PARALLEL] = R * C >= PARALLEL_MIN_ELEMENTS and parallel_from_any_thread()
     p[_HAS_WEIGHT] = has_weight
     return p.view(np.uint8)
