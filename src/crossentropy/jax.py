@@ -7,8 +7,9 @@ through their forward operations. Every function takes and returns JAX
 arrays (NumPy arrays and lists are converted with ``jnp.asarray``).
 
 On the CPU, ``cross_entropy`` with class indices (float32 / float64 logits,
-the class axis last) is one XLA custom call of the fused numba kernels
-(``_engine.xla_plan``): the forward reads the logits once and, under
+the class axis last, more than ``_config.SMALL_C`` classes) is one XLA
+custom call of the fused numba kernels (``_engine.xla_plan``): the forward
+reads the logits once and, under
 ``grad``, writes the gradient at a unit cotangent, which the backward
 multiplies by the cotangent. Its JVP (``jvp``, ``hessian``) is the generic
 path's; on other platforms the generic path runs. Under ``jit`` an index out

@@ -3,7 +3,8 @@
 XLA's FFI (``xla/ffi/api/c_api.h``, shipped with jaxlib) calls a handler with
 one argument, a call frame that lists the operand and result buffers. The
 handler here is a numba ``cfunc`` that reads that frame and runs
-``ce_index_kernel`` (or ``ce_index_small_kernel``) on the buffers in place:
+``ce_index_kernel`` on the buffers in place (more than ``SMALL_C`` classes:
+with fewer, XLA's fused code was as fast, and the engine keeps it):
 no copy in, none out. It has no JAX import; ``crossentropy.jax`` registers it
 (``jax.ffi.register_ffi_target``) and calls it (``jax.ffi.ffi_call``) with
 
@@ -43,11 +44,11 @@ from numba.extending import intrinsic
 from numba.np.numpy_support import carray
 from numba.np.ufunc.parallel import _launch_threads as launch_threads
 
-from crossentropy._config import CACHE, PARALLEL_MIN_ELEMENTS, SERIAL_JIT, SMALL_C
+from crossentropy._config import CACHE, PARALLEL_MIN_ELEMENTS, SERIAL_JIT
 from crossentropy._kernels import host
 from crossentropy._kernels.host import row_blocks
 from crossentropy._kernels.jit import CACHING, jit, parallel_from_any_thread
-from crossentropy._kernels.rows import ce_index_kernel, ce_index_small_kernel
+from crossentropy._kernels.rows import ce_index_kernel
 
 __all__ = ["capsule", "params", "usable"]
 
@@ -59,7 +60,7 @@ _METADATA = 1
 _API_MAJOR, _API_MINOR = 0, 3
 
 # The options, indices into the float64 array of :func:`params`.
-_IGNORE, _EPS, _REDUCTION, _DIVISOR, _ROWS, _SMALL, _PARALLEL, _HAS_WEIGHT, _NPARAMS = range(9)
+_IGNORE, _EPS, _REDUCTION, _DIVISOR, _ROWS, _PARALLEL, _HAS_WEIGHT, _NPARAMS = range(8)
 _REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
 
 
@@ -73,7 +74,7 @@ def params(R: int, C: int, *, ignore_index: int, label_smoothing: float, reducti
     p = np.empty(_NPARAMS, np.float64)
     p[_IGNORE], p[_EPS], p[_REDUCTION] = ignore_index, label_smoothing, _REDUCTIONS[reduction]
     p[_DIVISOR] = np.nan if divisor is None else divisor
-    p[_ROWS], p[_SMALL] = row_blocks(C, R)[0], C <= SMALL_C  # the engine sends C > SMALL_C
+    p[_ROWS] = row_blocks(C, R)[0]
     p[_PARALLEL] = R * C >= PARALLEL_MIN_ELEMENTS and parallel_from_any_thread()
     p[_HAS_WEIGHT] = has_weight
     return p.view(np.uint8)
@@ -168,12 +169,7 @@ def _run(z: Any, t32: Any, wz: Any, p: Any, loss: Any, grad: Any, bad: Any) -> N
     g = grad if want_grad else np.empty((0, C), z.dtype)
     args = (z, t, w, has_w, w_sum, ignore, eps, scale, rows, loss_rows, per_row, block_sum, g,
             want_grad, False, block_bad)
-    if p[_SMALL] != 0.0:
-        if p[_PARALLEL] != 0.0:
-            _SMALL_PARALLEL(*args)
-        else:
-            _SMALL_SERIAL(*args)
-    elif p[_PARALLEL] != 0.0:
+    if p[_PARALLEL] != 0.0:
         _ROWS_PARALLEL(*args)
     else:
         _ROWS_SERIAL(*args)
@@ -211,8 +207,6 @@ launch_threads()  # type: ignore[no-untyped-call]  # numba leaves it untyped
 # the compiled copies of ``jit.rows_kernel`` (attributes of its launcher)
 _ROWS_PARALLEL = ce_index_kernel.parallel  # type: ignore[attr-defined]
 _ROWS_SERIAL = ce_index_kernel.serial  # type: ignore[attr-defined]
-_SMALL_PARALLEL = ce_index_small_kernel.parallel  # type: ignore[attr-defined]
-_SMALL_SERIAL = ce_index_small_kernel.serial  # type: ignore[attr-defined]
 
 
 @jit(inline="always")
@@ -266,7 +260,7 @@ compiled: list[Any] = []
 @functools.cache
 def capsule(dtype: Any) -> Any:
     """A ``PyCapsule`` of the handler for ``dtype`` logits, for ``register_ffi_target``."""
-    # compiled here, on first use: each dtype's handler links four kernels
+    # compiled here, on first use: each dtype's handler links two kernels
     h = numba.cfunc(types.voidptr(types.voidptr), cache=CACHE and CACHING)(
         _handler_f32 if np.dtype(dtype) == np.float32 else _handler_f64)
     compiled.append(h)
