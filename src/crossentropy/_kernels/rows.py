@@ -280,6 +280,15 @@ def ce_denominator_kernel(target: IntArray, weight: FloatArray, has_weight: bool
     return denom, -1
 
 
+@jit(**ROW_JIT)
+def row_all_neg_inf(z: FloatArray, i: int) -> bool:
+    """Whether row ``i`` holds only -inf (stops at its first other logit, usually the first)."""
+    for c in range(z.shape[1]):
+        if z[i, c] > -np.inf or z[i, c] != z[i, c]:
+            return False
+    return True
+
+
 @_rows_kernel
 def first_empty_row_kernel(z: FloatArray, target: IntArray, index: bool, ignore_index: int,
                            rows: int, block_bad: IntArray) -> None:
@@ -297,12 +306,7 @@ def first_empty_row_kernel(z: FloatArray, target: IntArray, index: bool, ignore_
         for i in range(r0, r1):
             if index and _skipped(target[i], ignore_index, C):
                 continue
-            empty = True
-            for c in range(C):
-                if z[i, c] > -np.inf or z[i, c] != z[i, c]:
-                    empty = False
-                    break
-            if empty:
+            if row_all_neg_inf(z, i):
                 first = i
                 break
         block_bad[b] = first

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import types as pytypes
 from typing import Any
 
 import numba
@@ -48,7 +49,7 @@ from crossentropy._config import CACHE, PARALLEL_MIN_ELEMENTS, SERIAL_JIT
 from crossentropy._kernels import host
 from crossentropy._kernels.host import row_blocks
 from crossentropy._kernels.jit import CACHING, jit, parallel_from_any_thread
-from crossentropy._kernels.rows import ce_index_kernel
+from crossentropy._kernels.rows import ce_index_kernel, row_all_neg_inf
 
 __all__ = ["capsule", "params", "usable"]
 
@@ -179,13 +180,8 @@ def _run(z: Any, t32: Any, wz: Any, p: Any, loss: Any, grad: Any, bad: Any) -> N
             ti = t[i]
             if ti == ignore:
                 continue
-            empty = ti >= 0 and ti < C
-            if empty:
-                for c in range(C):
-                    if z[i, c] > -np.inf or z[i, c] != z[i, c]:
-                        empty = False
-                        break
-                if not empty:
+            if ti >= 0 and ti < C:
+                if not row_all_neg_inf(z, i):
                     continue
                 bad[i] = 1
             nan = True  # an index out of range, or a row of all -inf
@@ -231,26 +227,31 @@ def _frame(frame: Any, code: int) -> Any:
             _buffer(rets[0])[1], gp, gd[0], _buffer(rets[2])[1])
 
 
-def _handler_f32(frame: Any) -> Any:
-    ok, R, C, zp, tp, wp, nw, pp, lp, gp, ng, bp = _frame(frame, _F32)
+# The handler's body, one copy per logits dtype: ``_handler`` below makes
+# each from this function with ``_DTYPE`` / ``_CODE`` bound in its globals
+# (numba freezes globals when it compiles).
+_DTYPE, _CODE = np.float32, _F32
+
+
+def _handler_body(frame: Any) -> Any:
+    ok, R, C, zp, tp, wp, nw, pp, lp, gp, ng, bp = _frame(frame, _CODE)
     if ok:
         p = carray(_voidptr(pp), (_NPARAMS,), np.float64)
-        _run(carray(_voidptr(zp), (R, C), np.float32), carray(_voidptr(tp), (R,), np.int32),
-             carray(_voidptr(wp), (nw,), np.float32), p,
-             carray(_voidptr(lp), (R if p[_REDUCTION] == 0 else 1,), np.float32),
-             carray(_voidptr(gp), (ng, C), np.float32), carray(_voidptr(bp), (R,), np.uint8))
+        _run(carray(_voidptr(zp), (R, C), _DTYPE), carray(_voidptr(tp), (R,), np.int32),
+             carray(_voidptr(wp), (nw,), _DTYPE), p,
+             carray(_voidptr(lp), (R if p[_REDUCTION] == 0 else 1,), _DTYPE),
+             carray(_voidptr(gp), (ng, C), _DTYPE), carray(_voidptr(bp), (R,), np.uint8))
     return _voidptr(0)
 
 
-def _handler_f64(frame: Any) -> Any:
-    ok, R, C, zp, tp, wp, nw, pp, lp, gp, ng, bp = _frame(frame, _F64)
-    if ok:
-        p = carray(_voidptr(pp), (_NPARAMS,), np.float64)
-        _run(carray(_voidptr(zp), (R, C), np.float64), carray(_voidptr(tp), (R,), np.int32),
-             carray(_voidptr(wp), (nw,), np.float64), p,
-             carray(_voidptr(lp), (R if p[_REDUCTION] == 0 else 1,), np.float64),
-             carray(_voidptr(gp), (ng, C), np.float64), carray(_voidptr(bp), (R,), np.uint8))
-    return _voidptr(0)
+def _handler(dtype: Any) -> Any:
+    """``_handler_body`` for ``dtype`` logits, as a function named after it (numba's cache key)."""
+    name = f"_handler_{np.dtype(dtype).name}"
+    code = {np.float32: _F32, np.float64: _F64}[np.dtype(dtype).type]
+    fn = pytypes.FunctionType(_handler_body.__code__,
+                              {**globals(), "_DTYPE": np.dtype(dtype).type, "_CODE": code}, name)
+    fn.__qualname__ = name
+    return fn
 
 
 #: The handlers compiled in this process (their machine code lives as long as they do).
@@ -261,8 +262,7 @@ compiled: list[Any] = []
 def capsule(dtype: Any) -> Any:
     """A ``PyCapsule`` of the handler for ``dtype`` logits, for ``register_ffi_target``."""
     # compiled here, on first use: each dtype's handler links two kernels
-    h = numba.cfunc(types.voidptr(types.voidptr), cache=CACHE and CACHING)(
-        _handler_f32 if np.dtype(dtype) == np.float32 else _handler_f64)
+    h = numba.cfunc(types.voidptr(types.voidptr), cache=CACHE and CACHING)(_handler(dtype))
     compiled.append(h)
     new = ctypes.pythonapi.PyCapsule_New
     new.restype = ctypes.py_object
