@@ -156,6 +156,44 @@ def test_frameworks_table_rows_and_gradients_agree_with_the_peers():
     assert "F.cross_entropy" in frameworks.table(rows)
 
 
+def test_frameworks_rows_of_several_processes_are_their_medians():
+    """``--processes 3``: each row the medians of the processes', the spread in the table."""
+    pytest.importorskip("tabulate")
+    from crossentropy.cli.bench import frameworks
+
+    def row(ours, peer, grad, **extra):
+        return {"framework": "jax", "shape": "8x3", "ours_ms": ours, "peer_ms": peer,
+                "speedup": peer / ours, "grad_rel": grad, **extra}
+
+    runs = [[row(1.0, 3.0, 1e-8)], [row(4.0, 2.0, 3e-8)], [row(2.0, 2.5, 2e-8)]]
+    (r,) = frameworks.combine(runs)
+    assert r["ours_ms"] == 2.0 and r["peer_ms"] == 2.5 and r["grad_rel"] == 3e-8
+    # the median of the speedups (3, 0.5, 1.25), not 2.5 / 2.0
+    assert r["speedup"] == 1.25 and r["speedups"] == [3.0, 0.5, 1.25]
+    assert "0.50-3.00" in frameworks.table([r]) and "processes' speedups" in frameworks.table([r])
+    assert frameworks.combine(runs[:1]) == runs[0]
+    assert "processes' speedups" not in frameworks.table(runs[0])
+    with pytest.raises(ValueError):  # processes that disagree on the rows
+        frameworks.combine([runs[0], []])
+
+
+def test_bench_frameworks_processes_option_reaches_measure(monkeypatch, capsys):
+    pytest.importorskip("tabulate")
+    from crossentropy.cli.bench import frameworks
+
+    seen = {}
+
+    def fake(shapes, rounds, threads=None, processes=1):
+        seen.update(shapes=shapes, rounds=rounds, processes=processes)
+        return []
+
+    monkeypatch.setattr(frameworks, "measure", fake)
+    assert main(["bench", "--frameworks", "--shapes", "64x7", "--rounds", "2",
+                 "--processes", "3"]) == 0
+    assert seen == {"shapes": ((64, 7),), "rounds": 2, "processes": 3}
+    assert "each row the median of 3 processes" in capsys.readouterr().out
+
+
 def test_frameworks_jax_rows_alone_and_in_a_training_step():
     """``jax`` and ``jax step`` rows: our gradient equals optax's, alone and through ``h @ W``."""
     pytest.importorskip("optax")

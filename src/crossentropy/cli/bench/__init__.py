@@ -89,6 +89,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="instead: the torch, JAX and TensorFlow drop-ins against "
                         "F.cross_entropy, optax and tf.nn, fwd+bwd, with torch's peak memory "
                         "(default 65536x10,8192x1000,4096x32000)")
+    parser.add_argument("--processes", type=positive_int, default=1,
+                        help="with --frameworks: run each framework in this many processes "
+                        "in turn, each row the median of theirs (default 1)")
 
 
 # ---------------------------------------------------------------- measuring
@@ -458,12 +461,14 @@ def _run_frameworks(args: argparse.Namespace) -> int:
 
     info = _runtime_info(np)
     print(f"crossentropy bench --frameworks: float32 logits, mean reduction, forward + "
-          f"backward; ours and the peer alternate, {rounds} rounds, median ms")
+          f"backward; ours and the peer alternate, {rounds} rounds, median ms"
+          + (f"; each row the median of {args.processes} processes" if args.processes > 1
+             else ""))
     print(f"machine: {info['cpu']}, {info['isa']} ({info['cpus']} CPUs), {info['platform']}, "
           f"Python {info['python']}")
     print("each framework in a process of its own; peak MiB: " + describe(memory_method())
           + ", one forward + backward", flush=True)
-    rows = frameworks.measure(shapes, rounds, threads=args.threads)
+    rows = frameworks.measure(shapes, rounds, threads=args.threads, processes=args.processes)
     print(frameworks.table(rows))
     if args.json:
         args.json.write_text(json.dumps({"info": info, "frameworks": rows}, indent=2))

@@ -4,7 +4,8 @@ Each row is one framework at one shape, float32 logits, int64 (int32 for JAX)
 class indices, mean reduction, forward + backward, the two variants timed in
 one process, alternating, ``rounds`` times (median ms; ``speedup`` = peer time /
 ours, above 1 is faster). Each framework runs in a worker process of its own
-(:func:`frameworks_rows`): once TensorFlow's or
+(:func:`frameworks_rows`), or in ``processes`` of them one after the other,
+each row then the median of theirs (:func:`combine`): once TensorFlow's or
 JAX's thread pools exist, their threads compete for the cores with every other
 framework's (the NumPy kernel at 8192 x 1000 took ten times longer after them).
 
@@ -201,22 +202,57 @@ MEASURES = {"numpy": numpy_rows, "torch": torch_rows, "jax": jax_rows, "tensorfl
 
 def measure(shapes: Sequence[tuple[int, int]] = SHAPES, rounds: int = 7,
             frameworks: Sequence[str] = tuple(MEASURES), progress: Callable[[str], Any] = print,
-            threads: int | None = None) -> list[dict[str, Any]]:
-    """Rows of the frameworks table, by shape; each framework in a worker process of its own.
+            threads: int | None = None, processes: int = 1) -> list[dict[str, Any]]:
+    """Rows of the frameworks table, by shape; each framework in worker processes of its own.
 
     A framework that is not installed is skipped. ``threads``: numba's threads
-    in the workers (default: numba's setting).
+    in the workers (default: numba's setting). ``processes`` > 1 runs each
+    framework's worker that many times, one after the other, and gives each
+    row the median over the processes (:func:`combine`): a process's heap
+    state decides whether a large result buffer comes back as fresh pages
+    (thousands of page faults per call, ours or the peer's), and that holds
+    for the whole process.
     """
     rows: list[dict[str, Any]] = []
     for name in frameworks:
-        for r in frameworks_rows(name, shapes, rounds, threads):
-            if "skipped" in r:
-                progress(r["skipped"])
-                continue
-            rows.append(r)
-            progress(format_row(r))
+        runs: list[list[dict[str, Any]]] = []
+        for _ in range(processes):
+            run: list[dict[str, Any]] = []
+            for r in frameworks_rows(name, shapes, rounds, threads):
+                if "skipped" in r:
+                    progress(r["skipped"])
+                    break
+                run.append(r)
+                progress(format_row(r))
+            if not run:
+                break
+            runs.append(run)
+        if runs:
+            rows.extend(combine(runs))
     order = {f"{n}x{c}": i for i, (n, c) in enumerate(shapes)}
     return sorted(rows, key=lambda r: order[r["shape"]])  # stable: frameworks keep their order
+
+
+def combine(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per (framework, shape) from several processes' rows: the medians.
+
+    ``ours_ms``, ``peer_ms``, ``speedup`` (the median of the processes'
+    speedups, not the ratio of the medians), the peak MiB and the gradient
+    difference (the largest) over the processes; ``speedups`` lists each
+    process's speedup. A single run is returned as it is.
+    """
+    if len(runs) == 1:
+        return runs[0]
+    out = []
+    for same in zip(*runs, strict=True):
+        row = dict(same[0])
+        for key in ("ours_ms", "peer_ms", "speedup", "ours_peak_mib", "peer_peak_mib"):
+            if key in row:
+                row[key] = statistics.median(r[key] for r in same)
+        row["grad_rel"] = max(r["grad_rel"] for r in same)
+        row["speedups"] = [r["speedup"] for r in same]
+        out.append(row)
+    return out
 
 
 def frameworks_here(name: str, rounds: int, threads: int | None,
@@ -273,14 +309,20 @@ def table(rows: list[dict[str, Any]]) -> str:
              "torch step": "h@W + F.cross_entropy", "jax": "optax", "jax step": "h@W + optax",
              "tf": "tf.nn (tf.function)",
              "tf eager": "tf.nn (eager)"}
+    def spread(r: dict[str, Any]) -> str | None:
+        s = r.get("speedups")
+        return f"{min(s):.2f}-{max(s):.2f}" if s else None
+
     body = [[r["framework"], peers.get(r["framework"], ""), r["shape"], r["ours_ms"],
-             r["peer_ms"], r["speedup"], r["grad_rel"],
+             r["peer_ms"], r["speedup"], spread(r), r["grad_rel"],
              r.get("ours_peak_mib"), r.get("peer_peak_mib")] for r in rows]
-    return tabulate(body, headers=["ours", "peer", "N x C", "ours ms", "peer ms",
-                                   "speedup", "grad rel diff", "ours peak MiB",
-                                   "peer peak MiB"],
-                    floatfmt=("", "", "", ".2f", ".2f", ".2f", ".1e", ".0f", ".0f"),
-                    missingval="")
+    headers = ["ours", "peer", "N x C", "ours ms", "peer ms", "speedup", "processes' speedups",
+               "grad rel diff", "ours peak MiB", "peer peak MiB"]
+    floatfmt: tuple[str, ...] = ("", "", "", ".2f", ".2f", ".2f", "", ".1e", ".0f", ".0f")
+    if not any(r.get("speedups") for r in rows):  # one process: no spread column
+        body = [b[:6] + b[7:] for b in body]
+        headers, floatfmt = headers[:6] + headers[7:], floatfmt[:6] + floatfmt[7:]
+    return tabulate(body, headers=headers, floatfmt=floatfmt, missingval="")
 
 
 if __name__ == "__main__":  # python -m crossentropy.cli.bench.frameworks [rounds]
