@@ -7,6 +7,9 @@ the same NaN where a jitted call has a row with no distribution.
 
 from __future__ import annotations
 
+import ctypes
+import sys
+
 import numpy as np
 import pytest
 
@@ -254,3 +257,46 @@ def test_export_needs_the_switch_off(kernels_off):
     with kernels_off:
         exported = export.export(jax.jit(lambda z: ce.cross_entropy(z, t)))(z)
     _close(exported.call(z), f(z), np.float32)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise is Linux's")
+@pytest.mark.parametrize(("mib", "advised"), [(2, False), (8, True), (64, True), (128, False)])
+def test_gradient_buffers_of_4_to_64_mib_are_advised_for_huge_pages(mib, advised):
+    """The handler's advice on its gradient buffer, on fresh memory nothing advised before."""
+    import mmap
+
+    from numba import njit
+
+    @njit
+    def advise(addr, nbytes):
+        xla.advise_gradient(addr, nbytes)
+
+    n = mib << 20
+    buf = mmap.mmap(-1, n + (2 << 20))  # room to align to 2 MiB
+    try:
+        base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        addr = (base + (2 << 20) - 1) & ~((2 << 20) - 1)
+        advise(addr, n)
+        assert ("hg" in _vm_flags(addr)) is advised
+    finally:
+        import gc
+
+        gc.collect()  # the ctypes view holds an export of the buffer
+        try:
+            buf.close()
+        except BufferError:
+            pass
+
+
+def _vm_flags(addr):
+    """The ``VmFlags`` of the mapping holding ``addr`` (``/proc/self/smaps``)."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(v, 16) for v in head.split("-"))
+                inside = lo <= addr < hi
+            elif inside and head == "VmFlags:":
+                return line.split()[1:]
+    raise AssertionError(f"no mapping holds {addr:#x}")

@@ -21,6 +21,9 @@ Where the host layer raises (an index out of range, a counted row of all
 program is built. It returns NaN for such a row's loss and gradient, and
 flags the rows of all -inf for a caller holding concrete arrays.
 
+Memory: a gradient buffer of 4 to 64 MiB is advised for huge pages before
+the kernel writes it (:func:`advise_gradient`).
+
 Threads: :func:`params` decides, when the program is built, whether the
 kernel runs in parallel: above ``PARALLEL_MIN_ELEMENTS``, and only under a
 thread-safe threading layer (``jit.parallel_from_any_thread``), since XLA may
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import sys
 import types as pytypes
 from typing import Any
 
@@ -41,6 +45,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.numpy_support import carray
 from numba.np.ufunc.parallel import _launch_threads as launch_threads
@@ -96,6 +101,55 @@ def _voidptr(typingctx: Any, addr: Any) -> Any:
         return builder.inttoptr(args[0], ir.IntType(8).as_pointer())
 
     return types.voidptr(addr), codegen
+
+
+#: Linux's ``MADV_HUGEPAGE``; the sizes of the gradient buffers advised (:func:`advise_gradient`).
+_MADV_HUGEPAGE = 14
+_HUGE = 1 << 21
+_ADVISE_MIN_BYTES = 1 << 22
+_ADVISE_MAX_BYTES = 1 << 26
+
+
+@intrinsic
+def _madvise_huge(typingctx: Any, addr: Any, nbytes: Any) -> Any:
+    """``madvise(MADV_HUGEPAGE)`` over the 2 MiB pages inside ``[addr, addr + nbytes)``.
+
+    Linux only (a no-op elsewhere); the result is ignored: it is advice.
+    """
+    if not (isinstance(addr, types.Integer) and isinstance(nbytes, types.Integer)):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        if sys.platform.startswith("linux"):
+            i64, i32 = ir.IntType(64), ir.IntType(32)
+            fnty = ir.FunctionType(i32, [ir.IntType(8).as_pointer(), i64, i32])
+            fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+                builder.module, fnty, "madvise")
+            lo = builder.and_(builder.add(args[0], i64(_HUGE - 1)), i64(-_HUGE))
+            hi = builder.and_(builder.add(args[0], args[1]), i64(-_HUGE))
+            with builder.if_then(builder.icmp_signed(">", hi, lo)):
+                builder.call(fn, [builder.inttoptr(lo, ir.IntType(8).as_pointer()),
+                                  builder.sub(hi, lo), i32(_MADV_HUGEPAGE)])
+        return context.get_dummy_value()
+
+    return types.none(addr, nbytes), codegen
+
+
+@jit(inline="always")
+def advise_gradient(addr: int, nbytes: int) -> None:
+    """Advise a gradient buffer of 4 to 64 MiB for huge pages (numba code).
+
+    XLA hands the custom call a fresh gradient buffer in some calls and not
+    in others (glibc's heap; the order of earlier frees decides), and a
+    fresh 32 MB one took 8,000 page faults, about 10 ms against a 4 ms
+    kernel, on the project's virtual machine; with the advice, 16. NumPy
+    advises its own arrays from 4 MiB. Above 64 MiB the advice made the
+    compiled training step slower there (2 MiB pages of 512 MB: 0.85 / 0.76
+    of optax's speed against 0.98 / 0.96 without), so larger buffers are
+    left alone.
+    """
+    if _ADVISE_MIN_BYTES <= nbytes <= _ADVISE_MAX_BYTES:
+        _madvise_huge(addr, nbytes)
 
 
 @jit(inline="always")
@@ -230,12 +284,13 @@ def _frame(frame: Any, code: int) -> Any:
 # The handler's body, one copy per logits dtype: ``_handler`` below makes
 # each from this function with ``_DTYPE`` / ``_CODE`` bound in its globals
 # (numba freezes globals when it compiles).
-_DTYPE, _CODE = np.float32, _F32
+_DTYPE, _CODE, _SIZE = np.float32, _F32, 4
 
 
 def _handler_body(frame: Any) -> Any:
     ok, R, C, zp, tp, wp, nw, pp, lp, gp, ng, bp = _frame(frame, _CODE)
     if ok:
+        advise_gradient(gp, ng * C * _SIZE)
         p = carray(_voidptr(pp), (_NPARAMS,), np.float64)
         _run(carray(_voidptr(zp), (R, C), _DTYPE), carray(_voidptr(tp), (R,), np.int32),
              carray(_voidptr(wp), (nw,), _DTYPE), p,
@@ -249,7 +304,8 @@ def _handler(dtype: Any) -> Any:
     name = f"_handler_{np.dtype(dtype).name}"
     code = {np.float32: _F32, np.float64: _F64}[np.dtype(dtype).type]
     fn = pytypes.FunctionType(_handler_body.__code__,
-                              {**globals(), "_DTYPE": np.dtype(dtype).type, "_CODE": code}, name)
+                              {**globals(), "_DTYPE": np.dtype(dtype).type, "_CODE": code,
+                               "_SIZE": np.dtype(dtype).itemsize}, name)
     fn.__qualname__ = name
     return fn
 
