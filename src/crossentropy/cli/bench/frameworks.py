@@ -212,9 +212,9 @@ def measure(shapes: Sequence[tuple[int, int]] = SHAPES, rounds: int = 7,
     in the workers (default: numba's setting). ``processes`` > 1 runs each
     framework's worker that many times, one after the other, and gives each
     row the median over the processes (:func:`combine`): a process's heap
-    state decides whether a large result buffer comes back as fresh pages
-    (thousands of page faults per call, ours or the peer's), and that holds
-    for the whole process.
+    decides, call by call and with odds that differ from process to process,
+    whether a large result buffer comes back as fresh pages (thousands of
+    page faults in one call, ours or the peer's).
     """
     rows: list[dict[str, Any]] = []
     for name in frameworks:
@@ -239,9 +239,9 @@ def measure(shapes: Sequence[tuple[int, int]] = SHAPES, rounds: int = 7,
 def combine(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """One row per (framework, shape) from several processes' rows: the medians.
 
-    ``ours_ms``, ``peer_ms``, ``speedup`` (the median of the processes'
-    speedups, not the ratio of the medians), the peak MiB and the gradient
-    difference (the largest) over the processes; ``speedups`` lists each
+    The medians over the processes of ``ours_ms``, ``peer_ms``, the peak MiB
+    and ``speedup`` (the median of the processes' speedups, not the ratio of
+    the medians); the largest ``grad_rel``; ``speedups`` lists each
     process's speedup. A single run is returned as it is.
     """
     if len(runs) == 1:
