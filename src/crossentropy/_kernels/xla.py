@@ -140,7 +140,7 @@ def advise_gradient(addr: int, nbytes: int) -> None:
     """Advise a gradient buffer of 4 to 64 MiB for huge pages (numba code).
 
     XLA hands the custom call a fresh gradient buffer in some calls and not
-    in others (glibc's heap; the order of earlier frees decides), and a
+    in others (glibc's heap decides, with odds that differ by process), and a
     fresh 32 MB one took 8,000 page faults, about 10 ms against a 4 ms
     kernel, on the project's virtual machine; with the advice, 16. NumPy
     advises its own arrays from 4 MiB. Above 64 MiB the advice made the
