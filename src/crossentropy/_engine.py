@@ -637,8 +637,8 @@ def xla_plan(call: CECall) -> XlaPlan | None:
 
     For index targets, float32 / float64 logits (not a low-precision copy)
     with the class axis last and more than ``_config.SMALL_C`` classes (with
-    fewer, XLA's fused code measured as fast or faster than the kernel for
-    few classes), and ``_config.JAX_CPU_KERNELS``; the kernels
+    fewer, XLA's fused code measured as fast as the kernel or faster), and
+    ``_config.JAX_CPU_KERNELS``; the kernels
     must be importable and enabled (``NUMBA_DISABLE_JIT`` unset). Compiles
     the handler on first use.
     """

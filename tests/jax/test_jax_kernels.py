@@ -274,18 +274,14 @@ def test_gradient_buffers_of_4_to_64_mib_are_advised_for_huge_pages(mib, advised
     n = mib << 20
     buf = mmap.mmap(-1, n + (2 << 20))  # room to align to 2 MiB
     try:
-        base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        view = ctypes.c_char.from_buffer(buf)
+        base = ctypes.addressof(view)
+        del view  # it holds an export of the buffer, which close() refuses
         addr = (base + (2 << 20) - 1) & ~((2 << 20) - 1)
         advise(addr, n)
         assert ("hg" in _vm_flags(addr)) is advised
     finally:
-        import gc
-
-        gc.collect()  # the ctypes view holds an export of the buffer
-        try:
-            buf.close()
-        except BufferError:
-            pass
+        buf.close()
 
 
 def _vm_flags(addr):

@@ -284,18 +284,19 @@ def _frame(frame: Any, code: int) -> Any:
 # The handler's body, one copy per logits dtype: ``_handler`` below makes
 # each from this function with ``_DTYPE`` / ``_CODE`` bound in its globals
 # (numba freezes globals when it compiles).
-_DTYPE, _CODE, _SIZE = np.float32, _F32, 4
+_DTYPE, _CODE = np.float32, _F32
 
 
 def _handler_body(frame: Any) -> Any:
     ok, R, C, zp, tp, wp, nw, pp, lp, gp, ng, bp = _frame(frame, _CODE)
     if ok:
-        advise_gradient(gp, ng * C * _SIZE)
+        g = carray(_voidptr(gp), (ng, C), _DTYPE)
+        advise_gradient(gp, g.nbytes)
         p = carray(_voidptr(pp), (_NPARAMS,), np.float64)
         _run(carray(_voidptr(zp), (R, C), _DTYPE), carray(_voidptr(tp), (R,), np.int32),
              carray(_voidptr(wp), (nw,), _DTYPE), p,
              carray(_voidptr(lp), (R if p[_REDUCTION] == 0 else 1,), _DTYPE),
-             carray(_voidptr(gp), (ng, C), _DTYPE), carray(_voidptr(bp), (R,), np.uint8))
+             g, carray(_voidptr(bp), (R,), np.uint8))
     return _voidptr(0)
 
 
@@ -304,8 +305,7 @@ def _handler(dtype: Any) -> Any:
     name = f"_handler_{np.dtype(dtype).name}"
     code = {np.float32: _F32, np.float64: _F64}[np.dtype(dtype).type]
     fn = pytypes.FunctionType(_handler_body.__code__,
-                              {**globals(), "_DTYPE": np.dtype(dtype).type, "_CODE": code,
-                               "_SIZE": np.dtype(dtype).itemsize}, name)
+                              {**globals(), "_DTYPE": np.dtype(dtype).type, "_CODE": code}, name)
     fn.__qualname__ = name
     return fn
 

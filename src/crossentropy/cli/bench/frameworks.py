@@ -312,19 +312,29 @@ def table(rows: list[dict[str, Any]]) -> str:
              "torch step": "h@W + F.cross_entropy", "jax": "optax", "jax step": "h@W + optax",
              "tf": "tf.nn (tf.function)",
              "tf eager": "tf.nn (eager)"}
+
     def spread(r: dict[str, Any]) -> str | None:
         s = r.get("speedups")
         return f"{min(s):.2f}-{max(s):.2f}" if s else None
 
-    body = [[r["framework"], peers.get(r["framework"], ""), r["shape"], r["ours_ms"],
-             r["peer_ms"], r["speedup"], spread(r), r["grad_rel"],
-             r.get("ours_peak_mib"), r.get("peer_peak_mib")] for r in rows]
-    headers = ["ours", "peer", "N x C", "ours ms", "peer ms", "speedup", "processes' speedups",
-               "grad rel diff", "ours peak MiB", "peer peak MiB"]
-    floatfmt: tuple[str, ...] = ("", "", "", ".2f", ".2f", ".2f", "", ".1e", ".0f", ".0f")
-    if not any(r.get("speedups") for r in rows):  # one process: no spread column
-        body = [b[:6] + b[7:] for b in body]
-        headers, floatfmt = headers[:6] + headers[7:], floatfmt[:6] + floatfmt[7:]
+    # (header, float format, value); the spread only for rows of several processes
+    columns: list[tuple[str, str, Callable[[dict[str, Any]], Any]]] = [
+        ("ours", "", lambda r: r["framework"]),
+        ("peer", "", lambda r: peers.get(r["framework"], "")),
+        ("N x C", "", lambda r: r["shape"]),
+        ("ours ms", ".2f", lambda r: r["ours_ms"]),
+        ("peer ms", ".2f", lambda r: r["peer_ms"]),
+        ("speedup", ".2f", lambda r: r["speedup"]),
+        ("processes' speedups", "", spread),
+        ("grad rel diff", ".1e", lambda r: r["grad_rel"]),
+        ("ours peak MiB", ".0f", lambda r: r.get("ours_peak_mib")),
+        ("peer peak MiB", ".0f", lambda r: r.get("peer_peak_mib")),
+    ]
+    if not any(r.get("speedups") for r in rows):
+        columns = [col for col in columns if col[2] is not spread]
+    headers = [h for h, _, _ in columns]
+    floatfmt = tuple(f for _, f, _ in columns)
+    body = [[value(r) for _, _, value in columns] for r in rows]
     return tabulate(body, headers=headers, floatfmt=floatfmt, missingval="")
 
 
