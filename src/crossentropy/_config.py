@@ -72,9 +72,18 @@ REDUCE_JIT = {"nogil": True, "cache": CACHE, "fastmath": set(REDUCE_FASTMATH)}
 #: ``crossentropy.cross_entropy`` on JAX arrays) runs index-target calls on the
 #: CPU as an XLA custom call of the fused kernels (``_kernels/xla.py``) instead
 #: of XLA's own code: one read of the logits and one write of the gradient,
-#: with the kernels' ``exp``. Elsewhere (GPU, TPU), and for up to ``SMALL_C``
-#: classes (where XLA's fused code was as fast), XLA's own code runs.
+#: with the kernels' ``exp``. Elsewhere (GPU, TPU), and for fewer than
+#: ``JAX_KERNEL_MIN_C`` classes, XLA's own code runs.
 JAX_CPU_KERNELS = True
+
+#: The fewest classes the JAX op's custom call takes. jit(value_and_grad) at
+#: 65536 rows, 2026-12-02 (AMD EPYC, 2 threads), custom call / XLA's code of
+#: the same loss / optax, ms: 10 classes 1.52-1.72 / 1.34-1.83 / 1.41-2.01,
+#: 16 classes 1.33-1.82 / 1.45-1.77 / 1.54-1.83, 24 classes 1.89 / 2.23 /
+#: 2.20, 32 classes 2.76 / 3.78 / 4.14. Below that the call's fixed cost
+#: (its serial passes over the targets, fresh result buffers) outweighs the
+#: kernel's lead.
+JAX_KERNEL_MIN_C = 17
 
 #: Below this many elements a call runs on one thread: starting the thread
 #: pool costs more than it saves (and on a busy machine much more).

@@ -636,8 +636,8 @@ def xla_plan(call: CECall) -> XlaPlan | None:
     """The custom call that runs ``call`` on the CPU kernels inside a JAX program, or None.
 
     For index targets, float32 / float64 logits (not a low-precision copy)
-    with the class axis last and more than ``_config.SMALL_C`` classes (with
-    fewer, XLA's fused code measured as fast as the kernel or faster), and
+    with the class axis last and at least ``_config.JAX_KERNEL_MIN_C`` classes
+    (with fewer, XLA's fused code measured as fast as the kernel or faster), and
     ``_config.JAX_CPU_KERNELS``; the kernels
     must be importable and enabled (``NUMBA_DISABLE_JIT`` unset). Compiles
     the handler on first use.
@@ -648,7 +648,7 @@ def xla_plan(call: CECall) -> XlaPlan | None:
     if not (_config.JAX_CPU_KERNELS and k is not None and call.kind == "index"
             and dtype in ("float32", "float64") and call.logits.dtype == z.dtype
             and z.ndim >= 1 and call.axis == z.ndim - 1 and z.size > 0
-            and call.num_classes > _config.SMALL_C
+            and call.num_classes >= _config.JAX_KERNEL_MIN_C
             and _INT32[0] <= call.opts.ignore_index <= _INT32[1]):
         return None
     from crossentropy._kernels import xla

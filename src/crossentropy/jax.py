@@ -7,7 +7,7 @@ through their forward operations. Every function takes and returns JAX
 arrays (NumPy arrays and lists are converted with ``jnp.asarray``).
 
 On the CPU, ``cross_entropy`` with class indices (float32 / float64 logits,
-the class axis last, more than ``_config.SMALL_C`` classes) is one XLA
+the class axis last, at least ``_config.JAX_KERNEL_MIN_C`` classes) is one XLA
 custom call of the fused numba kernels (``_engine.xla_plan``): the forward
 reads the logits once and, under
 ``grad``, writes the gradient at a unit cotangent, which the backward

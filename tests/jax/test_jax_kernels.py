@@ -72,7 +72,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(37, 33), (4, 3, 40), (9, 1000), (300, 300)])
+@pytest.mark.parametrize("shape", [(37, 20), (37, 33), (4, 3, 40), (9, 1000), (300, 300)])
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_kernels_match_xla_code(kernels_off, dtype, shape, case):
     opts = dict(CASES[case])
@@ -136,10 +136,11 @@ def test_residual_is_the_gradient_only():
 
 
 @pytest.mark.parametrize("parallel", [True, False])
-def test_serial_and_parallel_kernels_agree(monkeypatch, parallel):
+@pytest.mark.parametrize("shape", [(512, 300), (4096, 20)])  # the row and small-C kernels
+def test_serial_and_parallel_kernels_agree(monkeypatch, parallel, shape):
     monkeypatch.setattr(xla, "parallel_from_any_thread", lambda: parallel)
-    z, t, _ = _data((512, 300), np.float32)  # above PARALLEL_MIN_ELEMENTS
-    assert (xla.params(512, 300, ignore_index=-100, label_smoothing=0.0, reduction="mean",
+    z, t, _ = _data(shape, np.float32)  # above PARALLEL_MIN_ELEMENTS
+    assert (xla.params(*shape, ignore_index=-100, label_smoothing=0.0, reduction="mean",
                        divisor=None, has_weight=False).view(np.float64)[xla._PARALLEL] == parallel)
     loss, grad = jax.jit(jax.value_and_grad(lambda z: ce.cross_entropy(z, t)))(z)
     ref_loss, ref_grad = ce.cross_entropy_with_grad(np.asarray(z), np.asarray(t))
@@ -155,19 +156,20 @@ def test_parallel_gradient_of_many_blocks_is_right():
            np.float32)
 
 
-def _special_rows(dtype):
-    """Rows of -inf, +inf, NaN and ties, padded with -inf to more than SMALL_C classes."""
+def _special_rows(dtype, classes=40):
+    """Rows of -inf, +inf, NaN and ties, padded with -inf to ``classes`` (the custom call's)."""
     inf = np.inf
-    z = np.full((6, 40), -inf, dtype)
+    z = np.full((6, classes), -inf, dtype)
     z[:, :3] = [[1, 2, 3], [-inf, -inf, -inf], [1, inf, 0], [np.nan, 1, 2], [0, -inf, 2],
                 [5, 5, 5]]
     return jnp.asarray(z), jnp.asarray([0, 1, 1, 2, 1, 2])
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
-def test_jitted_rows_without_a_distribution_match_xla_code(kernels_off, reduction):
+@pytest.mark.parametrize("classes", [20, 40])  # the small-C and row kernels
+def test_jitted_rows_without_a_distribution_match_xla_code(kernels_off, reduction, classes):
     """Under jit nothing can raise: a row of -inf, +inf or NaN gives what XLA's code gives."""
-    z, t = _special_rows(np.float64)
+    z, t = _special_rows(np.float64, classes)
 
     def run():
         f = jax.jit(jax.value_and_grad(lambda z: jnp.sum(ce.cross_entropy(z, t,
@@ -179,10 +181,11 @@ def test_jitted_rows_without_a_distribution_match_xla_code(kernels_off, reductio
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-14, atol=0)
 
 
-def test_jitted_index_out_of_range_is_nan():
+@pytest.mark.parametrize("classes", [20, 40])
+def test_jitted_index_out_of_range_is_nan(classes):
     """A jitted call cannot check its targets: an index out of range makes its row NaN."""
-    z, _, _ = _data((4, 40), np.float32)
-    t = jnp.asarray([0, 40, -1, 2])
+    z, _, _ = _data((4, classes), np.float32)
+    t = jnp.asarray([0, classes, -1, 2])
     rows = jax.jit(lambda z, t: ce.cross_entropy(z, t, reduction="none"))(z, t)
     assert np.isnan(np.asarray(rows)[[1, 2]]).all() and np.isfinite(np.asarray(rows)[[0, 3]]).all()
     loss, grad = jax.jit(jax.value_and_grad(lambda z, t: ce.cross_entropy(z, t)))(z, t)
@@ -220,7 +223,8 @@ def test_higher_order_and_vmap(kernels_off):
         np.testing.assert_allclose(batched[k], jax.grad(f)(zs[k]), rtol=1e-14, atol=1e-16)
 
 
-@pytest.mark.parametrize("what", ["prob", "axis", "bfloat16", "off", "disabled", "few classes"])
+@pytest.mark.parametrize("what", ["prob", "axis", "bfloat16", "off", "disabled", "few classes",
+                                  "fewest classes"])
 def test_plan_only_where_the_kernels_apply(monkeypatch, what):
     z, t, _ = _data((6, 40), np.float32)
     target, opts = t, CEOptions.checked()
@@ -229,14 +233,15 @@ def test_plan_only_where_the_kernels_apply(monkeypatch, what):
     elif what == "axis":
         opts = CEOptions.checked(axis=0)
         target = jnp.arange(40) % 6
-    elif what == "few classes":
-        z, target = z[:, : _config.SMALL_C], t % _config.SMALL_C
+    elif what in ("few classes", "fewest classes"):
+        c = _config.JAX_KERNEL_MIN_C - (what == "few classes")
+        z, target = z[:, :c], t % c
     elif what == "bfloat16":
         z = z.astype(jnp.bfloat16)
     elif what == "off":
         monkeypatch.setattr(_config, "JAX_CPU_KERNELS", False)
     plain = _engine.ce_call(z, target, None, opts)
-    if what == "disabled":
+    if what in ("disabled", "fewest classes"):
         from crossentropy._kernels import host
 
         with host.disabled():

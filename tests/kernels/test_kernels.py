@@ -280,6 +280,45 @@ def test_float32_loss_within_2e7_of_mpmath(C):
         assert rel <= 2e-7, (C, i, float(exact), float(loss[i]), float(rel))
 
 
+@pytest.mark.parametrize("C", [2, 10, 32])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_c_summed_loss_takes_one_log_per_block_within_bounds_of_mpmath(C, dtype):
+    """An unweighted block of few classes sums ``(m - z_t) + log(prod s)``.
+
+    Two blocks and a few rows; at C = 2 and 10 a block's product of ``s``
+    passes 1e300 and is taken to ``log`` midway. Uniform rows give the largest
+    ``s`` (C), confident rows the smallest losses; one row is ignored.
+    """
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+    rng = np.random.default_rng(C)
+    rows = K.host.row_blocks(C, 10**6)[0]
+    R = 2 * rows + 5
+    z = (rng.normal(size=(R, C)) * 0.25).astype(dtype)
+    t = rng.integers(0, C, size=R)
+    z[::7] = 0.0
+    confident = np.arange(1, R, 10)
+    z[confident, t[confident]] = z[confident].max(axis=1) + 15.0
+    t[5] = -100
+    assert K.applicable(z, 1) and C <= _config.SMALL_C
+    s = np.exp(z - z.max(axis=1, keepdims=True)).sum(axis=1)
+    assert (np.log10(s[:rows]).sum() > 300) == (C <= 10)
+    exact = mpmath.mpf(0)
+    for i in range(R):
+        if t[i] < 0:
+            continue
+        zi = [mpmath.mpf(float(v)) for v in z[i]]
+        m = max(zi)
+        exact += m + mpmath.log(mpmath.fsum(mpmath.exp(v - m) for v in zi)) - zi[t[i]]
+    bound = 2e-7 if dtype == np.float32 else 1e-13
+    for reduction, want in [("sum", exact), ("mean", exact / (R - 1))]:
+        got = ce.cross_entropy(z, t, reduction=reduction)
+        rel = abs((mpmath.mpf(float(got)) - want) / want)
+        assert rel <= bound, (reduction, float(want), float(got), float(rel))
+    per_row = ce.cross_entropy(z, t, reduction="none").astype(np.float64)
+    np.testing.assert_allclose(per_row.sum(), float(exact), rtol=4 * bound)
+
+
 # ---------------------------------------------------------------- binary cross-entropy
 
 

@@ -147,12 +147,15 @@ def _row_exp_store(z: FloatArray, i: int, m: Any, oi: FloatArray, nxt: int) -> A
 
 
 @jit(**REDUCE_JIT)
-def _sum(v: Any) -> Any:
+def _row_sums(e: FloatArray, C: int, s: Any) -> None:
+    """``s[i] = sum(e[i C : (i + 1) C])`` in float64: the row sums of a block's flat ``exp``."""
     wide_vectors()
-    s = 0.0
-    for k in range(v.shape[0]):
-        s += v[k]
-    return s
+    for i in range(s.shape[0]):
+        ei = e[i * C : (i + 1) * C]
+        a = 0.0
+        for c in range(ei.shape[0]):
+            a += ei[c]
+        s[i] = a
 
 
 # ---------------------------------------------------------------------------
@@ -383,7 +386,7 @@ def _ce_index_smooth(z: FloatArray, i: int, m: Any, weight: FloatArray, has_weig
     """``(sum_c w_c (m - z_c), W_max)``: a term is 0 where ``w_c == 0`` or ``z_c == m``.
 
     ``W_max`` is the weight sum of the classes at the row max (``z_c == m``);
-    :func:`_ce_index_finish` adds ``W_max * 0`` when ``log s == 0``, so that each
+    :func:`_ce_index_loss` adds ``W_max * 0`` when ``log s == 0``, so that each
     class gives IEEE ``w_c (d_c + log s)`` as in torch, with no ``inf * 0`` of
     the split itself. Read before the gradient may overwrite ``z``.
     """
@@ -419,44 +422,55 @@ def _tiny_exp(zi: FloatArray, m: Any, e: FloatArray) -> None:
 
 
 @jit(**ROW_JIT)
-def _ce_index_finish(zi: FloatArray, t: Any, m: Any, z_t: Any, smooth: float, w_max: float,
-                     s: Any, weight: FloatArray, has_weight: bool, weight_sum: float, eps: float,
-                     sc: float, want_loss: bool, g: FloatArray, want_grad: bool) -> Any:
-    """Finish row ``zi``: return its loss, and run pass 3 of its gradient.
+def _ce_index_loss(C: int, t: Any, m: Any, z_t: Any, smooth: float, w_max: float, s: Any,
+                   weight: FloatArray, has_weight: bool, weight_sum: float, eps: float) -> float:
+    """A row's loss from its max ``m``, ``s = sum_c exp(z_c - m)`` and target logit ``z_t``."""
+    a_t = (1.0 - eps) * (weight[t] if has_weight else 1.0)
+    log_s = math.log(s)
+    li = a_t * ((float(m) - float(z_t)) + log_s) if a_t != 0.0 else 0.0
+    if eps > 0.0:
+        # log s == 0: only the classes at the max have nll 0 (IEEE w * 0)
+        lz = weight_sum * log_s if log_s != 0.0 else w_max * 0.0
+        li += eps / C * (smooth + lz)
+    return li
 
-    The gradient row ``g`` holds ``exp(z_c - m)`` and ``s`` is their sum.
+
+@jit(**ROW_JIT)
+def _scale_row(g: FloatArray, t: Any, k1: Any, k_t: Any) -> None:
+    """``g_c = g_c k1``, then ``g_t -= k_t``: the gradient of an unsmoothed row."""
+    for c in range(g.shape[0]):
+        g[c] *= k1
+    g[t] -= k_t
+
+
+@jit(**ROW_JIT)
+def _ce_index_grad(zi: FloatArray, t: Any, m: Any, s: Any, weight: FloatArray, has_weight: bool,
+                   weight_sum: float, eps: float, sc: float, g: FloatArray) -> None:
+    """Pass 3 of row ``zi``'s gradient: ``g`` holds ``exp(z_c - m)``, ``s`` their sum.
+
+    A function apart from :func:`_ce_index_loss`: the small-C kernel runs the
+    losses and the gradients of a block's rows in loops of their own.
     """
     C = zi.shape[0]
-    e_over_c = eps / C
     a_t = (1.0 - eps) * (weight[t] if has_weight else 1.0)
-    li = 0.0
-    if want_loss:
-        log_s = math.log(s)
-        li = a_t * ((float(m) - float(z_t)) + log_s) if a_t != 0.0 else 0.0
-        if eps > 0.0:
-            # log s == 0: only the classes at the max have nll 0 (IEEE w * 0)
-            lz = weight_sum * log_s if log_s != 0.0 else w_max * 0.0
-            li += e_over_c * (smooth + lz)
-    if want_grad:
-        # g_c = scale (exp(z_c - m) / s * A - a_c); without smoothing A = a_t, so
-        # the weights of other classes never enter (a NaN there stays out)
-        big_a = a_t + e_over_c * weight_sum if eps > 0.0 else a_t
-        k1 = like(sc * big_a / s, zi)
-        if not abs(k1) < np.inf:
-            _tiny_exp(zi, m, g)
-        if eps > 0.0:
-            k2 = like(sc * e_over_c, zi)
-            if has_weight:
-                for c in range(C):
-                    g[c] = g[c] * k1 - k2 * like(weight[c], zi)
-            else:
-                for c in range(C):
-                    g[c] = g[c] * k1 - k2
-        else:
-            for c in range(C):
-                g[c] *= k1
-        g[t] -= like(sc * a_t, zi)
-    return li
+    # g_c = scale (exp(z_c - m) / s * A - a_c); without smoothing A = a_t, so
+    # the weights of other classes never enter (a NaN there stays out)
+    e_over_c = eps / C if eps > 0.0 else 0.0
+    big_a = a_t + e_over_c * weight_sum if eps > 0.0 else a_t
+    k1 = like(sc * big_a / s, zi)
+    if not abs(k1) < np.inf:
+        _tiny_exp(zi, m, g)
+    if eps == 0.0:
+        _scale_row(g, t, k1, like(sc * a_t, zi))
+        return
+    k2 = like(sc * e_over_c, zi)
+    if has_weight:
+        for c in range(C):
+            g[c] = g[c] * k1 - k2 * like(weight[c], zi)
+    else:
+        for c in range(C):
+            g[c] = g[c] * k1 - k2
+    g[t] -= like(sc * a_t, zi)
 
 
 @jit(**ROW_JIT)
@@ -499,8 +513,11 @@ def _ce_index_row(z: FloatArray, i: int, t: Any, weight: FloatArray, has_weight:
         s, m_next = _row_exp_store(z, i, m, g, nxt)
     else:
         s, m_next = _row_sum_exp(z, i, m, buf, nxt)
-    li = _ce_index_finish(z[i], t, m, z_t, smooth, w_max, s, weight, has_weight, weight_sum,
-                          eps, sc, want_loss, g, want_grad)
+    li = 0.0
+    if want_loss:
+        li = _ce_index_loss(C, t, m, z_t, smooth, w_max, s, weight, has_weight, weight_sum, eps)
+    if want_grad:
+        _ce_index_grad(z[i], t, m, s, weight, has_weight, weight_sum, eps, sc, g)
     if want_grad and stream:
         stream_copy(ebuf, grad[i])
     return li, False, m_next, nxt >= 0
@@ -557,6 +574,39 @@ def ce_index_kernel(
         _block_end(b, want_loss, acc, block_sum, first, block_bad)
 
 
+@jit(**ROW_JIT)
+def _small_block_loss(C: int, r0: int, r1: int, target: IntArray, ignore_index: int,
+                      m_row: FloatArray, z_t: FloatArray, s: Any, smooth: Any, w_max: Any,
+                      weight: FloatArray, has_weight: bool, weight_sum: float, eps: float,
+                      loss: FloatArray, per_row: bool) -> float:
+    """The losses of rows ``r0:r1`` (``m_row``, ``z_t``, ``s`` indexed from ``r0``): their sum.
+
+    Unweighted and unsmoothed, summed only, the block takes one ``log`` for
+    many rows: ``sum (m - z_t) + log(prod s)``, each ``1 <= s <= C`` (the max's
+    own term is 1), the product taken to ``log`` before it passes 1e300.
+    """
+    acc = 0.0
+    one_log = not per_row and not has_weight and eps == 0.0
+    prod = 1.0
+    for i in range(r0, r1):
+        t = target[i]
+        j = i - r0
+        li = 0.0
+        if not _skipped(t, ignore_index, C):
+            if one_log:
+                li = float(m_row[j]) - float(z_t[j])
+                prod *= s[j]
+                if prod > 1e300:
+                    li += math.log(prod)
+                    prod = 1.0
+            else:
+                k = j if eps > 0.0 else 0
+                li = _ce_index_loss(C, t, m_row[j], z_t[j], smooth[k], w_max[k], s[j], weight,
+                                    has_weight, weight_sum, eps)
+        acc = _row_loss(loss, per_row, i, li, acc)
+    return acc + math.log(prod)
+
+
 @_rows_kernel
 def ce_index_small_kernel(
     z: FloatArray, target: IntArray, weight: FloatArray, has_weight: bool, weight_sum: float,
@@ -580,7 +630,6 @@ def ce_index_small_kernel(
         smooth = np.zeros(ns)
         w_max = np.zeros(ns)
         special = False
-        j = 0
         for i in range(r0, r1):
             m = like(0.0, z)
             t = target[i]
@@ -594,9 +643,9 @@ def ce_index_small_kernel(
                     smooth[i - r0], w_max[i - r0] = _ce_index_smooth(z, i, m, weight,
                                                                      has_weight)
             m_row[i - r0] = m
-            for _ in range(C):
-                shift[j] = m
-                j += 1
+            shift_i = shift[(i - r0) * C : (i - r0 + 1) * C]  # a slice: the fill vectorises
+            for c in range(C):
+                shift_i[c] = m
         acc = 0.0
         first = -1
         if special:  # a row of NaN or infinities: this block goes row by row
@@ -610,18 +659,25 @@ def ce_index_small_kernel(
             e = gf[r0 * C : r1 * C] if want_grad and not stream else np.empty(n, z.dtype)
             for k in range(n):
                 e[k] = exp_diff(zb[k], shift[k])
+            s = np.empty(r1 - r0)
+            _row_sums(e, C, s)
+            if want_loss:
+                acc = _small_block_loss(C, r0, r1, target, ignore_index, m_row, z_t, s, smooth,
+                                        w_max, weight, has_weight, weight_sum, eps, loss, per_row)
+            # unweighted, unsmoothed, a finite scale: every factor scale / s is
+            # finite (s >= 1), and a row's gradient is e k1 minus scale at t
+            plain = (want_grad and eps == 0.0 and not has_weight
+                     and abs(like(scale, z)) < np.inf)
             for i in range(r0, r1):
                 t = target[i]
-                li = 0.0
                 ei = e[(i - r0) * C : (i - r0 + 1) * C]
                 if _skipped(t, ignore_index, C):
                     ei[:] = 0.0
-                else:
-                    k = i - r0 if smoothing else 0
-                    li = _ce_index_finish(z[i], t, m_row[i - r0], z_t[i - r0], smooth[k],
-                                          w_max[k], _sum(ei), weight, has_weight, weight_sum,
-                                          eps, scale, want_loss, ei, want_grad)
-                acc = _row_loss(loss, per_row, i, li, acc)
+                elif plain:
+                    _scale_row(ei, t, like(scale / s[i - r0], z), like(scale, z))
+                elif want_grad:
+                    _ce_index_grad(z[i], t, m_row[i - r0], s[i - r0], weight, has_weight,
+                                   weight_sum, eps, scale, ei)
             if want_grad and stream:
                 stream_copy(e, gf[r0 * C : r1 * C])
                 store_fence()

@@ -3,9 +3,10 @@
 XLA's FFI (``xla/ffi/api/c_api.h``, shipped with jaxlib) calls a handler with
 one argument, a call frame that lists the operand and result buffers. The
 handler here is a numba ``cfunc`` that reads that frame and runs
-``ce_index_kernel`` on the buffers in place (more than ``SMALL_C`` classes:
-with fewer, XLA's fused code was as fast, and the engine keeps it):
-no copy in, none out. It has no JAX import; ``crossentropy.jax`` registers it
+``ce_index_kernel`` (``ce_index_small_kernel`` for up to ``SMALL_C``
+classes) on the buffers in place: no copy in, none out. The engine sends it
+``JAX_KERNEL_MIN_C`` classes or more; with fewer, XLA's fused code was as
+fast. It has no JAX import; ``crossentropy.jax`` registers it
 (``jax.ffi.register_ffi_target``) and calls it (``jax.ffi.ffi_call``) with
 
 * operands: the logits ``(R, C)`` (float32 or float64, row-major), the class
@@ -50,11 +51,11 @@ from numba.extending import intrinsic
 from numba.np.numpy_support import carray
 from numba.np.ufunc.parallel import _launch_threads as launch_threads
 
-from crossentropy._config import CACHE, PARALLEL_MIN_ELEMENTS, SERIAL_JIT
+from crossentropy._config import CACHE, PARALLEL_MIN_ELEMENTS, SERIAL_JIT, SMALL_C
 from crossentropy._kernels import host
 from crossentropy._kernels.host import row_blocks
 from crossentropy._kernels.jit import CACHING, jit, parallel_from_any_thread
-from crossentropy._kernels.rows import ce_index_kernel, row_all_neg_inf
+from crossentropy._kernels.rows import ce_index_kernel, ce_index_small_kernel, row_all_neg_inf
 
 __all__ = ["capsule", "params", "usable"]
 
@@ -224,7 +225,12 @@ def _run(z: Any, t32: Any, wz: Any, p: Any, loss: Any, grad: Any, bad: Any) -> N
     g = grad if want_grad else np.empty((0, C), z.dtype)
     args = (z, t, w, has_w, w_sum, ignore, eps, scale, rows, loss_rows, per_row, block_sum, g,
             want_grad, False, block_bad)
-    if p[_PARALLEL] != 0.0:
+    if C <= SMALL_C:
+        if p[_PARALLEL] != 0.0:
+            _SMALL_PARALLEL(*args)
+        else:
+            _SMALL_SERIAL(*args)
+    elif p[_PARALLEL] != 0.0:
         _ROWS_PARALLEL(*args)
     else:
         _ROWS_SERIAL(*args)
@@ -257,6 +263,8 @@ launch_threads()  # type: ignore[no-untyped-call]  # numba leaves it untyped
 # the compiled copies of ``jit.rows_kernel`` (attributes of its launcher)
 _ROWS_PARALLEL = ce_index_kernel.parallel  # type: ignore[attr-defined]
 _ROWS_SERIAL = ce_index_kernel.serial  # type: ignore[attr-defined]
+_SMALL_PARALLEL = ce_index_small_kernel.parallel  # type: ignore[attr-defined]
+_SMALL_SERIAL = ce_index_small_kernel.serial  # type: ignore[attr-defined]
 
 
 @jit(inline="always")
