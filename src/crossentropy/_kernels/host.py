@@ -208,13 +208,15 @@ def cross_entropy(call: CECall, *, want_loss: bool = True, want_grad: bool = Tru
     ``fresh_out``: ``out`` was just allocated, so it is written with plain
     stores like a gradient allocated here (streaming stores into pages not
     yet touched cost 2-3x a plain first touch: measured on an Intel Xeon, a
-    fresh 500 MB buffer took 150-260 ms against 83 ms).
+    fresh 500 MB buffer took 150-260 ms against 83 ms), and a failing call
+    need not leave it untouched (no pass over the logits first to find a
+    counted row of all -inf: the kernel finds it).
 
     Returns ``(loss, grad, bad)``: ``loss`` reduced as ``call.opts.reduction``
     in the logits' dtype (or None), ``grad`` of the logits' shape (``out`` if
     given, or None), ``bad`` a boolean array, True somewhere if a counted row
     has logits all -inf (then of the row shape, True at the first such row,
-    and the caller raises; ``out`` is then left untouched).
+    and the caller raises; ``out`` is then left untouched unless fresh).
     """
     z, opts, C = call.z, call.opts, call.num_classes
     zr = _as_rows(z)
@@ -230,9 +232,10 @@ def cross_entropy(call: CECall, *, want_loss: bool = True, want_grad: bool = Tru
         w = _EMPTY_F64 if call.weight is None else np.asarray(call.weight)
         has_w = call.weight is not None
     denom = _denominator(call, t, w, has_w, R)
-    if (want_grad and out is not None) or denom == 0.0:
-        # a failing call must leave out as it was; a mean over nothing still
-        # raises for a counted row of all -inf (the kernel below does not run)
+    if (want_grad and out is not None and not fresh_out) or denom == 0.0:
+        # a failing call must leave a caller's out as it was (a fresh one holds
+        # nothing yet); a mean over nothing still raises for a counted row of
+        # all -inf (the kernel below does not run)
         block_bad = np.empty(nb, np.int64)
         first_empty_row_kernel(zr, t, index, ignore, rows, block_bad)
         first = _first_bad(block_bad)
