@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -171,6 +172,8 @@ def _from_host(call: Any, x: Any) -> Any:
     """A kernel result (NumPy) back as a tensor of the call's library and output dtype."""
     if x is None:
         return None
+    if is_torch_array(call.z):  # shared memory; 2.5% of a 65536 x 10 fwd+bwd through asarray
+        return call.ns.to_output(sys.modules["torch"].from_numpy(x))
     return call.ns.to_output(call.ns.xp.asarray(x))
 
 

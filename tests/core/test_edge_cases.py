@@ -141,3 +141,32 @@ def test_kl_subnormal_q_is_finite():
     assert np.isfinite(kl)
     np.testing.assert_allclose(kl, float(ce.cross_entropy_from_probs([q], [p])) -
                                float(ce.entropy(p)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("ignore", [-100, 0, 2, 4, 7])
+def test_mean_counts_the_rows_whose_target_is_not_ignore_index(xb, rng, ignore):
+    """``ignore_index`` inside, at the ends of or outside the targets' range.
+
+    The validation takes the targets' min and max; only an ``ignore_index``
+    outside ``[min, max]`` lets the mean divide by the row count without
+    counting (the kernels skip their counting pass then). Oracle: the mean
+    of the counted rows' losses, from ``reduction="none"``.
+    """
+    from crossentropy._validate import CEOptions, ce_call
+
+    z = rng.normal(size=(64, 5)) * 3
+    t = np.arange(64) % 5  # classes 0..4, each present
+    opts = CEOptions(ignore_index=ignore)
+    every = ce_call(xb.asarray(z), xb.asarray(t), None, opts).every_row
+    assert every is (ignore not in t), (every, ignore)
+    rows = xb.to_numpy(ce.cross_entropy(xb.asarray(z), xb.asarray(t), ignore_index=ignore,
+                                        reduction="none"))
+    counted = t != ignore
+    expected = rows[counted].sum() / counted.sum()
+    xb.close(ce.cross_entropy(xb.asarray(z), xb.asarray(t), ignore_index=ignore), expected,
+             shape=())
+    g = xb.to_numpy(ce.cross_entropy_grad(xb.asarray(z), xb.asarray(t), ignore_index=ignore))
+    summed = xb.to_numpy(ce.cross_entropy_grad(xb.asarray(z), xb.asarray(t), ignore_index=ignore,
+                                               reduction="sum"))
+    assert not g[~counted].any()
+    xb.close(xb.asarray(g), summed / counted.sum())

@@ -191,7 +191,7 @@ def _denominator(call: CECall, t: np.ndarray, w: np.ndarray, has_w: bool, R: int
         return 1.0
     if opts.divisor is not None:
         return float(opts.divisor)
-    if call.kind != "index":
+    if call.kind != "index" or (call.every_row and not has_w):  # the validation counted them
         return float(R)
     denom, bad = ce_denominator_kernel(t, w, has_w, int(opts.ignore_index), call.num_classes)
     if bad >= 0:  # unreachable after validation; kept so that memory stays safe

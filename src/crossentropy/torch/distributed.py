@@ -282,7 +282,7 @@ def vocab_parallel_cross_entropy(
         t = ns.asarray(target)
         y = None  # class ids are checked after the exchange, against the global V
         if not ns.xp.isdtype(t.dtype, "integral"):  # probabilities: this rank's slice
-            y, _ = V.target(ns, t, shape, ax, V.ignore_index(ignore_index))
+            y, _, _ = V.target(ns, t, shape, ax, V.ignore_index(ignore_index))
         w = V.weight(ns, weight, shape[ax])
         return shape[ax], math.prod(shape) // max(1, shape[ax]), (ns, ax, shape, t, y, w)
 
@@ -295,7 +295,7 @@ def vocab_parallel_cross_entropy(
     rows = math.prod(rows_shape)
     if not soft:  # global class ids: checked against the global shape
         global_shape = shape[:ax] + (classes,) + shape[ax + 1 :]
-        y, _ = V.target(ns, t, global_shape, ax, ignore)
+        y, _, _ = V.target(ns, t, global_shape, ax, ignore)
     # The backward recomputes each chunk's softmax from the saved row statistics
     # (no matmul to save here, and no N x V_r gradient held from forward to backward).
     options = _options_of(group_, start, classes, local, soft, ignore, label_smoothing,
@@ -405,7 +405,7 @@ def vocab_parallel_linear_cross_entropy(
         t = ns.asarray(target)
         y = None
         if not ns.xp.isdtype(t.dtype, "integral"):  # probabilities: this rank's slice
-            y, _ = V.target(ns, t, shape, len(shape) - 1, V.ignore_index(ignore_index))
+            y, _, _ = V.target(ns, t, shape, len(shape) - 1, V.ignore_index(ignore_index))
         return local, math.prod(shape[:-1]), (ns, shape, t, y)
 
     device = getattr(hidden, "device", torch.device("cpu"))
@@ -416,7 +416,7 @@ def vocab_parallel_linear_cross_entropy(
     rows_shape = shape[:-1]
     rows = math.prod(rows_shape)
     if not soft:
-        y, _ = V.target(ns, t, rows_shape + (classes,), len(rows_shape), ignore)
+        y, _, _ = V.target(ns, t, rows_shape + (classes,), len(rows_shape), ignore)
     softcap_ = check_softcap(softcap)
     if chunk_size is None:
         chunk_size = auto_chunk_size(rows, local, hidden.dtype, softcap=softcap_, soft=soft)
