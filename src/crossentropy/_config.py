@@ -77,13 +77,16 @@ REDUCE_JIT = {"nogil": True, "cache": CACHE, "fastmath": set(REDUCE_FASTMATH)}
 JAX_CPU_KERNELS = True
 
 #: The fewest classes the JAX op's custom call takes. jit(value_and_grad) at
-#: 65536 rows, 2026-12-02 (AMD EPYC, 2 threads), custom call / XLA's code of
-#: the same loss / optax, ms: 10 classes 1.52-1.72 / 1.34-1.83 / 1.41-2.01,
-#: 16 classes 1.33-1.82 / 1.45-1.77 / 1.54-1.83, 24 classes 1.89 / 2.23 /
-#: 2.20, 32 classes 2.76 / 3.78 / 4.14. Below that the call's fixed cost
-#: (its serial passes over the targets, fresh result buffers) outweighs the
-#: kernel's lead.
-JAX_KERNEL_MIN_C = 17
+#: 65536 rows, custom call / XLA's code of the same loss / optax, ms. AMD EPYC
+#: Zen 4 (AVX-512), 2026-12-02: 4 classes 1.32 / 0.94 / 0.92, 10 classes
+#: 1.52-1.72 / 1.34-1.83 / 1.41-2.01, 16 classes 1.33-1.82 / 1.45-1.77 /
+#: 1.54-1.83, 32 classes 2.76 / 3.78 / 4.14 (the call then took three serial
+#: passes over the targets, now one). AMD EPYC Zen (AVX2 only), 2026-12-03,
+#: one pass: 2 classes 2.35 / 3.71 / 3.76, 4 classes 2.66 / 4.86 / 4.63, 10
+#: classes 3.69 / 6.10 / 5.82, 16 classes 4.62 / 8.63 / 8.90. Without AVX-512
+#: XLA's code is slow at every class count; with it, below 10 classes it was
+#: faster than the call, and at 10 level with it.
+JAX_KERNEL_MIN_C = 10
 
 #: Below this many elements a call runs on one thread: starting the thread
 #: pool costs more than it saves (and on a busy machine much more).

@@ -5,8 +5,8 @@ one argument, a call frame that lists the operand and result buffers. The
 handler here is a numba ``cfunc`` that reads that frame and runs
 ``ce_index_kernel`` (``ce_index_small_kernel`` for up to ``SMALL_C``
 classes) on the buffers in place: no copy in, none out. The engine sends it
-``JAX_KERNEL_MIN_C`` classes or more; with fewer, XLA's fused code was as
-fast. It has no JAX import; ``crossentropy.jax`` registers it
+``JAX_KERNEL_MIN_C`` classes or more; with fewer, XLA's fused code was
+faster on an AVX-512 CPU. It has no JAX import; ``crossentropy.jax`` registers it
 (``jax.ffi.register_ffi_target``) and calls it (``jax.ffi.ffi_call``) with
 
 * operands: the logits ``(R, C)`` (float32 or float64, row-major), the class
@@ -187,16 +187,17 @@ def _run(z: Any, t32: Any, wz: Any, p: Any, loss: Any, grad: Any, bad: Any) -> N
     w = np.empty(C if has_w else 0)
     for c in range(w.shape[0]):
         w[c] = float(wz[c])
-    t = np.empty(R, np.int64)  # the kernels' usual type (their specialisation for NumPy)
-    for i in range(R):
-        t[i] = t32[i]
     want_grad = grad.shape[0] > 0
-    # the mean's divisor (in row order, as the host layer); an index out of range
-    # makes its row NaN below
+    # one pass over the targets: their int64 copy (the kernels' usual type, their
+    # specialisation for NumPy), the mean's divisor (in row order, as the host
+    # layer; an index out of range makes its row NaN below), ``bad`` cleared
+    t = np.empty(R, np.int64)
     denom = 0.0
     invalid = False
     for i in range(R):
-        ti = t[i]
+        ti = t32[i]
+        t[i] = ti
+        bad[i] = 0
         if ti == ignore:
             continue
         if ti < 0 or ti >= C:
@@ -207,8 +208,6 @@ def _run(z: Any, t32: Any, wz: Any, p: Any, loss: Any, grad: Any, bad: Any) -> N
         denom = 1.0
     elif p[_DIVISOR] == p[_DIVISOR]:
         denom = p[_DIVISOR]
-    for i in range(R):
-        bad[i] = 0
     if denom == 0.0:  # a mean over nothing: 0 and a zero gradient
         loss[0] = 0.0
         for i in range(grad.shape[0]):
