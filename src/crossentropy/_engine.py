@@ -413,16 +413,18 @@ def _saved_backward(call: CECall, kcall: CECall, kout: Any, host: Any, grad_outp
     return _write_out(call.ns, _from_host(call, g), out, call.logits)
 
 
-def times_grad_output(call: CECall, g: Any, grad_output: Any) -> Any:
+def times_grad_output(call: CECall | None, g: Any, grad_output: Any) -> Any:
     """Scale a kernel gradient (of the reduced loss) by ``grad_output``, in place.
 
     ``grad_output`` is a number, a 0-d array, or per-row values (``"none"``);
-    a factor of 1 costs nothing.
+    a factor of 1 costs nothing. A number needs no ``call`` (an array is
+    checked against it).
     """
     if isinstance(grad_output, (int, float)):
         if grad_output != 1.0:
             g *= grad_output
         return g
+    assert call is not None, "an array grad_output is checked against its call"
     go = _grad_output_rows(call, grad_output)
     if go.ndim == 0 and float(go) == 1.0:
         return g

@@ -121,11 +121,10 @@ class _CrossEntropy(torch.autograd.Function):
         if grad_loss is None:  # only the statistics got a gradient (gradcheck): none flows back
             return None, None, None, None, None, None
         if grad_now is not None and grad_loss.ndim == 0 and not ctx.needs_input_grad[1]:
-            # the fused forward's gradient of the reduced loss, times grad_output: no
-            # call to rebuild (70 us of a 3.7 ms step at 65536 x 10)
-            if float(grad_loss) != 1.0:
-                grad_now.mul_(grad_loss)
-            return grad_now if ctx.needs_input_grad[0] else None, None, None, None, None, None
+            # the fused forward's gradient of the reduced loss, times grad_output as a
+            # number: no call to rebuild (70 us of a 3.7 ms step at 65536 x 10)
+            grad_logits = E.times_grad_output(None, grad_now, float(grad_loss))
+            return grad_logits if ctx.needs_input_grad[0] else None, None, None, None, None, None
         logits, target, weight, *stats = ctx.saved_tensors
         call = E.trusted_ce_call(logits, target, weight, ctx.opts)
         saved = _rebuilt_saved(tuple(stats), ctx.opts)
