@@ -51,6 +51,7 @@ def test_bench_quick_writes_json(tmp_path, capsys):
         assert sorted(r["floor_set_by"]) == sorted(fastest)
         assert r["floor_ms"] == max(ms[k] for k in fastest)
         assert ("crossentropy fast, out=" in names) == (r["mode"] == "fwd_bwd")
+        assert ("crossentropy fast, out=logits" in names) == (r["mode"] == "fwd_bwd")
         assert r["best_peer"] in ("numpy naive", "scipy log_softmax")
         for m in r["methods"]:
             assert m["group"] in ("floor", "floor pass", "ours", "peer")

@@ -286,8 +286,15 @@ def cross_entropy(call: CECall, *, want_loss: bool = True, want_grad: bool = Tru
 
 
 def saved_applicable(call: CECall) -> bool:
-    """Whether :func:`ce_index_forward` takes the call: index targets without smoothing."""
-    return call.kind == "index" and call.opts.label_smoothing == 0.0
+    """Whether :func:`ce_index_forward` takes the call: index targets without smoothing.
+
+    Not at ``SMALL_C`` classes or fewer: there the block kernel's loss pass and
+    its gradient pass (which rereads the logits) are both faster than the row
+    kernels that save and use the statistics (65536 x 10 float32, AVX2 EPYC,
+    ``inplace_backward``: forward 10.0 -> 3.4 ms, backward 4.7 -> 4.2 ms).
+    """
+    return (call.kind == "index" and call.opts.label_smoothing == 0.0
+            and call.num_classes > SMALL_C)
 
 
 def ce_index_forward(call: CECall) -> tuple[Any, dict[str, Any], np.ndarray]:

@@ -120,23 +120,47 @@ def _row_sum_exp(z: FloatArray, i: int, m: Any, buf: FloatArray, nxt: int) -> An
     return s, mn
 
 
+@jit(**ROW_JIT)
+def _same(a: FloatArray, b: FloatArray) -> bool:
+    """Whether ``a`` and ``b`` start at one address: an output that is its input.
+
+    A loop that reads one array and writes another is vectorised behind a
+    run-time check that the two do not overlap; when they are one array the
+    check fails and the scalar copy of the loop runs (float32 ``exp`` 4-5x
+    slower). Kernels whose output may be their input (``out=logits``,
+    ``inplace_backward``, the chunk engine's workspace) loop over the one
+    array when this holds.
+    """
+    return a.ctypes.data == b.ctypes.data
+
+
 @jit(**REDUCE_JIT)
 def _row_exp_store(z: FloatArray, i: int, m: Any, oi: FloatArray, nxt: int) -> Any:
     """Pass 2 with a gradient: ``oi[c] = exp(z_c - m)``; ``(their float64 sum, max of row nxt)``.
 
-    ``oi`` is a row of length C, which may be ``z[i]``: each element is read
-    before it is written. Two loops, and ``nxt``, as in :func:`_row_sum_exp`.
+    ``oi`` is a row of length C, which may be ``z[i]`` (then the loop runs
+    over that one array, see :func:`_same`). Two loops, and ``nxt``, as in
+    :func:`_row_sum_exp`.
     """
     wide_vectors()
     C = z.shape[1]
     zi = z[i]
     mn = m
+    inplace = _same(oi, zi)
     if nxt >= 0:
         zn = z[nxt]
         mn = zn[0]
+        if inplace:
+            for c in range(C):
+                oi[c] = exp_diff(oi[c], m)
+                mn = fmax(mn, zn[c])
+        else:
+            for c in range(C):
+                oi[c] = exp_diff(zi[c], m)
+                mn = fmax(mn, zn[c])
+    elif inplace:  # read through oi: z may be read-only (typed so), oi is z's memory
         for c in range(C):
-            oi[c] = exp_diff(zi[c], m)
-            mn = fmax(mn, zn[c])
+            oi[c] = exp_diff(oi[c], m)
     else:
         for c in range(C):
             oi[c] = exp_diff(zi[c], m)
@@ -682,8 +706,12 @@ def ce_index_small_kernel(
             # the gradient is made in place, or in a scratch streamed out at the end
             zb = zf[r0 * C : r1 * C]
             e = gf[r0 * C : r1 * C] if want_grad and not stream else np.empty(n, z.dtype)
-            for k in range(n):
-                e[k] = exp_diff(zb[k], shift[k])
+            if _same(e, zb):  # in place: one array (see _same)
+                for k in range(n):
+                    e[k] = exp_diff(e[k], shift[k])
+            else:
+                for k in range(n):
+                    e[k] = exp_diff(zb[k], shift[k])
             s = np.empty(r1 - r0)
             _row_sums(e, C, s)
             if want_loss:
@@ -762,6 +790,7 @@ def ce_index_grad_kernel(z: FloatArray, t: IntArray, ignore_index: int, rows: in
     """
     R = z.shape[0]
     C = z.shape[1]
+    inplace = _same(g, z)
     for b in prange(-(-R // rows)):
         wide_vectors()
         r0, r1 = _block(b, rows, R)
@@ -776,7 +805,11 @@ def ce_index_grad_kernel(z: FloatArray, t: IntArray, ignore_index: int, rows: in
                     g[i, c] = np.nan if z[i, c] == np.inf else 0.0
             else:
                 k = like(sc[i] / s[i], z)
-                if abs(k) < np.inf:
+                if abs(k) < np.inf and inplace:  # one array: see _same
+                    gi = g[i]
+                    for c in range(C):
+                        gi[c] = exp_diff(gi[c], mi) * k
+                elif abs(k) < np.inf:
                     for c in range(C):
                         g[i, c] = exp_diff(z[i, c], mi) * k
                 else:  # an infinite factor: flushed exp values matter (_tiny_exp)
