@@ -288,10 +288,12 @@ def cross_entropy(call: CECall, *, want_loss: bool = True, want_grad: bool = Tru
 def saved_applicable(call: CECall) -> bool:
     """Whether :func:`ce_index_forward` takes the call: index targets without smoothing.
 
-    Not at ``SMALL_C`` classes or fewer: there the block kernel's loss pass and
-    its gradient pass (which rereads the logits) are both faster than the row
-    kernels that save and use the statistics (65536 x 10 float32, AVX2 EPYC,
-    ``inplace_backward``: forward 10.0 -> 3.4 ms, backward 4.7 -> 4.2 ms).
+    Not at ``SMALL_C`` classes or fewer: there the block kernel's loss pass
+    is twice as fast as the row kernel that saves the statistics, which more
+    than pays for a gradient pass that rereads the logits (torch
+    ``inplace_backward``, float32, AVX2 EPYC, side by side: 65536 x 10 forward
+    8.8 -> 4.1 ms, backward 4.4 -> 5.3, together 13.2 -> 9.4; 65536 x 32
+    together 15.1 / 15.4, level).
     """
     return (call.kind == "index" and call.opts.label_smoothing == 0.0
             and call.num_classes > SMALL_C)
